@@ -1,0 +1,1 @@
+"""The `qrt` command line."""

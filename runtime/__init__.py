@@ -1,0 +1,24 @@
+"""qrt: a distributed actor runtime and task queue with a Raft-replicated coordinator."""
+
+from .actor import Actor, TaskInfo, actor, current_task
+from .client import AsyncClient, AsyncTaskHandle, Client, TaskHandle
+from .errors import (
+    InvalidArgument,
+    NoLeader,
+    NonRetryable,
+    QrtError,
+    RemoteError,
+    ResultTimeout,
+    Retry,
+    TaskCancelled,
+    TaskFailed,
+    TaskNotFound,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Actor", "AsyncClient", "AsyncTaskHandle", "Client", "InvalidArgument", "NoLeader", "NonRetryable",
+    "QrtError", "RemoteError", "ResultTimeout", "Retry", "TaskCancelled", "TaskFailed", "TaskHandle",
+    "TaskInfo", "TaskNotFound", "actor", "current_task",
+]

@@ -1,0 +1,451 @@
+"""The coordinator node: a ROUTER socket, leader discovery, and turning frames into commands.
+
+A thin shell around the state machine: frames are validated by `protocol`, turned into commands
+that the `Proposer` group-commits through Raft, and the effects of committed commands are turned
+back into frames. Only the leader proposes and dispatches; a follower answers ``redirect``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import zmq
+
+from .. import defaults, protocol
+from ..errors import ProtocolError
+from ..protocol import ErrorCode
+from ..replication import Replication
+from ..state import TaskState
+from ..state import commands as C
+from ..state.model import Accepted, CancelRunning, Count, Effect, Finished, Leased, Requeued, Retrying
+from .proposer import Proposer
+from .workers import WorkerConn, WorkerTable
+
+log = logging.getLogger("qrt.coordinator")
+
+# How often the leader checks lease timers, due delayed tasks and expired waits.
+HOUSEKEEPING_INTERVAL = 0.1
+# Below this many queued frames the socket is drained in one go; bounds one pass of the loop.
+MAX_FRAMES_PER_PASS = 5000
+
+Waiter = tuple[bytes, int, float]  # (client identity, request id, deadline on the monotonic clock)
+
+
+class Coordinator:
+    def __init__(self, listen: str, replication: Replication, max_frame: int = defaults.MAX_FRAME_BYTES) -> None:
+        self.listen = listen
+        self.replication = replication
+        self.max_frame = max_frame
+        self.workers = WorkerTable()
+        self.waiters: dict[str, list[Waiter]] = defaultdict(list)
+        self.leading = False
+        self._wants_dispatch = False
+        self._last_tick = 0.0
+        self._loop = asyncio.get_running_loop()
+        self.proposer = Proposer(replication, self._loop)
+        self._ctx = zmq.Context()
+        self.sock = self._ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # ZeroMQ drops frames to unknown peers silently otherwise
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting worker keeps its identity
+        self.sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_frame)  # beyond this ZeroMQ drops the peer outright
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 100_000)
+        self.sock.setsockopt(zmq.RCVHWM, 100_000)
+        self.sock.bind(listen)
+        self._fd = self.sock.getsockopt(zmq.FD)
+        self._drain_scheduled = False
+        self._handlers: dict[type, Any] = {
+            protocol.Submit: self._on_submit, protocol.Wait: self._on_wait, protocol.Cancel: self._on_cancel,
+            protocol.Status: self._on_status, protocol.DlqList: self._on_dlq_list,
+            protocol.DlqShow: self._on_dlq_show, protocol.DlqReplay: self._on_dlq_change,
+            protocol.DlqPurge: self._on_dlq_change, protocol.Hello: self._on_hello,
+            protocol.Heartbeat: self._on_heartbeat, protocol.Done: self._on_done,
+            protocol.Credit: self._on_credit, protocol.Drain: self._on_drain, protocol.Bye: self._on_bye,
+        }
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set; the socket's readiness drives everything else."""
+        self._loop.add_reader(self._fd, self._schedule_drain)
+        self._schedule_drain()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._housekeeping(stop))
+                tg.create_task(self._register_self(stop))
+                await stop.wait()
+        finally:
+            self._loop.remove_reader(self._fd)
+            self.sock.close(linger=0)
+            self._ctx.term()
+
+    def on_raft_state_changed(self) -> None:
+        """Called (thread-safely) when this node's Raft role changes."""
+        leading = self.replication.is_leader()
+        if leading == self.leading:
+            return
+        self.leading = leading
+        self.workers.clear()
+        if leading:
+            # Every lease timer restarts now: workers get a full grace period to say hello again.
+            with self.replication.reading() as machine:
+                for worker_id in list(machine.leases):
+                    self.workers.ghost(worker_id)
+            self._wants_dispatch = True
+            log.info("this node (%s) now leads, term %d", self.listen, self.replication.term)
+        else:
+            self.proposer.fail_all("not_leader")
+            for task_id in list(self.waiters):
+                for identity, rid, _ in self.waiters.pop(task_id):
+                    self._send(identity, self._redirect(rid))
+            log.info("this node (%s) no longer leads", self.listen)
+
+    # -- the socket -------------------------------------------------------------------------
+
+    def _schedule_drain(self) -> None:
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Read every queued frame, handle each, then propose them all as one Raft entry."""
+        self._drain_scheduled = False
+        for _ in range(MAX_FRAMES_PER_PASS):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            if len(frames) == 2:
+                self._handle(frames[0], frames[1])
+        else:
+            self._schedule_drain()  # more is waiting: come back after others had a turn
+        self._flush()
+        # The socket's FD is edge-triggered: a send may have consumed the edge of a new arrival.
+        if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._schedule_drain()
+
+    def _send(self, identity: bytes, frame: bytes) -> None:
+        try:
+            self.sock.send_multipart([identity, frame], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer is gone; EAGAIN: its queue is full
+            log.debug("could not send to %r: %s", identity, exc)
+
+    def _handle(self, identity: bytes, frame: bytes) -> None:
+        raw: dict[str, Any] = {}
+        try:
+            raw = protocol.decode(frame, self.max_frame)
+            message = protocol.parse(raw)
+        except ProtocolError as exc:
+            self._send(identity, protocol.error(exc.code, exc.message, protocol.request_id(raw)))
+            return
+        if not self.leading and not (isinstance(message, protocol.Status) and message.local):
+            self._send(identity, self._redirect(getattr(message, "rid", None)))
+            return
+        try:
+            self._handlers[type(message)](identity, message)
+        except Exception:
+            log.exception("handling %s failed", raw.get("t"))
+            self._send(identity, protocol.error("internal", f"the coordinator failed to handle {raw.get('t')!r}",
+                                                protocol.request_id(raw)))
+
+    def _redirect(self, rid: int | None) -> bytes:
+        leader = self.replication.leader_address()
+        url = self.replication.machine.nodes.get(leader) if leader else None
+        if url is None or url == self.listen:
+            return protocol.error(ErrorCode.NO_LEADER, "no leader is elected right now; retry shortly", rid)
+        body: dict[str, Any] = {"t": "redirect", "leader": url}
+        if rid is not None:
+            body["rid"] = rid
+        return protocol.encode(body)
+
+    def _reply(self, identity: bytes, kind: str, rid: int, **fields: Any) -> None:
+        self._send(identity, protocol.encode({"t": kind, "rid": rid, **fields}))
+
+    def _committed(self, identity: bytes, rid: int, then: Any) -> Any:
+        """An on_effects callback: run `then(effects)`, or tell the client the command did not commit."""
+        def on_effects(effects: list[Effect] | None, error: str | None) -> None:
+            if effects is None:
+                self._send(identity, protocol.error(ErrorCode.UNAVAILABLE,
+                                                    f"not committed ({error}); retry", rid))
+            else:
+                then(effects)
+        return on_effects
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def _on_submit(self, identity: bytes, msg: protocol.Submit) -> None:
+        def accepted(effects: list[Effect]) -> None:
+            for effect in effects:
+                if isinstance(effect, Accepted):
+                    self._reply(identity, "accepted", msg.rid, ids=effect.ids)
+        self.proposer.add(C.submit(msg.tasks), self._committed(identity, msg.rid, accepted))
+        self._wants_dispatch = True
+
+    def _on_wait(self, identity: bytes, msg: protocol.Wait) -> None:
+        with self.replication.reading() as machine:
+            task = machine.tasks.get(msg.id)
+            summary = task.summary() if task is not None and task.state in TaskState.TERMINAL else None
+        if task is None:
+            self._reply(identity, "result", msg.rid, id=msg.id, state="not_found")
+        elif summary is not None:
+            self._reply(identity, "result", msg.rid, **summary)
+        else:
+            self.waiters[msg.id].append((identity, msg.rid, time.monotonic() + msg.timeout))
+
+    def _on_cancel(self, identity: bytes, msg: protocol.Cancel) -> None:
+        def cancelled(effects: list[Effect]) -> None:
+            for effect in effects:
+                if isinstance(effect, Count):
+                    self._reply(identity, "ok", msg.rid, n=effect.n)
+        self.proposer.add(C.cancel(msg.id), self._committed(identity, msg.rid, cancelled))
+
+    def _on_status(self, identity: bytes, msg: protocol.Status) -> None:
+        self._reply(identity, "ok", msg.rid, **self.status())
+
+    def _on_dlq_list(self, identity: bytes, msg: protocol.DlqList) -> None:
+        with self.replication.reading() as machine:
+            ids = list(machine.dlq)[-msg.limit:] if msg.limit else []
+            entries = [machine.tasks[i].summary() for i in reversed(ids)]
+            total = len(machine.dlq)
+        self._reply(identity, "ok", msg.rid, total=total, entries=entries)
+
+    def _on_dlq_show(self, identity: bytes, msg: protocol.DlqShow) -> None:
+        with self.replication.reading() as machine:
+            task = machine.tasks.get(msg.id) if msg.id in machine.dlq else None
+            summary = None if task is None else task.summary()
+        if summary is None:
+            self._send(identity, protocol.error(ErrorCode.NOT_FOUND, f"no dead letter with id {msg.id!r}", msg.rid))
+        else:
+            self._reply(identity, "ok", msg.rid, entry=summary)
+
+    def _on_dlq_change(self, identity: bytes, msg: protocol.DlqReplay | protocol.DlqPurge) -> None:
+        replay = isinstance(msg, protocol.DlqReplay)
+        def counted(effects: list[Effect]) -> None:
+            for effect in effects:
+                if isinstance(effect, Count):
+                    self._reply(identity, "ok", msg.rid, n=effect.n, ids=effect.ids)
+        command = C.dlq_replay(msg.ids) if replay else C.dlq_purge(msg.ids)
+        self.proposer.add(command, self._committed(identity, msg.rid, counted))
+        self._wants_dispatch |= replay
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _on_hello(self, identity: bytes, msg: protocol.Hello) -> None:
+        if identity != msg.worker_id.encode():
+            self._send(identity, protocol.error(
+                ErrorCode.BAD_FIELD, "field 'worker_id' must equal the socket's ZeroMQ routing id"))
+            return
+        self.workers.hello(msg.worker_id, identity, [a.name for a in msg.actors], msg.slots, msg.concurrency)
+        self.proposer.add(C.register_actors({a.name: a.options for a in msg.actors}), _ignore)
+        with self.replication.reading() as machine:
+            held = machine.leases_of(msg.worker_id)
+        still_running = set(msg.running)
+        vanished = [lease for lease in held if lease not in still_running]
+        if vanished:  # granted by an earlier leader, but the worker never got them (or fenced itself)
+            self.proposer.add(C.lost(msg.worker_id, vanished, counts=False), self._after_requeue)
+        self._wants_dispatch = True
+        log.info("worker %s joined: %d free slots, actors %s", msg.worker_id, msg.slots,
+                 ", ".join(a.name for a in msg.actors))
+        self._send(identity, protocol.encode({
+            "t": "welcome", "worker_id": msg.worker_id, "heartbeat_interval": defaults.HEARTBEAT_INTERVAL,
+            "lease_timeout": defaults.LEASE_TIMEOUT}))
+
+    def _known_worker(self, identity: bytes) -> WorkerConn | None:
+        conn = self.workers.seen(identity.decode(errors="replace"))
+        if conn is None or not conn.connected:
+            # This leader has not heard its hello (it was elected since): ask for one.
+            self._send(identity, protocol.error(ErrorCode.NOT_HELLO, "say hello first: this leader does not know you"))
+            return None
+        return conn
+
+    def _on_heartbeat(self, identity: bytes, msg: protocol.Heartbeat) -> None:
+        if self._known_worker(identity) is not None:
+            self._send(identity, protocol.encode({"t": "hb"}))
+
+    def _on_done(self, identity: bytes, msg: protocol.Done) -> None:
+        conn = self._known_worker(identity)
+        if conn is None:
+            return
+        if not conn.draining:
+            conn.credit += msg.credit
+        ids = [o.id for o in msg.outcomes]
+
+        def finished(effects: list[Effect] | None, error: str | None) -> None:
+            if effects is not None:  # else no ack: the worker sends the outcomes again
+                self._send(identity, protocol.encode({"t": "ack", "ids": ids}))
+                self._on_effects(effects)
+        self.proposer.add(C.finish(conn.id, msg.outcomes), finished)
+        self._wants_dispatch = True
+
+    def _on_credit(self, identity: bytes, msg: protocol.Credit) -> None:
+        conn = self._known_worker(identity)
+        if conn is not None and not conn.draining:
+            conn.credit += msg.n
+            self._wants_dispatch = True
+
+    def _on_drain(self, identity: bytes, msg: protocol.Drain) -> None:
+        conn = self._known_worker(identity)
+        if conn is not None:
+            conn.draining = True
+            conn.credit = 0
+            log.info("worker %s is draining", conn.id)
+
+    def _on_bye(self, identity: bytes, msg: protocol.Bye) -> None:
+        conn = self._known_worker(identity)
+        if conn is None:
+            return
+        self.workers.remove(conn.id)
+        if msg.running:
+            self.proposer.add(C.lost(conn.id, msg.running, counts=False), self._after_requeue)
+        self._send(identity, protocol.encode({"t": "ack", "ids": [tid for tid, _ in msg.running]}))
+        log.info("worker %s left, giving back %d running tasks", conn.id, len(msg.running))
+
+    # -- dispatch and effects ---------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if self.leading and self._wants_dispatch:
+            self._wants_dispatch = False
+            self._offer_free_slots()
+        self.proposer.flush()
+
+    def _offer_free_slots(self) -> None:
+        """Offer every free slot; the state machine picks the tasks, so every replica agrees."""
+        offers: list[tuple[str, list[str], int]] = []
+        for conn in self.workers.with_credit():
+            offers.append((conn.id, conn.actors, conn.credit))
+            conn.credit = 0  # reserved until the dispatch commits
+        if not offers:
+            return
+
+        def leased(effects: list[Effect] | None, error: str | None) -> None:
+            runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for effect in effects or []:
+                if isinstance(effect, Leased):
+                    runs[effect.worker].append(effect.task)
+            for worker_id, _, offered in offers:
+                conn = self.workers.by_id.get(worker_id)
+                if conn is None:
+                    continue  # gone meanwhile: its leases will expire with it
+                if not conn.draining:
+                    conn.credit += offered - len(runs.get(worker_id, ()))
+                if worker_id in runs:
+                    self._send(conn.identity, protocol.encode({"t": "run", "tasks": runs[worker_id]}))
+        self.proposer.add(C.dispatch(offers), leased)
+
+    def _after_requeue(self, effects: list[Effect] | None, error: str | None) -> None:
+        if effects:
+            self._on_effects(effects)
+            self._wants_dispatch = True
+            self._schedule_drain()
+
+    def _on_effects(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Finished):
+                for identity, rid, _ in self.waiters.pop(effect.id, ()):
+                    self._reply(identity, "result", rid, **effect.summary)
+                log.debug("task %s %s", effect.id, effect.summary["state"])
+            elif isinstance(effect, CancelRunning):
+                conn = self.workers.by_id.get(effect.worker)
+                if conn is not None:
+                    self._send(conn.identity, protocol.encode({"t": "cancel", "id": effect.id}))
+            elif isinstance(effect, Retrying):
+                log.info("task %s attempt %d failed (%s: %s); retry in %.1f s", effect.id, effect.attempt,
+                         effect.error.type, effect.error.message, effect.delay)
+            elif isinstance(effect, Requeued):
+                log.info("task %s back in the queue (worker %s gone)", effect.id, effect.worker)
+
+    # -- timers -----------------------------------------------------------------------------
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            if self.leading:
+                self._expire_silent_workers()
+                self._expire_waits()
+                self._wake_for_time()
+                self._flush()
+
+    def _expire_silent_workers(self) -> None:
+        deadline = time.monotonic() - defaults.LEASE_TIMEOUT
+        for conn in self.workers.silent_since(deadline):
+            self.workers.remove(conn.id)
+            log.warning("worker %s silent for %.0f s: its leases expire", conn.id, defaults.LEASE_TIMEOUT)
+            self.proposer.add(C.lost(conn.id), self._after_requeue)
+
+    def _expire_waits(self) -> None:
+        now = time.monotonic()
+        for task_id in list(self.waiters):
+            keep = []
+            for identity, rid, deadline in self.waiters[task_id]:
+                if deadline <= now:
+                    self._reply(identity, "result", rid, id=task_id, state="pending")
+                else:
+                    keep.append((identity, rid, deadline))
+            if keep:
+                self.waiters[task_id] = keep
+            else:
+                del self.waiters[task_id]
+
+    def _wake_for_time(self) -> None:
+        """Delayed tasks and result expiry move only when a command applies: propose one when due."""
+        machine = self.replication.machine
+        now = time.time()
+        due, expiry = machine.next_due(), machine.next_expiry()
+        if due is not None and due <= now:
+            self._wants_dispatch = True
+            if not self.workers.with_credit():
+                self.proposer.add(C.tick(), _ignore)
+        elif expiry is not None and expiry <= now and now - self._last_tick >= 1.0:
+            self._last_tick = now
+            self.proposer.add(C.tick(), _ignore)
+
+    async def _register_self(self, stop: asyncio.Event) -> None:
+        """Replicate this node's client URL so that followers can redirect to it."""
+        me = self.replication.self_address
+        while not stop.is_set():
+            if self.replication.machine.nodes.get(me) == self.listen:
+                await asyncio.sleep(1.0)
+                continue
+            if self.replication.leader_address() is not None:
+                # Any node may propose this one command (pysyncobj forwards it to the leader); it
+                # carries the machine's own time so a follower's clock cannot move time.
+                payload = C.pack_batch(self.replication.term, self.replication.machine.now,
+                                       [C.register_node(me, self.listen)])
+                self.replication.propose(payload, lambda res, err: None)
+            await asyncio.sleep(0.2)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        raft = self.replication.status()
+        now = time.monotonic()
+        with self.replication.reading() as machine:
+            nodes = [{"raft": addr, "url": url, "leader": addr == raft["leader"]}
+                     for addr, url in sorted(machine.nodes.items())]
+            leader_url = machine.nodes.get(raft["leader"] or "")
+            queues = machine.depth()
+            for actor in machine.actors:
+                queues.setdefault(actor, {"queued": 0, "delayed": 0, "running": 0})
+            running = {w: len(ids) for w, ids in machine.leases.items()}
+            dlq, applied, digest = len(machine.dlq), machine.applied, machine.digest
+        served = {a for w in self.workers.by_id.values() if w.connected for a in w.actors}
+        for actor, row in queues.items():
+            row["served"] = actor in served
+        workers = [
+            {"id": w.id, "actors": w.actors, "free": w.credit, "concurrency": w.concurrency,
+             "running": running.get(w.id, 0), "seen_ago": round(now - w.last_seen, 2),
+             "draining": w.draining, "connected": w.connected}
+            for w in self.workers.by_id.values()
+        ]
+        return {"node": self.listen, "raft": raft["self"], "is_leader": self.leading, "leader": leader_url,
+                "term": raft["term"], "commit_index": raft["commit_index"], "last_applied": raft["last_applied"],
+                "applied_batches": applied, "digest": digest, "nodes": nodes, "workers": workers,
+                "queues": queues, "dead_letters": dlq}
+
+
+def _ignore(effects: list[Effect] | None, error: str | None) -> None:
+    """For commands whose outcome nobody waits for (registrations, ticks)."""

@@ -1,0 +1,54 @@
+"""Every default, named once, with the reason for its value."""
+
+from __future__ import annotations
+
+# The coordinator's client/worker endpoint when nothing else is said (DESIGN.md, "Public surface").
+COORDINATOR_URL = "tcp://127.0.0.1:7700"
+# Raft port of the embedded one-node default: the client port + 1, so one number is enough to remember.
+RAFT_ADDRESS = "127.0.0.1:7701"
+DATA_DIR = "./qrt-data"
+ENV_COORDINATORS = "QRT_COORDINATORS"
+
+# A handler that runs longer is reported as timed out: Celery has no default limit, and a hung task
+# then holds a slot forever; one minute covers ordinary work and surfaces the stuck ones.
+TASK_TIMEOUT = 60.0
+# Retries after a failure: 3 (4 attempts), the common default (Dramatiq 20 is long; Celery 3).
+RETRIES = 3
+# Exponential backoff: 1 s, 2 s, 4 s, ... capped at 5 minutes, with up to +50 % jitter.
+BACKOFF_BASE = 1.0
+BACKOFF_FACTOR = 2.0
+BACKOFF_CAP = 300.0
+BACKOFF_JITTER = 0.5
+# A task whose worker is lost runs again without using a retry, this many times; one more loss and it
+# is a poison task (it probably kills its worker) and goes to the DLQ as `worker_lost`.
+MAX_WORKER_LOSSES = 3
+# Results stay this long, so a client that waits a little late still gets them; bounded memory.
+RESULT_TTL = 600.0
+# The dead-letter queue keeps a failure for a week or the newest 100,000, whichever is smaller.
+DLQ_MAX_AGE = 7 * 24 * 3600.0
+DLQ_MAX_ENTRIES = 100_000
+
+# Workers heartbeat every second; a lease expires after 5 s of silence (5 missed beats: a GC pause or
+# a busy loop does not lose a task, a dead worker is noticed in seconds).
+HEARTBEAT_INTERVAL = 1.0
+LEASE_TIMEOUT = 5.0
+# A worker that hears no leader this long cancels its async handlers (fences itself) before its
+# leases can expire and be granted elsewhere (DESIGN.md, "Lease expiry is the leader's").
+WORKER_FENCE_AFTER = 4.0
+# A worker or client that hears nothing from its coordinator this long tries the next address.
+SILENCE_BEFORE_FAILOVER = 1.5
+# Slots per worker process: enough to keep async I/O handlers busy, small enough to spread load.
+WORKER_CONCURRENCY = 8
+# On SIGTERM a worker finishes what it runs for this long, then gives the rest back to the queue.
+DRAIN_TIMEOUT = 60.0
+
+# Largest frame accepted: big enough for any sane payload, small enough that one client cannot
+# exhaust the coordinator's memory. ZeroMQ itself drops connections beyond 4x this.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+# Raft (pysyncobj). Its default batching waits for a timer: ~10 commits/s (measured, DESIGN.md).
+RAFT_APPEND_ENTRIES_USE_BATCH = False
+# A leader cut off from its peers steps down after this; the default 30 s lets it believe it leads.
+RAFT_LEADER_FALLBACK_TIMEOUT = 1.5
+# Group commit: at most this many client commands go into one Raft entry.
+MAX_COMMANDS_PER_ENTRY = 2000

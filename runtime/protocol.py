@@ -1,0 +1,413 @@
+"""The wire protocol: message types, the msgpack codec, and validation of every incoming field.
+
+Sans-I/O, like h11: this module turns bytes into typed messages and messages into bytes, and
+never touches a socket. Every frame is one msgpack map ``{"v": 1, "t": <type>, ...}``; the full
+schema, with an example per message, is docs/protocol.md. A frame that breaks the schema raises
+`ProtocolError` with a code and a message naming the field, which the caller sends back as an
+``error`` message (or drops, when there is nobody to answer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .defaults import MAX_FRAME_BYTES
+from .errors import ProtocolError
+
+VERSION = 1
+
+
+class ErrorCode:
+    """Codes carried by ``error`` messages (docs/protocol.md, "Error codes")."""
+
+    BAD_FRAME = "bad_frame"  # not msgpack, or not a map
+    BAD_VERSION = "bad_version"  # "v" missing or not a version this node speaks
+    UNKNOWN_TYPE = "unknown_type"  # "t" names no message
+    BAD_FIELD = "bad_field"  # a field is missing, of the wrong type, or out of range
+    TOO_LARGE = "too_large"  # the frame exceeds the node's size limit
+    NO_LEADER = "no_leader"  # no leader is elected right now: retry shortly
+    NOT_FOUND = "not_found"  # the task or dead letter named does not exist
+    UNAVAILABLE = "unavailable"  # the node could not commit the request (lost leadership): retry
+    NOT_HELLO = "not_hello"  # a worker message arrived before its hello
+
+
+# ---------------------------------------------------------------------------------------------
+# Codec
+
+_packer = msgpack.Packer(use_bin_type=True, datetime=False)
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """Pack a message map; the caller has already put "t" in it."""
+    message["v"] = VERSION
+    return _packer.pack(message)
+
+
+def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
+    """Unpack one frame into a map with a known version and a type string."""
+    if len(frame) > max_bytes:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {len(frame)} bytes exceeds the limit of {max_bytes}")
+    try:
+        message = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"frame is not valid msgpack: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "frame must be a msgpack map")
+    if message.get("v") != VERSION:
+        raise ProtocolError(ErrorCode.BAD_VERSION, f"unsupported protocol version {message.get('v')!r}; speak {VERSION}")
+    kind = message.get("t")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "field 't' (message type) must be a string")
+    return message
+
+
+def check_packable(value: Any, what: str) -> None:
+    """Raise TypeError naming `what` unless `value` is made only of msgpack types."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+            raise TypeError(f"{what} is an integer outside msgpack's 64-bit range")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_packable(item, f"{what}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, bytes)):
+                raise TypeError(f"{what} has a key {key!r} of type {type(key).__name__}; use str keys")
+            check_packable(item, f"{what}[{key!r}]")
+        return
+    raise TypeError(f"{what} is a {type(value).__name__}, which is not a msgpack value "
+                    "(use None, bool, int, float, str, bytes, list or dict)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Field validation
+
+
+def _get(msg: dict[str, Any], name: str, types: type | tuple[type, ...], default: Any = ..., where: str = "") -> Any:
+    value = msg.get(name, default)
+    label = f"{where}{name}"
+    if value is ...:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{label}' is required")
+    if value is default and default is not ...:
+        return value
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{label}' must be {_names(types)}, not bool")
+    if not isinstance(value, types):
+        raise ProtocolError(ErrorCode.BAD_FIELD,
+                            f"field '{label}' must be {_names(types)}, not {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{label}' must be a finite number")
+    return value
+
+
+def _names(types: type | tuple[type, ...]) -> str:
+    return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+
+
+def _nonneg(value: float | int, label: str) -> Any:
+    if value < 0:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{label}' must not be negative")
+    return value
+
+
+def _str_id(msg: dict[str, Any], name: str, where: str = "") -> str:
+    value: str = _get(msg, name, str, where=where)
+    if not value or len(value) > 200:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}{name}' must be 1 to 200 characters")
+    return value
+
+
+NUMBER = (int, float)
+
+
+# ---------------------------------------------------------------------------------------------
+# Task envelope (client -> coordinator, inside "submit")
+
+
+@dataclass(slots=True)
+class Envelope:
+    id: str
+    actor: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    keys: dict[str, Any] = field(default_factory=dict)
+    delay: float = 0.0  # seconds from acceptance; 0 = now
+    priority: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"id": self.id, "actor": self.actor, "args": self.args, "kwargs": self.kwargs}
+        if self.keys:
+            wire["keys"] = self.keys
+        if self.delay:
+            wire["delay"] = self.delay
+        if self.priority:
+            wire["priority"] = self.priority
+        return wire
+
+
+def parse_envelope(raw: Any, where: str) -> Envelope:
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}' must be a map (a task envelope)")
+    kwargs = _get(raw, "kwargs", dict, {}, where=where + ".")
+    if not all(isinstance(k, str) for k in kwargs):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.kwargs' must have string keys")
+    return Envelope(
+        id=_str_id(raw, "id", where + "."),
+        actor=_str_id(raw, "actor", where + "."),
+        args=list(_get(raw, "args", (list, tuple), [], where=where + ".")),
+        kwargs=kwargs,
+        keys=_get(raw, "keys", dict, {}, where=where + "."),
+        delay=float(_nonneg(_get(raw, "delay", NUMBER, 0.0, where=where + "."), where + ".delay")),
+        priority=_get(raw, "priority", int, 0, where=where + "."),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Incoming messages, typed. Each parse_* takes a decoded map and returns one of these.
+
+
+@dataclass(slots=True)
+class Submit:
+    rid: int
+    tasks: list[Envelope]
+
+
+@dataclass(slots=True)
+class Wait:
+    rid: int
+    id: str
+    timeout: float  # how long the coordinator holds the request before answering "pending"
+
+
+@dataclass(slots=True)
+class Cancel:
+    rid: int
+    id: str
+
+
+@dataclass(slots=True)
+class Status:
+    rid: int
+    local: bool = False  # answer with this node's own view even when it is not the leader
+
+
+@dataclass(slots=True)
+class DlqList:
+    rid: int
+    limit: int
+
+
+@dataclass(slots=True)
+class DlqShow:
+    rid: int
+    id: str
+
+
+@dataclass(slots=True)
+class DlqReplay:
+    rid: int
+    ids: list[str] | None  # None: all
+
+
+@dataclass(slots=True)
+class DlqPurge:
+    rid: int
+    ids: list[str] | None  # None: all
+
+
+@dataclass(slots=True)
+class ActorSpec:
+    name: str
+    options: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Hello:
+    worker_id: str
+    actors: list[ActorSpec]
+    slots: int  # free slots right now
+    concurrency: int
+    running: list[tuple[str, int]]  # (task id, attempt) the worker still runs (after a failover)
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    pass
+
+
+@dataclass(slots=True)
+class Outcome:
+    id: str
+    attempt: int
+    ok: bool
+    value: Any = None
+    error_type: str = ""
+    message: str = ""
+    traceback: str = ""
+    retry_delay: float | None = None  # set when the handler raised qrt.Retry(delay=...)
+    retryable: bool = True
+
+
+@dataclass(slots=True)
+class Done:
+    outcomes: list[Outcome]
+    credit: int  # slots freed by these outcomes that the worker offers again
+
+
+@dataclass(slots=True)
+class Credit:
+    n: int
+
+
+@dataclass(slots=True)
+class Drain:
+    """The worker stops taking tasks (it finishes what it runs)."""
+
+
+@dataclass(slots=True)
+class Bye:
+    """The worker leaves; the tasks it still runs go back to the queue without counting as lost."""
+
+    running: list[tuple[str, int]]
+
+
+ClientMessage = Submit | Wait | Cancel | Status | DlqList | DlqShow | DlqReplay | DlqPurge
+WorkerMessage = Hello | Heartbeat | Done | Credit | Drain | Bye
+
+# Options a worker may register for an actor, and their types; unknown options are refused so a
+# typo does not silently fall back to a default.
+ACTOR_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "retries": (int,),
+    "timeout": NUMBER,
+    "result_ttl": NUMBER,
+    "max_worker_losses": (int,),
+}
+
+
+def _rid(msg: dict[str, Any]) -> int:
+    return int(_get(msg, "rid", int))
+
+
+def _ids_or_all(msg: dict[str, Any]) -> list[str] | None:
+    if msg.get("all") is True:
+        return None
+    ids = _get(msg, "ids", list)
+    for i, item in enumerate(ids):
+        if not isinstance(item, str):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"field 'ids[{i}]' must be a string")
+    return list(ids)
+
+
+def _parse_submit(m: dict[str, Any]) -> Submit:
+    raw = _get(m, "tasks", list)
+    if not raw:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "field 'tasks' must hold at least one task")
+    return Submit(_rid(m), [parse_envelope(t, f"tasks[{i}]") for i, t in enumerate(raw)])
+
+
+def _parse_wait(m: dict[str, Any]) -> Wait:
+    timeout = float(_nonneg(_get(m, "timeout", NUMBER, 30.0), "timeout"))
+    return Wait(_rid(m), _str_id(m, "id"), min(timeout, 3600.0))
+
+
+def _parse_actor(raw: Any, where: str) -> ActorSpec:
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}' must be a map")
+    options = _get(raw, "options", dict, {}, where=where + ".")
+    for key, value in options.items():
+        types = ACTOR_OPTION_TYPES.get(key)
+        if types is None:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.options' has unknown option {key!r}")
+        _get(options, key, types, where=where + ".options.")
+        _nonneg(value, f"{where}.options.{key}")
+    return ActorSpec(_str_id(raw, "name", where + "."), options)
+
+
+def _running(m: dict[str, Any]) -> list[tuple[str, int]]:
+    running = []
+    for i, item in enumerate(_get(m, "running", list, [])):
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], int)):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"field 'running[{i}]' must be [task id, attempt]")
+        running.append((item[0], item[1]))
+    return running
+
+
+def _parse_hello(m: dict[str, Any]) -> Hello:
+    running = _running(m)
+    return Hello(
+        worker_id=_str_id(m, "worker_id"),
+        actors=[_parse_actor(a, f"actors[{i}]") for i, a in enumerate(_get(m, "actors", list))],
+        slots=_nonneg(_get(m, "slots", int), "slots"),
+        concurrency=_nonneg(_get(m, "concurrency", int), "concurrency"),
+        running=running,
+    )
+
+
+def _parse_outcome(raw: Any, where: str) -> Outcome:
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}' must be a map")
+    p = where + "."
+    ok = _get(raw, "ok", bool, where=p)
+    delay = _get(raw, "retry_delay", NUMBER, None, where=p)
+    return Outcome(
+        id=_str_id(raw, "id", p),
+        attempt=_get(raw, "attempt", int, where=p),
+        ok=ok,
+        value=raw.get("value"),
+        error_type=_get(raw, "error_type", str, "", where=p),
+        message=_get(raw, "message", str, "", where=p),
+        traceback=_get(raw, "traceback", str, "", where=p),
+        retry_delay=None if delay is None else float(_nonneg(delay, p + "retry_delay")),
+        retryable=_get(raw, "retryable", bool, True, where=p),
+    )
+
+
+def _parse_done(m: dict[str, Any]) -> Done:
+    outcomes = [_parse_outcome(o, f"outcomes[{i}]") for i, o in enumerate(_get(m, "outcomes", list))]
+    return Done(outcomes, _nonneg(_get(m, "credit", int, 0), "credit"))
+
+
+_PARSERS: dict[str, Any] = {
+    "submit": _parse_submit,
+    "wait": _parse_wait,
+    "cancel": lambda m: Cancel(_rid(m), _str_id(m, "id")),
+    "status": lambda m: Status(_rid(m), _get(m, "local", bool, False)),
+    "dlq_list": lambda m: DlqList(_rid(m), _nonneg(_get(m, "limit", int, 100), "limit")),
+    "dlq_show": lambda m: DlqShow(_rid(m), _str_id(m, "id")),
+    "dlq_replay": lambda m: DlqReplay(_rid(m), _ids_or_all(m)),
+    "dlq_purge": lambda m: DlqPurge(_rid(m), _ids_or_all(m)),
+    "hello": _parse_hello,
+    "heartbeat": lambda m: Heartbeat(),
+    "done": _parse_done,
+    "credit": lambda m: Credit(_nonneg(_get(m, "n", int), "n")),
+    "drain": lambda m: Drain(),
+    "bye": lambda m: Bye(_running(m)),
+}
+
+
+def parse(message: dict[str, Any]) -> ClientMessage | WorkerMessage:
+    """Validate a decoded map field by field and return its typed message."""
+    parser = _PARSERS.get(message["t"])
+    if parser is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {message['t']!r}")
+    result: ClientMessage | WorkerMessage = parser(message)
+    return result
+
+
+def request_id(message: dict[str, Any]) -> int | None:
+    """The "rid" of a (possibly invalid) request, so an error reply can name it."""
+    rid = message.get("rid")
+    return rid if isinstance(rid, int) and not isinstance(rid, bool) else None
+
+
+def error(code: str, message: str, rid: int | None = None) -> bytes:
+    body: dict[str, Any] = {"t": "error", "code": code, "message": message}
+    if rid is not None:
+        body["rid"] = rid
+    return encode(body)

@@ -1,0 +1,151 @@
+"""pysyncobj around the state machine: propose batches, apply committed ones, snapshot, leadership.
+
+It makes no decisions. The one replicated method, `ReplicatedLog.apply`, takes a msgpack batch
+(bytes, so pysyncobj's pickling costs nothing per record) and hands it to the state machine under
+a lock, because the coordinator reads the machine from the asyncio thread while pysyncobj applies
+on its own tick thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+
+from . import defaults
+from .state import StateMachine
+from .state.model import Effect
+
+log = logging.getLogger("qrt.replication")
+
+ProposeCallback = Callable[[list[list[Effect]] | None, str | None], None]
+
+# Longest wait for an event in one tick: bounds timer precision (elections, heartbeats) when idle.
+TICK_WAIT = 0.02
+
+_FAILURES = {getattr(FAIL_REASON, name): name.lower() for name in dir(FAIL_REASON) if name.isupper()}
+
+
+class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # set before SyncObjConsumer records its own attributes
+        super().__init__()
+        self.machine = StateMachine()
+
+    @replicated  # type: ignore[misc]
+    def apply(self, payload: bytes) -> list[list[Effect]]:
+        with self.lock:
+            return self.machine.apply_batch(payload)
+
+    # Snapshots: pysyncobj forks and pickles what this returns in the child, so the parent only
+    # hands over a reference here (DESIGN.md: a pickling parent misses heartbeats).
+    def _serialize(self) -> dict[str, Any]:
+        return {"machine": self.machine}
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        with self.lock:
+            self.machine = data["machine"]
+
+
+def local_only(address: str) -> bool:
+    host = address.rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+class Replication:
+    """One Raft node. `on_state_changed` runs on pysyncobj's thread: hand it to a loop thread-safely."""
+
+    def __init__(self, self_address: str, peers: list[str], data_dir: str, password: str | None,
+                 on_state_changed: Callable[[], None] | None = None) -> None:
+        if password is None and not all(local_only(a) for a in [self_address, *peers]):
+            raise ValueError("a Raft password is required when any node is not on loopback "
+                             "(pysyncobj unpickles what its port receives)")
+        os.makedirs(data_dir, exist_ok=True)
+        self.log = ReplicatedLog()
+        tag = self_address.replace(":", "_")
+        conf = SyncObjConf(
+            appendEntriesUseBatch=defaults.RAFT_APPEND_ENTRIES_USE_BATCH,
+            # A journal without the dump file came back empty after a restart (measured): set both.
+            journalFile=os.path.join(data_dir, f"raft-{tag}.journal"),
+            fullDumpFile=os.path.join(data_dir, f"raft-{tag}.dump"),
+            password=password,
+            bindAddress=self_address,
+            leaderFallbackTimeout=defaults.RAFT_LEADER_FALLBACK_TIMEOUT,
+            commandsWaitLeader=False,
+            autoTick=False,  # our own tick thread: see _tick_forever
+            bindRetryTime=0.2,
+            maxBindRetries=10,  # a Raft port in use is an error after ~2 s, not an endless retry
+            onStateChanged=(lambda old, new: on_state_changed()) if on_state_changed else None,
+        )
+        self.self_address = self_address
+        self.sync = SyncObj(self_address, peers, conf, consumers=[self.log])
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._tick_forever, name="qrt-raft", daemon=True)
+        self._thread.start()
+
+    def _tick_forever(self) -> None:
+        """Tick pysyncobj: wait for a socket event or a proposal, then tick once more at once.
+
+        A proposal is appended to the log at the end of a tick and committed at the start of the
+        next; pysyncobj's own thread then sleeps up to a tick period first, so a one-node cluster
+        commits once per 50 ms (measured). The immediate second tick commits and applies it now.
+        """
+        while not self._stopping.is_set():
+            try:
+                self.sync.doTick(TICK_WAIT)
+                self.sync.doTick(0.0)
+            except Exception:  # pysyncobj's own thread logs and carries on too
+                log.exception("raft tick failed")
+                self._stopping.wait(TICK_WAIT)
+        self.sync.destroy()
+
+    @property
+    def machine(self) -> StateMachine:
+        return self.log.machine
+
+    @contextmanager
+    def reading(self) -> Iterator[StateMachine]:
+        """Hold the apply lock while the caller reads the machine (no batch applies meanwhile)."""
+        with self.log.lock:
+            yield self.log.machine
+
+    def propose(self, payload: bytes, callback: ProposeCallback) -> None:
+        """Append one batch; `callback(effects, None)` or `(None, reason)` later, on pysyncobj's thread."""
+        def done(result: Any, error: int) -> None:
+            if error == FAIL_REASON.SUCCESS:
+                callback(result, None)
+            else:
+                callback(None, _FAILURES.get(error, str(error)))
+
+        self.log.apply(payload, callback=done)
+
+    def is_leader(self) -> bool:
+        return bool(self.sync._isLeader())
+
+    def leader_address(self) -> str | None:
+        leader = self.sync._getLeader()
+        return None if leader is None else str(leader.address)
+
+    @property
+    def term(self) -> int:
+        return int(self.sync.raftCurrentTerm)
+
+    def status(self) -> dict[str, Any]:
+        raw = self.sync.getStatus()
+        return {
+            "self": self.self_address,
+            "leader": self.leader_address(),
+            "term": int(raw["raft_term"]),
+            "commit_index": int(raw["commit_idx"]),
+            "last_applied": int(raw["last_applied"]),
+            "has_quorum": bool(raw["has_quorum"]),
+        }
+
+    def destroy(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)

@@ -1,0 +1,87 @@
+"""Commands of the replicated log, and the batch that carries them through Raft.
+
+A command is a msgpack list ``[kind, ...fields]`` built by the functions below; the coordinator
+proposes many at once as one batch ``[term, timestamp, [command, ...]]`` (group commit: one Raft
+entry for many client requests). The leader stamps the batch; a replica never reads a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from ..protocol import Envelope, Outcome
+
+Command = list[Any]
+
+SUBMIT = "submit"
+DISPATCH = "dispatch"
+FINISH = "finish"
+LOST = "lost"
+CANCEL = "cancel"
+REGISTER_ACTORS = "register_actors"
+REGISTER_NODE = "register_node"
+DLQ_REPLAY = "dlq_replay"
+DLQ_PURGE = "dlq_purge"
+TICK = "tick"
+
+
+def submit(envelopes: list[Envelope]) -> Command:
+    return [SUBMIT, [e.to_wire() for e in envelopes]]
+
+
+def dispatch(offers: list[tuple[str, list[str], int]]) -> Command:
+    """Offers of free slots: (worker id, actors it serves, how many tasks it can take now)."""
+    return [DISPATCH, [[w, actors, n] for w, actors, n in offers]]
+
+
+def finish(worker: str, outcomes: list[Outcome]) -> Command:
+    return [FINISH, worker, [
+        [o.id, o.attempt, o.ok, o.value, o.error_type, o.message, o.traceback, o.retry_delay, o.retryable]
+        for o in outcomes
+    ]]
+
+
+def lost(worker: str, leases: list[tuple[str, int]] | None = None, counts: bool = True) -> Command:
+    """The worker's leases are void; `leases` None means all of them.
+
+    `counts` is True when the worker died or vanished (the task's loss counter grows, and a task
+    lost too often is dead-lettered as a poison task), False when a draining worker hands its
+    unfinished tasks back.
+    """
+    return [LOST, worker, None if leases is None else [list(x) for x in leases], counts]
+
+
+def cancel(task_id: str) -> Command:
+    return [CANCEL, task_id]
+
+
+def register_actors(actors: dict[str, dict[str, Any]]) -> Command:
+    return [REGISTER_ACTORS, actors]
+
+
+def register_node(raft_address: str, url: str) -> Command:
+    return [REGISTER_NODE, raft_address, url]
+
+
+def dlq_replay(ids: list[str] | None) -> Command:
+    return [DLQ_REPLAY, ids]
+
+
+def dlq_purge(ids: list[str] | None) -> Command:
+    return [DLQ_PURGE, ids]
+
+
+def tick() -> Command:
+    """Nothing but the passage of time: promotes due tasks and drops expired results."""
+    return [TICK]
+
+
+def pack_batch(term: int, timestamp: float, commands: list[Command]) -> bytes:
+    return msgpack.packb([term, timestamp, commands], use_bin_type=True)
+
+
+def unpack_batch(payload: bytes) -> tuple[int, float, list[Command]]:
+    term, timestamp, commands = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    return term, timestamp, commands

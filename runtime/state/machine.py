@@ -1,0 +1,330 @@
+"""The replicated state machine: every queue rule of qrt, pure and deterministic.
+
+``apply_batch(payload) -> effects``. No clock (the leader's timestamp is in the batch), no I/O,
+no unseeded randomness, no iteration over hash-ordered sets: every replica that applies the same
+batches holds the same state, which the running ``digest`` lets tests compare across nodes.
+``apply_batch`` is total: a command that raises is recorded as failed and the batch goes on, since
+an exception inside a replicated method would wedge every pysyncobj node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .. import defaults
+from . import commands as C
+from .backoff import backoff_delay
+from .model import (
+    Accepted,
+    CancelRunning,
+    Count,
+    Effect,
+    Finished,
+    Lease,
+    Leased,
+    Requeued,
+    Retrying,
+    Task,
+    TaskError,
+    TaskState,
+)
+
+log = logging.getLogger("qrt.state")
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "retries": defaults.RETRIES,
+    "timeout": defaults.TASK_TIMEOUT,
+    "result_ttl": defaults.RESULT_TTL,
+    "max_worker_losses": defaults.MAX_WORKER_LOSSES,
+}
+
+
+class StateMachine:
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        # Per actor, a heap of (-priority, order, id) of QUEUED tasks. Entries of tasks that left
+        # the queue another way (cancel, purge) stay behind and are skipped when they surface.
+        self.ready: dict[str, list[tuple[int, int, str]]] = {}
+        self.queued: dict[str, int] = {}  # actor -> number of QUEUED tasks (exact)
+        self.delayed: list[tuple[float, int, str]] = []  # (eta, order, id) of DELAYED tasks
+        self.expiry: list[tuple[float, str]] = []  # (expires_at, id) of finished tasks
+        self.leases: dict[str, dict[str, None]] = {}  # worker -> ordered set of task ids it runs
+        self.dlq: dict[str, float] = {}  # task id -> when it died, oldest first
+        self.actors: dict[str, dict[str, Any]] = {}  # registered options per actor
+        self.nodes: dict[str, str] = {}  # raft address -> client URL of each coordinator node
+        self.order = 0
+        self.now = 0.0  # the newest leader timestamp applied
+        self.term = 0
+        self.applied = 0  # batches applied
+        self.digest = ""  # hex chain hash of every batch applied, to compare replicas
+
+    # -- applying ---------------------------------------------------------------------------
+
+    def apply_batch(self, payload: bytes) -> list[list[Effect]]:
+        self.applied += 1
+        self.digest = hashlib.blake2b(self.digest.encode() + payload, digest_size=16).hexdigest()
+        try:
+            term, timestamp, cmds = C.unpack_batch(payload)
+        except Exception:  # cannot happen for batches we built; never let it wedge Raft
+            log.exception("unreadable batch ignored")
+            return []
+        self.term = max(self.term, term)
+        self.now = max(self.now, float(timestamp))  # time never goes backwards across leaders
+        self._advance()
+        out: list[list[Effect]] = []
+        for cmd in cmds:
+            effects: list[Effect] = []
+            try:
+                self._handlers[cmd[0]](self, cmd, effects)
+            except Exception:
+                log.exception("command %r failed; state keeps what it did before the error", cmd[:1])
+            out.append(effects)
+        return out
+
+    def _advance(self) -> None:
+        """Let time pass: due delayed tasks join their queue; old results and dead letters go."""
+        now = self.now
+        while self.delayed and self.delayed[0][0] <= now:
+            eta, _, task_id = heapq.heappop(self.delayed)
+            task = self.tasks.get(task_id)
+            if task is not None and task.state == TaskState.DELAYED and task.eta == eta:
+                self._enqueue(task)
+        while self.expiry and self.expiry[0][0] <= now:
+            at, task_id = heapq.heappop(self.expiry)
+            task = self.tasks.get(task_id)
+            if task is not None and task.expires_at == at and task.state in TaskState.TERMINAL \
+                    and task_id not in self.dlq:
+                del self.tasks[task_id]
+        while self.dlq:
+            oldest_id, died_at = next(iter(self.dlq.items()))
+            if len(self.dlq) <= defaults.DLQ_MAX_ENTRIES and died_at + defaults.DLQ_MAX_AGE > now:
+                break
+            del self.dlq[oldest_id]
+            self.tasks.pop(oldest_id, None)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _submit(self, cmd: C.Command, effects: list[Effect]) -> None:
+        ids = []
+        for env in cmd[1]:
+            task_id = env["id"]
+            ids.append(task_id)
+            if task_id in self.tasks:
+                continue  # a retried submit: the id is the idempotency key
+            self.order += 1
+            task = Task(
+                id=task_id, actor=env["actor"], args=env.get("args", []), kwargs=env.get("kwargs", {}),
+                keys=env.get("keys", {}), priority=env.get("priority", 0), order=self.order,
+                submitted_at=self.now,
+            )
+            self.tasks[task_id] = task
+            delay = env.get("delay", 0.0)
+            if delay > 0:
+                self._delay(task, self.now + delay)
+            else:
+                self._enqueue(task)
+        effects.append(Accepted(ids))
+
+    def _dispatch(self, cmd: C.Command, effects: list[Effect]) -> None:
+        for worker, actors, n in cmd[1]:
+            for _ in range(n):
+                task = self._pop_ready(actors)
+                if task is None:
+                    break
+                self._lease(task, worker, effects)
+
+    def _finish(self, cmd: C.Command, effects: list[Effect]) -> None:
+        worker = cmd[1]
+        for task_id, attempt, ok, value, error_type, message, tb, retry_delay, retryable in cmd[2]:
+            task = self.tasks.get(task_id)
+            if task is None or task.state != TaskState.RUNNING or task.lease is None \
+                    or task.lease.worker != worker or task.attempt != attempt:
+                continue  # stale: a lease that expired, or a report sent twice across a failover
+            self._release(task)
+            if ok:
+                self._terminate(task, TaskState.SUCCEEDED, effects, result=value)
+                continue
+            error = TaskError(error_type or "Exception", message, tb)
+            if task.cancel_requested:
+                self._terminate(task, TaskState.CANCELLED, effects, error=error)
+            elif not retryable or task.failures >= self._option(task, "retries"):
+                self._terminate(task, TaskState.FAILED, effects, error=error)
+            else:
+                task.failures += 1
+                delay = retry_delay if retry_delay is not None else backoff_delay(task.id, task.failures)
+                task.error = error
+                self._delay(task, self.now + delay)
+                effects.append(Retrying(task.id, task.attempt, delay, error))
+
+    def _lost(self, cmd: C.Command, effects: list[Effect]) -> None:
+        worker, only, counts = cmd[1], cmd[2], cmd[3]
+        held = self.leases.get(worker, {})
+        wanted = list(held) if only is None else [tid for tid, att in only
+                                                   if tid in held and self.tasks[tid].attempt == att]
+        for task_id in wanted:
+            task = self.tasks[task_id]
+            self._release(task)
+            if task.cancel_requested:
+                self._terminate(task, TaskState.CANCELLED, effects)
+                continue
+            task.losses += 1 if counts else 0
+            if task.losses > self._option(task, "max_worker_losses"):
+                error = TaskError("worker_lost", f"its worker was lost {task.losses} times while running it")
+                self._terminate(task, TaskState.FAILED, effects, error=error)
+            else:
+                self._enqueue(task, keep_order=True)
+                effects.append(Requeued(task.id, worker))
+
+    def _cancel(self, cmd: C.Command, effects: list[Effect]) -> None:
+        task = self.tasks.get(cmd[1])
+        if task is None or task.state in TaskState.TERMINAL:
+            effects.append(Count(0))
+            return
+        if task.state == TaskState.RUNNING:
+            assert task.lease is not None
+            task.cancel_requested = True
+            effects.append(CancelRunning(task.lease.worker, task.id))
+        else:
+            if task.state == TaskState.QUEUED:
+                self.queued[task.actor] -= 1
+            self._terminate(task, TaskState.CANCELLED, effects)
+        effects.append(Count(1, [task.id]))
+
+    def _register_actors(self, cmd: C.Command, effects: list[Effect]) -> None:
+        for name, options in cmd[1].items():
+            self.actors[name] = options
+
+    def _register_node(self, cmd: C.Command, effects: list[Effect]) -> None:
+        self.nodes[cmd[1]] = cmd[2]
+
+    def _dlq_replay(self, cmd: C.Command, effects: list[Effect]) -> None:
+        ids = list(self.dlq) if cmd[1] is None else [i for i in cmd[1] if i in self.dlq]
+        for task_id in ids:
+            del self.dlq[task_id]
+            task = self.tasks[task_id]
+            task.failures = task.losses = 0
+            task.error = task.result = None
+            task.finished_at = task.expires_at = 0.0
+            self.order += 1
+            task.order = self.order
+            self._enqueue(task)
+        effects.append(Count(len(ids), ids))
+
+    def _dlq_purge(self, cmd: C.Command, effects: list[Effect]) -> None:
+        ids = list(self.dlq) if cmd[1] is None else [i for i in cmd[1] if i in self.dlq]
+        for task_id in ids:
+            del self.dlq[task_id]
+            del self.tasks[task_id]
+        effects.append(Count(len(ids), ids))
+
+    def _tick(self, cmd: C.Command, effects: list[Effect]) -> None:
+        pass  # _advance has done the work
+
+    _handlers: dict[str, Callable[[StateMachine, C.Command, list[Effect]], None]] = {
+        C.SUBMIT: _submit, C.DISPATCH: _dispatch, C.FINISH: _finish, C.LOST: _lost, C.CANCEL: _cancel,
+        C.REGISTER_ACTORS: _register_actors, C.REGISTER_NODE: _register_node,
+        C.DLQ_REPLAY: _dlq_replay, C.DLQ_PURGE: _dlq_purge, C.TICK: _tick,
+    }
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def _option(self, task: Task, name: str) -> Any:
+        return self.actors.get(task.actor, DEFAULT_OPTIONS).get(name, DEFAULT_OPTIONS[name])
+
+    def _enqueue(self, task: Task, keep_order: bool = False) -> None:
+        if not keep_order:
+            self.order += 1
+            task.order = self.order
+        task.state = TaskState.QUEUED
+        heapq.heappush(self.ready.setdefault(task.actor, []), (-task.priority, task.order, task.id))
+        self.queued[task.actor] = self.queued.get(task.actor, 0) + 1
+
+    def _delay(self, task: Task, eta: float) -> None:
+        task.state = TaskState.DELAYED
+        task.eta = eta
+        self.order += 1
+        heapq.heappush(self.delayed, (eta, self.order, task.id))
+
+    def _pop_ready(self, actors: list[str]) -> Task | None:
+        """The best queued task among `actors`: highest priority first, then oldest."""
+        best: tuple[int, int, str] | None = None
+        best_actor = ""
+        for actor in actors:
+            heap = self.ready.get(actor)
+            while heap:
+                head = heap[0]
+                task = self.tasks.get(head[2])
+                if task is not None and task.state == TaskState.QUEUED and task.order == head[1]:
+                    break
+                heapq.heappop(heap)  # a stale entry (cancelled or purged task)
+            if heap and (best is None or heap[0] < best):
+                best, best_actor = heap[0], actor
+        if best is None:
+            return None
+        heapq.heappop(self.ready[best_actor])
+        self.queued[best_actor] -= 1
+        return self.tasks[best[2]]
+
+    def _lease(self, task: Task, worker: str, effects: list[Effect]) -> None:
+        task.state = TaskState.RUNNING
+        task.attempt += 1
+        task.lease = Lease(worker, task.attempt, self.term, self.now)
+        self.leases.setdefault(worker, {})[task.id] = None
+        effects.append(Leased(worker, {
+            "id": task.id, "actor": task.actor, "args": task.args, "kwargs": task.kwargs,
+            "attempt": task.attempt, "timeout": self._option(task, "timeout"), "term": self.term,
+        }))
+
+    def _release(self, task: Task) -> None:
+        assert task.lease is not None
+        held = self.leases.get(task.lease.worker)
+        if held is not None:
+            held.pop(task.id, None)
+            if not held:
+                del self.leases[task.lease.worker]
+        task.lease = None
+
+    def _terminate(self, task: Task, state: str, effects: list[Effect], result: Any = None,
+                   error: TaskError | None = None) -> None:
+        task.state = state
+        task.result = result
+        task.error = error
+        task.finished_at = self.now
+        effects.append(Finished(task.id, task.summary()))
+        if state == TaskState.FAILED:
+            self.dlq[task.id] = self.now  # kept by the DLQ's bounds, not by result_ttl
+            return
+        ttl = self._option(task, "result_ttl")
+        if ttl <= 0:
+            del self.tasks[task.id]
+            return
+        task.expires_at = self.now + ttl
+        heapq.heappush(self.expiry, (task.expires_at, task.id))
+
+    # -- queries (the coordinator reads these under the replication lock) --------------------
+
+    def has_ready(self, actors: list[str]) -> bool:
+        return any(self.queued.get(a, 0) > 0 for a in actors)
+
+    def next_due(self) -> float | None:
+        """When the earliest delayed task becomes due (stale entries may make this early)."""
+        return self.delayed[0][0] if self.delayed else None
+
+    def next_expiry(self) -> float | None:
+        return self.expiry[0][0] if self.expiry else None
+
+    def leases_of(self, worker: str) -> list[tuple[str, int]]:
+        return [(tid, self.tasks[tid].attempt) for tid in self.leases.get(worker, {})]
+
+    def depth(self) -> dict[str, dict[str, int]]:
+        """Per actor: queued, delayed and running counts."""
+        out: dict[str, dict[str, int]] = {}
+        for task in self.tasks.values():
+            if task.state in (TaskState.QUEUED, TaskState.DELAYED, TaskState.RUNNING):
+                row = out.setdefault(task.actor, {"queued": 0, "delayed": 0, "running": 0})
+                row[task.state] += 1
+        return out

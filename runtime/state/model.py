@@ -1,0 +1,128 @@
+"""The records the state machine keeps: tasks, their leases, and what effects it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TaskState:
+    QUEUED = "queued"  # due, waiting for a free slot
+    DELAYED = "delayed"  # waiting for its ETA (a delay, or a retry's backoff)
+    RUNNING = "running"  # leased to a worker
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # in the dead-letter queue
+    CANCELLED = "cancelled"
+
+    TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+
+@dataclass(slots=True)
+class Lease:
+    worker: str
+    attempt: int
+    term: int  # the Raft term of the leader that granted it; a deposed leader's grants are stale
+    started_at: float
+
+
+@dataclass(slots=True)
+class TaskError:
+    type: str  # exception class name, or "timeout", "worker_lost", "cancelled"
+    message: str
+    traceback: str = ""
+
+    def to_wire(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+
+@dataclass(slots=True)
+class Task:
+    id: str
+    actor: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    keys: dict[str, Any]
+    priority: int
+    order: int  # FIFO position among equal priorities; kept when a lost task goes back to the queue
+    submitted_at: float
+    state: str = TaskState.QUEUED
+    eta: float = 0.0
+    attempt: int = 0  # deliveries so far; the handler sees it as current_task().attempt
+    failures: int = 0  # handler failures so far (timeouts included); compared with `retries`
+    losses: int = 0  # times its worker was lost while running it
+    lease: Lease | None = None
+    cancel_requested: bool = False
+    result: Any = None
+    error: TaskError | None = None
+    finished_at: float = 0.0
+    expires_at: float = 0.0  # when a finished task's record (and result) is dropped
+
+    def summary(self) -> dict[str, Any]:
+        """The task as clients see it (``result`` replies, ``dlq_show``)."""
+        out: dict[str, Any] = {
+            "id": self.id, "actor": self.actor, "state": self.state, "attempt": self.attempt,
+            "args": self.args, "kwargs": self.kwargs, "submitted_at": self.submitted_at,
+        }
+        if self.state == TaskState.SUCCEEDED:
+            out["value"] = self.result
+        if self.error is not None:
+            out["error"] = self.error.to_wire()
+        if self.finished_at:
+            out["finished_at"] = self.finished_at
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Effects: what applying a command asks the shell (the coordinator) to do or tell.
+
+
+@dataclass(slots=True)
+class Accepted:
+    ids: list[str]
+
+
+@dataclass(slots=True)
+class Leased:
+    worker: str
+    task: dict[str, Any]  # the body of the "run" entry sent to the worker
+
+
+@dataclass(slots=True)
+class Finished:
+    """A task reached a terminal state; waiting clients are answered with `summary`."""
+
+    id: str
+    summary: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Retrying:
+    id: str
+    attempt: int
+    delay: float
+    error: TaskError
+
+
+@dataclass(slots=True)
+class Requeued:
+    """A lease was given up (worker lost, drained, fenced) and the task is due again."""
+
+    id: str
+    worker: str
+
+
+@dataclass(slots=True)
+class CancelRunning:
+    worker: str
+    id: str
+
+
+@dataclass(slots=True)
+class Count:
+    """How many records a command touched (DLQ replay/purge, cancel)."""
+
+    n: int
+    ids: list[str] = field(default_factory=list)
+
+
+Effect = Accepted | Leased | Finished | Retrying | Requeued | CancelRunning | Count

@@ -1,0 +1,71 @@
+"""Runs one handler under its timeout and turns what happened into an outcome for ``done``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import traceback
+from concurrent.futures import Executor
+from typing import Any
+
+from ..actor import Actor, TaskInfo, _current
+from ..errors import NonRetryable, Retry
+from ..protocol import check_packable
+
+
+def outcome_ok(task_id: str, attempt: int, value: Any) -> dict[str, Any]:
+    try:
+        check_packable(value, "the result")
+    except TypeError as exc:
+        return outcome_error(task_id, attempt, "UnpackableResult", str(exc), "", retryable=False)
+    return {"id": task_id, "attempt": attempt, "ok": True, "value": value}
+
+
+def outcome_error(task_id: str, attempt: int, error_type: str, message: str, tb: str,
+                  retryable: bool = True, retry_delay: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": task_id, "attempt": attempt, "ok": False, "error_type": error_type,
+                           "message": message, "traceback": tb, "retryable": retryable}
+    if retry_delay is not None:
+        out["retry_delay"] = float(retry_delay)
+    return out
+
+
+async def run_handler(actor: Actor[Any, Any], task: dict[str, Any],
+                      executor: Executor) -> tuple[dict[str, Any], asyncio.Future[Any] | None]:
+    """Run the handler for one ``run`` entry and return its outcome; raises only CancelledError.
+
+    The second value is the thread of a sync handler that overran its timeout: a thread cannot be
+    killed, so its slot stays busy until that future is done.
+    """
+    task_id, attempt, timeout = task["id"], task["attempt"], float(task["timeout"])
+    info = TaskInfo(task_id, actor.name, attempt)
+    args, kwargs = task.get("args", []), task.get("kwargs", {})
+    thread_future: asyncio.Future[Any] | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            if actor.is_async:
+                token = _current.set(info)
+                try:
+                    value = await actor.fn(*args, **kwargs)
+                finally:
+                    _current.reset(token)
+            else:
+                ctx = contextvars.copy_context()
+                ctx.run(_current.set, info)
+                loop = asyncio.get_running_loop()
+                thread_future = loop.run_in_executor(executor, lambda: ctx.run(actor.fn, *args, **kwargs))
+                value = await asyncio.shield(thread_future)
+        return outcome_ok(task_id, attempt, value), None
+    except TimeoutError:
+        busy = thread_future if thread_future is not None and not thread_future.done() else None
+        message = f"{actor.name} ran longer than its timeout of {timeout} s"
+        return outcome_error(task_id, attempt, "timeout", message, ""), busy
+    except Retry as exc:
+        return outcome_error(task_id, attempt, "Retry", str(exc), "", retry_delay=exc.delay), None
+    except NonRetryable as exc:
+        tb = traceback.format_exc()
+        return outcome_error(task_id, attempt, "NonRetryable", str(exc), tb, retryable=False), None
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return outcome_error(task_id, attempt, type(exc).__name__, str(exc), traceback.format_exc()), None
