@@ -1,0 +1,3 @@
+from qrt.cli.main import main
+
+main()

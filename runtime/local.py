@@ -1,0 +1,173 @@
+"""Run a coordinator cluster and workers as local processes on 127.0.0.1: for demos, tests, benchmarks.
+
+Every process is started here and stopped here, by its PID (SIGTERM, then SIGKILL), so nothing
+outlives the `with LocalCluster(...)` block, even when the block fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from .client import Client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; TimeoutError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not reached within {timeout} s")
+        time.sleep(interval)
+
+
+@dataclass
+class Node:
+    url: str
+    raft: str
+    data_dir: str
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: str = ""
+
+
+@dataclass
+class LocalCluster:
+    """`nodes` coordinator processes (1, 3 or 5) and any number of worker processes."""
+
+    nodes: int = 1
+    password: str | None = None
+    base_dir: str | None = None
+    log_level: str = "info"
+    env: dict[str, str] = field(default_factory=dict)
+    coordinator_nodes: list[Node] = field(default_factory=list)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.base_dir = self.base_dir or tempfile.mkdtemp(prefix="qrt-local-")
+        addrs = [(free_port(), free_port()) for _ in range(self.nodes)]
+        password_args: list[str] = []
+        if self.password:
+            path = os.path.join(self.base_dir, "raft-password")
+            with open(path, "w") as f:
+                f.write(self.password)
+            password_args = ["--raft-password-file", path]
+        for i, (client_port, raft_port) in enumerate(addrs):
+            raft = f"127.0.0.1:{raft_port}"
+            peers = [f"127.0.0.1:{p}" for j, (_, p) in enumerate(addrs) if j != i]
+            data_dir = os.path.join(self.base_dir, f"node{i}")
+            url = f"tcp://127.0.0.1:{client_port}"
+            args = ["coordinator", "--listen", url, "--raft", raft, "--data-dir", data_dir,
+                    "--log-level", self.log_level, *password_args]
+            for peer in peers:
+                args += ["--peer", peer]
+            self.coordinator_nodes.append(Node(url, raft, data_dir, args))
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.coordinator_nodes]
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        assert self.base_dir is not None
+        log = open(os.path.join(self.base_dir, log_name), "ab")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        return subprocess.Popen([sys.executable, "-m", "qrt.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+
+    def start(self, wait: bool = True) -> LocalCluster:
+        for i in range(len(self.coordinator_nodes)):
+            self.start_node(i)
+        if wait:
+            self.wait_for_leader()
+        return self
+
+    def start_node(self, i: int) -> None:
+        node = self.coordinator_nodes[i]
+        node.log_path = f"node{i}.log"
+        node.proc = self._spawn(node.args, node.log_path)
+
+    def start_worker(self, modules: list[str], concurrency: int = 8, extra: list[str] | None = None,
+                     name: str | None = None) -> subprocess.Popen[bytes]:
+        args = ["worker", *modules, "--log-level", self.log_level, *(extra or [])]
+        args += ["--concurrency", str(concurrency)]
+        for url in self.urls:
+            args += ["--coordinator", url]
+        proc = self._spawn(args, name or f"worker{len(self.workers)}.log")
+        self.workers.append(proc)
+        return proc
+
+    def client(self) -> Client:
+        return Client(self.urls)
+
+    def leader_index(self) -> int | None:
+        """Which node leads, asking each directly (None: no leader that all agree on yet)."""
+        with Client(self.urls) as c:
+            try:
+                status = c.status()
+            except Exception:
+                return None
+        for i, node in enumerate(self.coordinator_nodes):
+            if node.url == status.get("leader") and status.get("is_leader"):
+                return i
+        return None
+
+    def wait_for_leader(self, timeout: float = 20.0) -> int:
+        index: int = wait_until(lambda: (lambda i: None if i is None else i + 1)(self.leader_index()),
+                                timeout, 0.1, "a coordinator leader") - 1
+        return index
+
+    def kill_node(self, i: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.coordinator_nodes[i].proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(timeout=10)
+
+    def log(self, name: str) -> str:
+        assert self.base_dir is not None
+        with open(os.path.join(self.base_dir, name), errors="replace") as f:
+            return f.read()
+
+    def stop(self) -> None:
+        procs = [p for p in self.workers] + [n.proc for n in self.coordinator_nodes if n.proc is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

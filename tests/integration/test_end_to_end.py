@@ -1,0 +1,147 @@
+"""From @actor to a result through a real coordinator process and a real worker process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import qrt
+from qrt.local import LocalCluster
+from tests import actors
+
+
+def test_sync_client_submits_and_gets_results(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        task = client.submit(actors.add, 1, 2)
+        assert isinstance(task.id, str) and task.id
+        assert task.result(timeout=10) == 3
+        assert client.submit(actors.sync_add, 2, 3).result(timeout=10) == 5
+        assert client.submit("tests.actors.add", 4, 5).result(timeout=10) == 9
+        assert client.task(task.id).result(timeout=10) == 3
+
+
+async def test_async_client_is_awaitable(cluster: LocalCluster) -> None:
+    async with qrt.AsyncClient(cluster.urls) as client:
+        task = await client.submit(actors.add, 1, 2)
+        assert await task.result(timeout=10) == 3
+        handles = await client.submit_many(actors.add, [(i, i) for i in range(50)])
+        assert [await h.result(timeout=10) for h in handles] == [2 * i for i in range(50)]
+
+
+def test_submit_many_returns_handles_in_order(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        handles = client.submit_many(actors.add, [(1, 2), (3, 4)])
+        assert [h.result(timeout=10) for h in handles] == [3, 7]
+        assert len({h.id for h in handles}) == 2
+
+
+def test_handler_sees_its_task_and_attempt(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        task = client.submit(actors.whoami)
+        info = task.result(timeout=10)
+        assert info["id"] == task.id and info["actor"] == "tests.actors.whoami" and info["attempt"] == 1
+
+
+def test_retry_requests_another_attempt(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        assert client.submit(actors.fail_until, 3).result(timeout=20) == 3
+
+
+def test_failure_after_retries_raises_task_failed_with_details(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        task = client.submit(actors.always_fails, "nope")
+        with pytest.raises(qrt.TaskFailed) as info:
+            task.result(timeout=20)
+        assert isinstance(info.value, qrt.QrtError)
+        assert info.value.error_type == "ValueError" and info.value.message == "nope"
+        assert "always_fails" in info.value.traceback
+        entry = client.dlq_show(task.id)
+        assert entry["attempt"] == 2 and entry["error"]["type"] == "ValueError"
+
+
+def test_non_retryable_goes_straight_to_the_dlq(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        task = client.submit(actors.not_retryable)
+        with pytest.raises(qrt.TaskFailed) as info:
+            task.result(timeout=10)
+        assert info.value.error_type == "NonRetryable"
+        assert client.dlq_show(task.id)["attempt"] == 1
+
+
+@pytest.mark.parametrize("actor", [actors.too_slow, actors.too_slow_sync])
+def test_handler_timeout_is_reported_as_timeout(cluster: LocalCluster, actor: qrt.Actor) -> None:  # type: ignore[type-arg]
+    with qrt.Client(cluster.urls) as client:
+        with pytest.raises(qrt.TaskFailed) as info:
+            client.submit(actor).result(timeout=10)
+        assert info.value.error_type == "timeout"
+
+
+def test_delayed_task_runs_after_its_delay(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        started = time.monotonic()
+        task = client.submit_with(actors.add, args=(1, 2), kwargs={}, delay=1.0)
+        with pytest.raises(qrt.ResultTimeout):
+            task.result(timeout=0.5)
+        assert task.result(timeout=10) == 3
+        assert time.monotonic() - started >= 1.0
+
+
+def test_result_timeout_is_a_timeout_error(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        task = client.submit(actors.sleep_then, 2.0)
+        with pytest.raises(TimeoutError):
+            task.result(timeout=0.2)
+
+
+def test_unknown_task_and_unstored_result_are_not_found(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        with pytest.raises(qrt.TaskNotFound):
+            client.task("no-such-task").result(timeout=5)
+        task = client.submit(actors.no_result)
+        try:  # the result may arrive while we wait, or be gone already: never stored
+            assert task.result(timeout=10) == 1
+        except qrt.TaskNotFound:
+            pass
+        with pytest.raises(qrt.TaskNotFound):
+            client.task(task.id).result(timeout=5)
+
+
+def test_cancelled_delayed_task_never_runs(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        task = client.submit_with(actors.add, (1, 1), delay=30)
+        assert client.cancel(task.id) is True
+        with pytest.raises(qrt.TaskCancelled):
+            task.result(timeout=5)
+
+
+def test_bad_arguments_fail_at_submit_naming_the_argument(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        with pytest.raises(qrt.InvalidArgument, match="argument 'x'"):
+            client.submit(actors.add, object(), 2)
+        with pytest.raises(qrt.InvalidArgument, match="do not fit"):
+            client.submit(actors.add, 1)
+        with pytest.raises(qrt.InvalidArgument, match="too large|exceeds"):
+            client.submit("tests.actors.add", "x" * (17 * 1024 * 1024), 1)
+
+
+def test_unpackable_result_is_a_failure_not_a_crash(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        with pytest.raises(qrt.TaskFailed) as info:
+            client.submit(actors.unpackable).result(timeout=10)
+        assert info.value.error_type == "UnpackableResult"
+        assert client.submit(actors.add, 1, 1).result(timeout=10) == 2
+
+
+def test_unserved_actor_is_accepted_and_queued(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        task = client.submit("nobody.serves.this", 1)
+        with pytest.raises(qrt.ResultTimeout):
+            task.result(timeout=0.3)
+        row = client.status()["queues"]["nobody.serves.this"]
+        assert row["queued"] >= 1 and row["served"] is False
+        client.cancel(task.id)
+
+
+def test_calling_an_actor_directly_runs_it_locally() -> None:
+    assert actors.sync_add(2, 2) == 4

@@ -1,0 +1,42 @@
+"""Drive the pure state machine the way the leader does: stamped batches of commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qrt.protocol import Envelope, Outcome
+from qrt.state import StateMachine
+from qrt.state import commands as C
+from qrt.state.model import Effect, Leased
+
+
+class Driver:
+    def __init__(self) -> None:
+        self.machine = StateMachine()
+        self.now = 1000.0
+        self.term = 1
+        self.log: list[bytes] = []
+
+    def apply(self, *commands: C.Command) -> list[list[Effect]]:
+        payload = C.pack_batch(self.term, self.now, list(commands))
+        self.log.append(payload)
+        return self.machine.apply_batch(payload)
+
+    def submit(self, task_id: str, actor: str = "a", delay: float = 0.0, priority: int = 0,
+               args: list[Any] | None = None) -> None:
+        self.apply(C.submit([Envelope(task_id, actor, args or [], {}, delay=delay, priority=priority)]))
+
+    def dispatch(self, worker: str = "w1", actors: list[str] | None = None, n: int = 1) -> list[dict[str, Any]]:
+        effects = self.apply(C.dispatch([(worker, actors or ["a"], n)]))[0]
+        return [e.task for e in effects if isinstance(e, Leased)]
+
+    def finish(self, task: dict[str, Any], worker: str = "w1", ok: bool = True, value: Any = None,
+               error_type: str = "ValueError", retryable: bool = True,
+               retry_delay: float | None = None) -> list[Effect]:
+        outcome = Outcome(task["id"], task["attempt"], ok, value, "" if ok else error_type, "boom", "",
+                          retry_delay, retryable)
+        return self.apply(C.finish(worker, [outcome]))[0]
+
+    def state(self, task_id: str) -> str | None:
+        task = self.machine.tasks.get(task_id)
+        return None if task is None else task.state

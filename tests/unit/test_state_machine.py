@@ -1,0 +1,231 @@
+"""The state machine's rules, one behaviour per test, without sockets or clocks."""
+
+from __future__ import annotations
+
+import pytest
+
+from qrt import defaults
+from qrt.protocol import Envelope
+from qrt.state import commands as C
+from qrt.state.backoff import backoff_delay
+from qrt.state.model import Accepted, CancelRunning, Finished, Retrying
+
+from .statehelp import Driver
+
+
+def test_submitted_task_is_leased_to_a_free_slot_and_its_result_kept() -> None:
+    d = Driver()
+    d.submit("t1", args=[1, 2])
+    [run] = d.dispatch()
+    assert run["id"] == "t1" and run["attempt"] == 1 and run["args"] == [1, 2]
+    assert run["timeout"] == defaults.TASK_TIMEOUT
+    assert d.state("t1") == "running"
+    effects = d.finish(run, value=3)
+    assert isinstance(effects[0], Finished) and effects[0].summary["value"] == 3
+    assert d.machine.tasks["t1"].result == 3
+
+
+def test_a_resubmitted_id_is_accepted_once_and_runs_once() -> None:
+    d = Driver()
+    d.submit("t1")
+    effects = d.apply(C.submit([Envelope("t1", "a", [], {})]))
+    assert effects[0] == [Accepted(["t1"])]
+    assert len(d.dispatch(n=5)) == 1
+
+
+def test_dispatch_never_leases_more_than_the_offered_slots() -> None:
+    d = Driver()
+    for i in range(5):
+        d.submit(f"t{i}")
+    assert len(d.dispatch(n=2)) == 2
+    assert d.machine.queued["a"] == 3
+
+
+def test_dispatch_only_leases_actors_the_worker_serves() -> None:
+    d = Driver()
+    d.submit("t1", actor="b")
+    assert d.dispatch(actors=["a"], n=1) == []
+    assert [r["id"] for r in d.dispatch(actors=["a", "b"])] == ["t1"]
+
+
+def test_higher_priority_first_then_oldest() -> None:
+    d = Driver()
+    d.submit("low")
+    d.submit("high", priority=5)
+    d.submit("low2")
+    assert [r["id"] for r in d.dispatch(n=3)] == ["high", "low", "low2"]
+
+
+def test_delayed_task_is_not_leased_before_its_eta() -> None:
+    d = Driver()
+    d.submit("t1", delay=10)
+    assert d.state("t1") == "delayed"
+    d.now += 9.9
+    assert d.dispatch() == []
+    d.now += 0.2
+    assert [r["id"] for r in d.dispatch()] == ["t1"]
+
+
+def test_failure_retries_with_backoff_then_dead_letters() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"retries": 2}}))
+    d.submit("t1")
+    for failure in (1, 2):
+        [run] = d.dispatch()
+        [effect] = d.finish(run, ok=False)
+        assert isinstance(effect, Retrying)
+        assert effect.delay == backoff_delay("t1", failure)
+        assert d.state("t1") == "delayed"
+        d.now += effect.delay
+    [run] = d.dispatch()
+    assert run["attempt"] == 3
+    [effect] = d.finish(run, ok=False)
+    assert isinstance(effect, Finished) and effect.summary["state"] == "failed"
+    assert "t1" in d.machine.dlq and d.machine.tasks["t1"].error.type == "ValueError"
+
+
+def test_backoff_grows_exponentially_is_capped_and_jittered_deterministically() -> None:
+    assert 1.0 <= backoff_delay("x", 1) <= 1.5
+    assert 2.0 <= backoff_delay("x", 2) <= 3.0
+    assert backoff_delay("x", 30) == defaults.BACKOFF_CAP
+    assert backoff_delay("x", 3) == backoff_delay("x", 3)
+    assert len({backoff_delay(f"t{i}", 1) for i in range(20)}) > 1
+
+
+def test_non_retryable_failure_goes_straight_to_the_dlq() -> None:
+    d = Driver()
+    d.submit("t1")
+    [run] = d.dispatch()
+    d.finish(run, ok=False, error_type="NonRetryable", retryable=False)
+    assert d.state("t1") == "failed" and d.machine.tasks["t1"].attempt == 1
+
+
+def test_retry_request_uses_its_own_delay() -> None:
+    d = Driver()
+    d.submit("t1")
+    [run] = d.dispatch()
+    [effect] = d.finish(run, ok=False, error_type="Retry", retry_delay=30.0)
+    assert isinstance(effect, Retrying) and effect.delay == 30.0
+    assert d.machine.tasks["t1"].eta == d.now + 30.0
+
+
+def test_lost_worker_requeues_without_using_a_retry_even_with_zero_retries() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"retries": 0}}))
+    d.submit("t1")
+    for loss in range(1, defaults.MAX_WORKER_LOSSES + 1):
+        [run] = d.dispatch(worker=f"w{loss}")
+        d.apply(C.lost(f"w{loss}"))
+        assert d.state("t1") == "queued"
+        assert d.machine.tasks["t1"].failures == 0
+    [run] = d.dispatch(worker="last")
+    d.apply(C.lost("last"))
+    assert d.state("t1") == "failed"
+    assert d.machine.tasks["t1"].error.type == "worker_lost"
+
+
+def test_drained_tasks_go_back_without_counting_as_lost() -> None:
+    d = Driver()
+    d.submit("t1")
+    [run] = d.dispatch()
+    d.apply(C.lost("w1", [("t1", run["attempt"])], counts=False))
+    assert d.state("t1") == "queued" and d.machine.tasks["t1"].losses == 0
+
+
+def test_a_stale_report_after_the_lease_moved_is_ignored() -> None:
+    d = Driver()
+    d.submit("t1")
+    [first] = d.dispatch(worker="w1")
+    d.apply(C.lost("w1"))
+    [second] = d.dispatch(worker="w2")
+    assert d.finish(first, worker="w1", value="stale") == []
+    assert d.state("t1") == "running"
+    d.finish(second, worker="w2", value="fresh")
+    assert d.machine.tasks["t1"].result == "fresh"
+    assert d.finish(second, worker="w2", value="twice") == []  # a resend after failover
+    assert d.machine.tasks["t1"].result == "fresh"
+
+
+def test_result_expires_after_its_ttl_and_ttl_zero_keeps_none() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"result_ttl": 60}, "b": {"result_ttl": 0}}))
+    d.submit("t1")
+    d.submit("t2", actor="b")
+    d.finish(d.dispatch()[0])
+    d.finish(d.dispatch(actors=["b"])[0])
+    assert "t2" not in d.machine.tasks
+    d.now += 59
+    d.apply(C.tick())
+    assert "t1" in d.machine.tasks
+    d.now += 2
+    d.apply(C.tick())
+    assert "t1" not in d.machine.tasks
+
+
+def test_cancel_queued_delayed_and_running() -> None:
+    d = Driver()
+    d.submit("q")
+    d.submit("later", delay=5)
+    d.submit("r", actor="b")
+    [run] = d.dispatch(actors=["b"])
+    d.apply(C.cancel("q"), C.cancel("later"))
+    assert d.state("q") == d.state("later") == "cancelled"
+    assert d.dispatch(n=5) == []
+    d.now += 10
+    assert d.dispatch(n=5) == []
+    [effects] = d.apply(C.cancel("r"))
+    assert any(isinstance(e, CancelRunning) and e.worker == "w1" for e in effects)
+    d.finish(run, ok=False, error_type="cancelled")
+    assert d.state("r") == "cancelled"
+
+
+def test_dlq_replay_and_purge() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"retries": 0}}))
+    for tid in ("t1", "t2"):
+        d.submit(tid)
+        d.finish(d.dispatch()[0], ok=False)
+    assert list(d.machine.dlq) == ["t1", "t2"]
+    d.apply(C.dlq_replay(["t1"]))
+    assert d.state("t1") == "queued" and list(d.machine.dlq) == ["t2"]
+    d.apply(C.dlq_purge(None))
+    assert "t2" not in d.machine.tasks and not d.machine.dlq
+
+
+def test_dlq_is_bounded_by_age() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"retries": 0}}))
+    d.submit("t1")
+    d.finish(d.dispatch()[0], ok=False)
+    d.now += defaults.DLQ_MAX_AGE + 1
+    d.apply(C.tick())
+    assert not d.machine.dlq and "t1" not in d.machine.tasks
+
+
+def test_a_command_that_raises_does_not_stop_the_batch() -> None:
+    d = Driver()
+    effects = d.apply(["no_such_command"], C.submit([Envelope("t1", "a", [], {})]))
+    assert effects[0] == [] and effects[1] == [Accepted(["t1"])]
+
+
+def test_time_never_goes_backwards_across_leaders() -> None:
+    d = Driver()
+    d.submit("t1", delay=10)
+    d.now -= 100  # a new leader whose clock is behind
+    d.apply(C.tick())
+    assert d.machine.now == 1000.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_replicas_applying_the_same_batches_agree(seed: int) -> None:
+    d = Driver()
+    for i in range(20):
+        d.submit(f"t{i}", delay=(i * seed) % 3)
+    d.now += 5
+    runs = d.dispatch(n=7)
+    d.apply(C.lost("w1", [(r["id"], r["attempt"]) for r in runs[:3]]))
+    replica = Driver()
+    for payload in d.log:
+        replica.machine.apply_batch(payload)
+    assert replica.machine.digest == d.machine.digest
+    assert {k: v.state for k, v in replica.machine.tasks.items()} == {k: v.state for k, v in d.machine.tasks.items()}

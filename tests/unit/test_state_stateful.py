@@ -1,0 +1,169 @@
+"""Hypothesis drives the state machine through random interleavings and checks DESIGN.md's invariants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from qrt.protocol import Outcome
+from qrt.state import StateMachine, TaskState
+from qrt.state import commands as C
+from qrt.state.model import Leased
+
+WORKERS = ["w1", "w2", "w3"]
+ACTORS = ["a", "b"]
+
+
+class QueueRules(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.machine = StateMachine()
+        self.replica = StateMachine()
+        self.now = 1000.0
+        self.accepted: set[str] = set()
+        self.purged: set[str] = set()
+        self.expired: set[str] = set()  # finished tasks whose result TTL ran out
+        self.slots = {w: 2 for w in WORKERS}  # free slots each worker offered
+        self.running: dict[str, dict[str, Any]] = {}  # task id -> run entry (what workers hold)
+        self.next_id = 0
+        self.apply(C.register_actors({"a": {"retries": 1, "result_ttl": 30}, "b": {"retries": 0}}))
+
+    def apply(self, *cmds: C.Command) -> list[list[Any]]:
+        payload = C.pack_batch(1, self.now, list(cmds))
+        self.replica.apply_batch(payload)
+        return self.machine.apply_batch(payload)
+
+    # -- rules ------------------------------------------------------------------------------
+
+    @rule(actor=st.sampled_from(ACTORS), delay=st.sampled_from([0.0, 0.0, 5.0]), n=st.integers(1, 3),
+          priority=st.integers(0, 2))
+    def submit(self, actor: str, delay: float, n: int, priority: int) -> None:
+        from qrt.protocol import Envelope
+        envs = []
+        for _ in range(n):
+            self.next_id += 1
+            envs.append(Envelope(f"t{self.next_id}", actor, [], {}, delay=delay, priority=priority))
+        self.apply(C.submit(envs))
+        self.accepted.update(e.id for e in envs)
+
+    @rule(task_index=st.integers(0, 50))
+    def resubmit(self, task_index: int) -> None:
+        from qrt.protocol import Envelope
+        task_id = f"t{task_index}"
+        if task_id in self.accepted:
+            before = self.machine.tasks.get(task_id)
+            state = None if before is None else before.state
+            self.apply(C.submit([Envelope(task_id, "a", [], {})]))
+            after = self.machine.tasks.get(task_id)
+            assert (None if after is None else after.state) == state or state is None
+
+    @rule(worker=st.sampled_from(WORKERS), actors=st.sampled_from([["a"], ["b"], ["a", "b"]]))
+    def dispatch(self, worker: str, actors: list[str]) -> None:
+        n = self.slots[worker]
+        effects = self.apply(C.dispatch([(worker, actors, n)]))[0]
+        leased = [e for e in effects if isinstance(e, Leased)]
+        assert len(leased) <= n, "leased more tasks than free slots"
+        for e in leased:
+            assert e.worker == worker and e.task["actor"] in actors
+            task = self.machine.tasks[e.task["id"]]
+            assert task.eta <= self.now, "leased a task that was not due"
+            self.running[e.task["id"]] = {**e.task, "worker": worker}
+        self.slots[worker] -= len(leased)
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data(), ok=st.booleans(), retryable=st.booleans())
+    def finish(self, data: st.DataObject, ok: bool, retryable: bool) -> None:
+        task_id = data.draw(st.sampled_from(sorted(self.running)))
+        run = self.running.pop(task_id)
+        outcome = Outcome(task_id, run["attempt"], ok, 1 if ok else None, "" if ok else "E", "m", "", None, retryable)
+        self.apply(C.finish(run["worker"], [outcome]))
+        self.slots[run["worker"]] += 1
+
+    @rule(worker=st.sampled_from(WORKERS))
+    def worker_dies(self, worker: str) -> None:
+        self.apply(C.lost(worker))
+        for task_id in [t for t, r in self.running.items() if r["worker"] == worker]:
+            del self.running[task_id]
+        self.slots[worker] = 2
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data())
+    def stale_report(self, data: st.DataObject) -> None:
+        """A report for an attempt that is not the current lease changes nothing."""
+        task_id = data.draw(st.sampled_from(sorted(self.running)))
+        run = self.running[task_id]
+        before = self.machine.tasks[task_id].state
+        self.apply(C.finish(run["worker"], [Outcome(task_id, run["attempt"] - 1, True, 0)]))
+        assert self.machine.tasks[task_id].state == before
+
+    @rule(task_index=st.integers(0, 50))
+    def cancel(self, task_index: int) -> None:
+        self.apply(C.cancel(f"t{task_index}"))
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 20.0, 400.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+        before = {tid for tid, t in self.machine.tasks.items() if t.state in TaskState.TERMINAL}
+        self.apply(C.tick())
+        self.expired |= {tid for tid in before if tid not in self.machine.tasks}
+
+    @rule()
+    def replay_all(self) -> None:
+        self.apply(C.dlq_replay(None))
+
+    @rule()
+    def purge_all(self) -> None:
+        self.purged |= set(self.machine.dlq)
+        self.apply(C.dlq_purge(None))
+
+    # -- invariants -------------------------------------------------------------------------
+
+    @invariant()
+    def no_accepted_task_disappears(self) -> None:
+        for task_id in self.accepted - self.purged - self.expired:
+            assert task_id in self.machine.tasks, f"accepted task {task_id} vanished"
+
+    @invariant()
+    def only_finished_tasks_leave(self) -> None:
+        for task_id in self.expired:
+            assert task_id not in self.running
+
+    @invariant()
+    def leases_match_running_tasks(self) -> None:
+        leased = {tid for held in self.machine.leases.values() for tid in held}
+        running = {tid for tid, t in self.machine.tasks.items() if t.state == TaskState.RUNNING}
+        assert leased == running
+        for worker, held in self.machine.leases.items():
+            assert len(held) <= 2, f"{worker} holds more tasks than its slots"
+
+    @invariant()
+    def queue_counts_are_exact(self) -> None:
+        for actor in ACTORS:
+            queued = sum(1 for t in self.machine.tasks.values() if t.actor == actor and t.state == TaskState.QUEUED)
+            assert self.machine.queued.get(actor, 0) == queued
+
+    @invariant()
+    def dead_letters_are_failed_tasks(self) -> None:
+        for task_id in self.machine.dlq:
+            assert self.machine.tasks[task_id].state == TaskState.FAILED
+        for task in self.machine.tasks.values():
+            if task.state == TaskState.FAILED:
+                assert task.id in self.machine.dlq
+
+    @invariant()
+    def exhausted_retries_end_in_the_dlq(self) -> None:
+        for task in self.machine.tasks.values():
+            retries = self.machine.actors[task.actor]["retries"]
+            assert task.failures <= retries
+
+    @invariant()
+    def replicas_agree(self) -> None:
+        assert self.replica.digest == self.machine.digest
+        assert {k: v.state for k, v in self.replica.tasks.items()} == {k: v.state for k, v in self.machine.tasks.items()}
+
+
+QueueRules.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestQueueRules = QueueRules.TestCase
