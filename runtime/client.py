@@ -283,8 +283,9 @@ class AsyncClient:
             if request.future.done():
                 continue
             if now - request.started > REQUEST_TIMEOUT + request.hold:
+                tried = ", ".join(self.coordinators)
                 request.future.set_exception(NoLeader(
-                    f"no coordinator leader answered within {REQUEST_TIMEOUT:.0f} s (tried {', '.join(self.coordinators)})"))
+                    f"no coordinator leader answered within {REQUEST_TIMEOUT:.0f} s (tried {tried})"))
             elif now - request.sent_at > SILENCE + request.hold:
                 silent.append(request)
         if silent:  # this node is dead or not answering: try the next one

@@ -73,7 +73,7 @@ class TaskNotFound(QrtError):
         self.task_id = task_id
 
 
-class Retry(Exception):  # noqa: N818 - raised by handlers, named for what it asks
+class Retry(Exception):
     """Raise inside a handler to ask for another attempt after `delay` seconds (uses one retry)."""
 
     def __init__(self, delay: float | None = None, message: str = "retry requested") -> None:
@@ -81,5 +81,5 @@ class Retry(Exception):  # noqa: N818 - raised by handlers, named for what it as
         self.delay = delay
 
 
-class NonRetryable(Exception):  # noqa: N818 - raised by handlers, named for what it asks
+class NonRetryable(Exception):
     """Raise inside a handler to send the task straight to the dead-letter queue, without retries."""

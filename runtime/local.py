@@ -146,6 +146,15 @@ class LocalCluster:
         with open(os.path.join(self.base_dir, name), errors="replace") as f:
             return f.read()
 
+    def dump_logs(self) -> str:
+        """Every process's output, for a failing test's report."""
+        assert self.base_dir is not None
+        parts = []
+        for name in sorted(os.listdir(self.base_dir)):
+            if name.endswith(".log"):
+                parts.append(f"----- {name} -----\n{self.log(name)[-20000:]}")
+        return "\n".join(parts)
+
     def stop(self) -> None:
         procs = [p for p in self.workers] + [n.proc for n in self.coordinator_nodes if n.proc is not None]
         for proc in procs:

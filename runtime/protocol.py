@@ -44,7 +44,8 @@ _packer = msgpack.Packer(use_bin_type=True, datetime=False)
 def encode(message: dict[str, Any]) -> bytes:
     """Pack a message map; the caller has already put "t" in it."""
     message["v"] = VERSION
-    return _packer.pack(message)
+    packed: bytes = _packer.pack(message)
+    return packed
 
 
 def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
@@ -58,7 +59,8 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, "frame must be a msgpack map")
     if message.get("v") != VERSION:
-        raise ProtocolError(ErrorCode.BAD_VERSION, f"unsupported protocol version {message.get('v')!r}; speak {VERSION}")
+        raise ProtocolError(ErrorCode.BAD_VERSION,
+                            f"unsupported protocol version {message.get('v')!r}; speak {VERSION}")
     kind = message.get("t")
     if not isinstance(kind, str):
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "field 't' (message type) must be a string")

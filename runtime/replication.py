@@ -37,7 +37,7 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
         super().__init__()
         self.machine = StateMachine()
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[misc, untyped-decorator]
     def apply(self, payload: bytes) -> list[list[Effect]]:
         with self.lock:
             return self.machine.apply_batch(payload)

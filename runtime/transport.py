@@ -57,7 +57,7 @@ class Link:
         self.url = url
         self._sock = new_dealer(self._ctx, self._identity)
         self._sock.connect(url)
-        self._fd = self._sock.getsockopt(zmq.FD)
+        self._fd = int(self._sock.getsockopt(zmq.FD))
         self._loop.add_reader(self._fd, self._schedule)
         self._schedule()
 
@@ -91,7 +91,7 @@ class Link:
         else:
             self._schedule()
             return
-        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             self._schedule()
 
     def _close_socket(self) -> None:

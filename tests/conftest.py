@@ -1,4 +1,7 @@
-"""Fixtures that start real coordinator and worker processes on 127.0.0.1 and always stop them."""
+"""Fixtures that start real coordinator and worker processes on 127.0.0.1 and always stop them.
+
+Their output is printed at teardown: pytest shows it for a failing test only.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,23 @@ from collections.abc import Iterator
 
 import pytest
 
-from qrt.local import LocalCluster
+import qrt
+from qrt.local import LocalCluster, wait_until
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """One coordinator node and one worker serving tests.actors, shared by a module's tests."""
-    with LocalCluster(nodes=1, base_dir=str(tmp_path_factory.mktemp("cluster"))) as c:
+    c = LocalCluster(nodes=1, base_dir=str(tmp_path_factory.mktemp("cluster")))
+    try:
+        c.start()
         c.start_worker(["tests.actors"], concurrency=4)
+        with qrt.Client(c.urls) as client:
+            wait_until(lambda: client.status()["workers"], 30, what="the worker to connect")
         yield c
+    finally:
+        c.stop()
+        print(c.dump_logs())
 
 
 @pytest.fixture
@@ -25,3 +36,4 @@ def fresh_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         yield c
     finally:
         c.stop()
+        print(c.dump_logs())

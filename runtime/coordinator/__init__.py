@@ -33,7 +33,8 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
     holder: list[Coordinator] = []
 
     def state_changed() -> None:  # on pysyncobj's thread
-        loop.call_soon_threadsafe(lambda: holder and holder[0].on_raft_state_changed())
+        if holder:
+            loop.call_soon_threadsafe(holder[0].on_raft_state_changed)
 
     replication = Replication(raft, peers, data_dir, password, on_state_changed=state_changed)
     try:

@@ -23,9 +23,12 @@ OnEffects = Callable[[list[Effect] | None, str | None], None]
 
 
 class Proposer:
-    def __init__(self, replication: Replication, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, replication: Replication, loop: asyncio.AbstractEventLoop,
+                 before_flush: Callable[[], None] | None = None) -> None:
         self._replication = replication
         self._loop = loop
+        self._before_flush = before_flush  # may add last commands (the dispatch offers)
+        self._scheduled = False
         self._commands: list[C.Command] = []
         self._callbacks: list[OnEffects] = []
         self._in_flight: dict[int, list[OnEffects]] = {}
@@ -34,12 +37,18 @@ class Proposer:
     def add(self, command: C.Command, on_effects: OnEffects) -> None:
         self._commands.append(command)
         self._callbacks.append(on_effects)
+        if not self._scheduled:  # whatever else this pass of the loop adds joins the same entry
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
 
     def pending(self) -> int:
         return len(self._commands)
 
     def flush(self) -> None:
         """Propose what was gathered, stamped with the leader's term and a non-decreasing time."""
+        self._scheduled = False
+        if self._before_flush is not None:
+            self._before_flush()
         while self._commands:
             n = defaults.MAX_COMMANDS_PER_ENTRY
             commands, self._commands = self._commands[:n], self._commands[n:]
@@ -49,8 +58,13 @@ class Proposer:
             self._next_batch += 1
             batch = self._next_batch
             self._in_flight[batch] = callbacks
-            self._replication.propose(payload, lambda res, err, b=batch: self._loop.call_soon_threadsafe(
-                self._resolve, b, res, err))
+            self._replication.propose(payload, self._on_commit(batch))
+
+    def _on_commit(self, batch: int) -> Callable[[list[list[Effect]] | None, str | None], None]:
+        """A callback for pysyncobj's thread that hands the outcome to the event loop."""
+        def on_commit(results: list[list[Effect]] | None, error: str | None) -> None:
+            self._loop.call_soon_threadsafe(self._resolve, batch, results, error)
+        return on_commit
 
     def fail_all(self, reason: str) -> None:
         """Leadership was lost: nothing in flight will be answered by this node."""

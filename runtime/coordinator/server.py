@@ -46,7 +46,7 @@ class Coordinator:
         self._wants_dispatch = False
         self._last_tick = 0.0
         self._loop = asyncio.get_running_loop()
-        self.proposer = Proposer(replication, self._loop)
+        self.proposer = Proposer(replication, self._loop, before_flush=self._before_flush)
         self._ctx = zmq.Context()
         self.sock = self._ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # ZeroMQ drops frames to unknown peers silently otherwise
@@ -56,7 +56,7 @@ class Coordinator:
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
         self.sock.bind(listen)
-        self._fd = self.sock.getsockopt(zmq.FD)
+        self._fd = int(self.sock.getsockopt(zmq.FD))
         self._drain_scheduled = False
         self._handlers: dict[type, Any] = {
             protocol.Submit: self._on_submit, protocol.Wait: self._on_wait, protocol.Cancel: self._on_cancel,
@@ -123,9 +123,9 @@ class Coordinator:
                 self._handle(frames[0], frames[1])
         else:
             self._schedule_drain()  # more is waiting: come back after others had a turn
-        self._flush()
+        self.proposer.flush()
         # The socket's FD is edge-triggered: a send may have consumed the edge of a new arrival.
-        if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             self._schedule_drain()
 
     def _send(self, identity: bytes, frame: bytes) -> None:
@@ -306,41 +306,45 @@ class Coordinator:
 
     # -- dispatch and effects ---------------------------------------------------------------
 
-    def _flush(self) -> None:
+    def _before_flush(self) -> None:
         if self.leading and self._wants_dispatch:
             self._wants_dispatch = False
             self._offer_free_slots()
-        self.proposer.flush()
 
     def _offer_free_slots(self) -> None:
         """Offer every free slot; the state machine picks the tasks, so every replica agrees."""
-        offers: list[tuple[str, list[str], int]] = []
-        for conn in self.workers.with_credit():
-            offers.append((conn.id, conn.actors, conn.credit))
-            conn.credit = 0  # reserved until the dispatch commits
-        if not offers:
+        offered = self.workers.with_credit()
+        if not offered:
             return
+        offers = [(conn.id, conn.actors, conn.credit) for conn in offered]
+        for conn in offered:
+            conn.credit = 0  # reserved until the dispatch commits
 
         def leased(effects: list[Effect] | None, error: str | None) -> None:
             runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for effect in effects or []:
                 if isinstance(effect, Leased):
                     runs[effect.worker].append(effect.task)
-            for worker_id, _, offered in offers:
-                conn = self.workers.by_id.get(worker_id)
-                if conn is None:
-                    continue  # gone meanwhile: its leases will expire with it
+            for conn, (worker_id, _, slots) in zip(offered, offers, strict=True):
+                granted = runs.get(worker_id, [])
+                if self.workers.by_id.get(worker_id) is not conn:
+                    # The worker said hello again (or left) meanwhile: its new hello counted its slots
+                    # afresh, so these leases were granted against slots it no longer offers.
+                    if granted:
+                        self.proposer.add(C.lost(worker_id, [(t["id"], t["attempt"]) for t in granted],
+                                                 counts=False), self._after_requeue)
+                    continue
                 if not conn.draining:
-                    conn.credit += offered - len(runs.get(worker_id, ()))
-                if worker_id in runs:
-                    self._send(conn.identity, protocol.encode({"t": "run", "tasks": runs[worker_id]}))
+                    conn.credit += slots - len(granted)
+                if granted:
+                    self._send(conn.identity, protocol.encode({"t": "run", "tasks": granted}))
         self.proposer.add(C.dispatch(offers), leased)
 
     def _after_requeue(self, effects: list[Effect] | None, error: str | None) -> None:
         if effects:
             self._on_effects(effects)
             self._wants_dispatch = True
-            self._schedule_drain()
+            self.proposer.flush()
 
     def _on_effects(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -367,7 +371,7 @@ class Coordinator:
                 self._expire_silent_workers()
                 self._expire_waits()
                 self._wake_for_time()
-                self._flush()
+                self.proposer.flush()
 
     def _expire_silent_workers(self) -> None:
         deadline = time.monotonic() - defaults.LEASE_TIMEOUT

@@ -79,7 +79,8 @@ def tick() -> Command:
 
 
 def pack_batch(term: int, timestamp: float, commands: list[Command]) -> bytes:
-    return msgpack.packb([term, timestamp, commands], use_bin_type=True)
+    packed: bytes = msgpack.packb([term, timestamp, commands], use_bin_type=True)
+    return packed
 
 
 def unpack_batch(payload: bytes) -> tuple[int, float, list[Command]]:

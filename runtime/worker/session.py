@@ -9,6 +9,7 @@ second, follows redirects, and fences itself when no leader has answered for a w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -77,10 +78,8 @@ class Worker:
         try:
             while not stop.is_set():
                 self._on_timer()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), TIMER_INTERVAL)
-                except TimeoutError:
-                    pass
             await self._drain()
         finally:
             for job in list(self._jobs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -99,10 +100,8 @@ def test_unknown_task_and_unstored_result_are_not_found(cluster: LocalCluster) -
         with pytest.raises(qrt.TaskNotFound):
             client.task("no-such-task").result(timeout=5)
         task = client.submit(actors.no_result)
-        try:  # the result may arrive while we wait, or be gone already: never stored
+        with contextlib.suppress(qrt.TaskNotFound):  # answered while waiting, or already gone: never stored
             assert task.result(timeout=10) == 1
-        except qrt.TaskNotFound:
-            pass
         with pytest.raises(qrt.TaskNotFound):
             client.task(task.id).result(timeout=5)
 
@@ -121,7 +120,7 @@ def test_bad_arguments_fail_at_submit_naming_the_argument(cluster: LocalCluster)
             client.submit(actors.add, object(), 2)
         with pytest.raises(qrt.InvalidArgument, match="do not fit"):
             client.submit(actors.add, 1)
-        with pytest.raises(qrt.InvalidArgument, match="too large|exceeds"):
+        with pytest.raises(qrt.InvalidArgument, match=r"exceeds the frame limit"):
             client.submit("tests.actors.add", "x" * (17 * 1024 * 1024), 1)
 
 

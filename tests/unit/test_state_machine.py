@@ -114,11 +114,11 @@ def test_lost_worker_requeues_without_using_a_retry_even_with_zero_retries() -> 
     d.apply(C.register_actors({"a": {"retries": 0}}))
     d.submit("t1")
     for loss in range(1, defaults.MAX_WORKER_LOSSES + 1):
-        [run] = d.dispatch(worker=f"w{loss}")
+        assert len(d.dispatch(worker=f"w{loss}")) == 1
         d.apply(C.lost(f"w{loss}"))
         assert d.state("t1") == "queued"
         assert d.machine.tasks["t1"].failures == 0
-    [run] = d.dispatch(worker="last")
+    assert len(d.dispatch(worker="last")) == 1
     d.apply(C.lost("last"))
     assert d.state("t1") == "failed"
     assert d.machine.tasks["t1"].error.type == "worker_lost"

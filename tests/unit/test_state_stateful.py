@@ -162,7 +162,8 @@ class QueueRules(RuleBasedStateMachine):
     @invariant()
     def replicas_agree(self) -> None:
         assert self.replica.digest == self.machine.digest
-        assert {k: v.state for k, v in self.replica.tasks.items()} == {k: v.state for k, v in self.machine.tasks.items()}
+        states = {k: v.state for k, v in self.machine.tasks.items()}
+        assert {k: v.state for k, v in self.replica.tasks.items()} == states
 
 
 QueueRules.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)

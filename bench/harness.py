@@ -1,0 +1,179 @@
+"""What every benchmark shares: its time budget, the cluster it starts, /proc readings, the JSON report.
+
+A benchmark fills its report as it goes, so that when its budget runs out (or it fails) it still
+prints what it measured, marked `"timed_out"` or `"error"`; every process it started is stopped by
+`LocalCluster` on the way out.
+"""
+
+from __future__ import annotations
+
+import _thread
+import argparse
+import json
+import math
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import qrt
+from qrt.local import LocalCluster, wait_until
+
+from .machine import machine_info
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(REPO_ROOT, "bench", "results")
+ACTORS_MODULE = "bench.actors"
+
+# Each script's whole budget: starting clusters included, it ends (and reports) within this.
+DEFAULT_TIMEOUT = 300.0
+# Past the budget, this long is left for a phase to notice; then the main thread is interrupted.
+HARD_STOP_GRACE = 30.0
+# Processes start in ~0.5 s and elect a leader in ~1-2 s; a slow, loaded machine gets slack.
+STARTUP_TIMEOUT = 30.0
+
+
+class Deadline:
+    """The benchmark's budget. Phases bound their waits with `remaining()`; past the budget plus a
+    grace period a watchdog interrupts the main thread (KeyboardInterrupt), so nothing hangs."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self._watchdog = threading.Timer(seconds + HARD_STOP_GRACE, _thread.interrupt_main)
+        self._watchdog.daemon = True
+
+    def __enter__(self) -> Deadline:
+        self._watchdog.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._watchdog.cancel()
+
+    def remaining(self) -> float:
+        """Seconds left; raises TimeoutError once the budget is spent."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the benchmark's budget of {self.seconds:.0f} s is spent")
+        return left
+
+
+def cluster(nodes: int) -> LocalCluster:
+    """A `nodes`-node coordinator cluster on 127.0.0.1; a multi-node one encrypts its Raft traffic."""
+    return LocalCluster(
+        nodes=nodes,
+        # Raft traffic between nodes is Fernet-encrypted with a password (DESIGN.md): measure that cost.
+        password=secrets.token_hex(16) if nodes > 1 else None,
+        log_level="warning",
+        # Workers import bench.actors whatever the caller's working directory.
+        env={"PYTHONPATH": os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)},
+    )
+
+
+def start_workers(c: LocalCluster, count: int, concurrency: int, deadline: Deadline) -> None:
+    """Start `count` worker processes serving bench.actors and wait until the leader knows them all."""
+    for _ in range(count):
+        c.start_worker([ACTORS_MODULE], concurrency=concurrency)
+
+    def ready() -> bool:
+        with qrt.Client(c.urls) as client:
+            workers = client.status()["workers"]
+        return sum(1 for w in workers if w["connected"] and "bench.noop" in w["actors"]) >= count
+
+    wait_until(ready, min(STARTUP_TIMEOUT, deadline.remaining()), 0.1, f"{count} workers connected")
+
+
+def leader_pid(c: LocalCluster) -> int:
+    index = c.wait_for_leader()
+    proc = c.coordinator_nodes[index].proc
+    assert proc is not None
+    return proc.pid
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """VmRSS (resident now), VmHWM (peak resident), RssAnon (heap) and RssFile (mapped files), in bytes."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by the process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime: fields 14 and 15 of stat
+
+
+def cpu_snapshot(c: LocalCluster) -> dict[str, float]:
+    """CPU seconds so far of every process of the cluster, and of this one (the client)."""
+    out = {f"coordinator{i}": proc_cpu_seconds(n.proc.pid) for i, n in enumerate(c.coordinator_nodes)
+           if n.proc is not None and n.proc.poll() is None}
+    out.update({f"worker{i}": proc_cpu_seconds(w.pid) for i, w in enumerate(c.workers) if w.poll() is None})
+    out["client"] = time.process_time()
+    return out
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before[k], 3) for k in after if k in before}
+
+
+def percentiles(values_ms: list[float]) -> dict[str, float]:
+    """p50/p95/p99 by the nearest-rank method, with mean and max, rounded to microseconds."""
+    if not values_ms:
+        return {}
+    s = sorted(values_ms)
+
+    def rank(p: float) -> float:
+        return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
+
+    return {"n": len(s), "p50_ms": round(rank(50), 3), "p95_ms": round(rank(95), 3), "p99_ms": round(rank(99), 3),
+            "mean_ms": round(sum(s) / len(s), 3), "min_ms": round(s[0], 3), "max_ms": round(s[-1], 3)}
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="whole budget in seconds; past it the benchmark stops and reports what it has")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/<name>-<time>.json")
+    return parser
+
+
+def run_benchmark(name: str, params: dict[str, Any], timeout: float,
+                  body: Callable[[Deadline, dict[str, Any]], None]) -> dict[str, Any]:
+    """Run `body(deadline, report)`; the report it fills comes back, complete or not, with the machine."""
+    report: dict[str, Any] = {"benchmark": name, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "params": params, "machine": machine_info()}
+    t0 = time.monotonic()
+    with Deadline(timeout) as deadline:
+        try:
+            body(deadline, report)
+        except (TimeoutError, KeyboardInterrupt) as exc:
+            report["timed_out"] = True
+            report["error"] = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        except Exception as exc:
+            report["error"] = f"{type(exc).__name__}: {exc}"
+    report["elapsed_s"] = round(time.monotonic() - t0, 2)
+    return report
+
+
+def emit(report: dict[str, Any], save: bool = True) -> int:
+    """Print the report as one JSON object; save a copy; the exit status says whether it completed."""
+    if save:
+        os.makedirs(RESULTS_DIR, exist_ok=True)
+        path = os.path.join(RESULTS_DIR, f"{report['benchmark']}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        print(f"saved {os.path.relpath(path, REPO_ROOT)}", file=sys.stderr)
+    print(json.dumps(report, indent=2), flush=True)
+    return 1 if report.get("error") or report.get("failed_checks") else 0

@@ -1,0 +1,99 @@
+"""The `qrt` command, as a user runs it: the real binary against a real cluster, and CliRunner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import qrt
+from qrt.cli.main import main
+from qrt.local import LocalCluster
+from tests import actors
+
+
+def qrt_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qrt.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("command", [[], ["coordinator"], ["worker"], ["submit"], ["wait"], ["status"], ["cancel"],
+                                     ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "replay"], ["dlq", "purge"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["submit", "a", "[1,"], "not valid JSON"),
+    (["submit", "a", '{"x": 1}'], "must be a JSON array"),
+    (["submit", "a", "--kwargs", "[1]"], "must be a JSON object"),
+    (["submit", "a", "--delay", "-1"], "-1"),
+    (["coordinator", "--peer", "127.0.0.1:9"], "odd number"),
+    (["coordinator", "--raft", "10.1.2.3:7701", "--peer", "127.0.0.1:1", "--peer", "127.0.0.1:2"],
+     "--raft-password-file is required"),
+    (["coordinator", "--raft", "nonsense"], "HOST:PORT"),
+    (["worker", "no_such_module_xyz"], "cannot import module 'no_such_module_xyz'"),
+    (["dlq", "replay"], "either a task ID or --all"),
+    (["status", "--coordinator", "localhost:7700"], "must be a URL"),
+])
+def test_bad_arguments_give_a_message_and_no_traceback(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_submit_wait_status_and_dlq_with_the_real_binary(cluster: LocalCluster) -> None:
+    env = {"QRT_COORDINATORS": ",".join(cluster.urls)}
+    done = qrt_cmd("submit", "tests.actors.add", "[2, 3]", "--wait", "--timeout", "20", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == 5
+
+    task_id = qrt_cmd("submit", "tests.actors.add", "[1]", "--kwargs", '{"y": 1}', env=env).stdout.strip()
+    waited = qrt_cmd("wait", task_id, "--timeout", "20", "--coordinator", cluster.urls[0])
+    assert waited.returncode == 0 and json.loads(waited.stdout) == 2
+
+    failed = qrt_cmd("submit", "tests.actors.not_retryable", "--wait", "--timeout", "20", env=env)
+    assert failed.returncode == 1
+    error = json.loads(failed.stderr.splitlines()[0])
+    assert error["state"] == "failed" and error["error_type"] == "NonRetryable"
+    dead_id = error["id"]
+
+    status = json.loads(qrt_cmd("status", "--json", env=env).stdout)
+    assert status["is_leader"] and status["leader"] == cluster.urls[0] and status["term"] >= 1
+    assert status["workers"][0]["concurrency"] == 4
+    assert "tests.actors.add" in status["queues"]
+    assert "tests.actors.add" in qrt_cmd("status", env=env).stdout
+
+    listed = json.loads(qrt_cmd("dlq", "list", "--json", env=env).stdout)
+    assert dead_id in [e["id"] for e in listed]
+    shown = json.loads(qrt_cmd("dlq", "show", dead_id, env=env).stdout)
+    assert shown["error"]["type"] == "NonRetryable" and "Traceback" in shown["error"]["traceback"]
+    missing = qrt_cmd("dlq", "show", "nope", env=env)
+    assert missing.returncode == 1 and "no dead letter" in missing.stderr and "Traceback" not in missing.stderr
+
+    assert qrt_cmd("dlq", "replay", dead_id, env=env).stdout.strip() == "replayed 1"
+    with qrt.Client(cluster.urls) as client, pytest.raises(qrt.TaskFailed):  # it fails again: back in the DLQ
+        client.task(dead_id).result(timeout=20)
+    assert qrt_cmd("dlq", "purge", dead_id, env=env).stdout.strip() == "purged 1"
+    assert qrt_cmd("dlq", "purge", "--all", env=env).returncode == 0
+
+
+def test_cancel_command(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        task = client.submit_with(actors.add, (1, 2), delay=60)
+        result = qrt_cmd("cancel", task.id, "--coordinator", cluster.urls[0])
+        assert result.returncode == 0 and "cancelled" in result.stdout
+        with pytest.raises(qrt.TaskCancelled):
+            task.result(timeout=5)
+
+
+def test_client_command_without_a_coordinator_fails_cleanly() -> None:
+    result = qrt_cmd("status", "--coordinator", "tcp://127.0.0.1:9", timeout=60)
+    assert result.returncode == 1
+    assert "no coordinator leader answered" in result.stderr and "Traceback" not in result.stderr
