@@ -1,0 +1,67 @@
+"""Real pysyncobj in this process: commits, snapshots, and state that survives a restart."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from qrt.local import free_port, wait_until
+from qrt.protocol import Envelope
+from qrt.replication import Replication
+from qrt.state import commands as C
+from qrt.state.model import Effect
+
+
+def commit(replication: Replication, *commands: C.Command) -> list[list[Effect]]:
+    done = threading.Event()
+    out: list[list[list[Effect]] | None] = []
+
+    def callback(effects: list[list[Effect]] | None, error: str | None) -> None:
+        assert error is None, error
+        out.append(effects)
+        done.set()
+
+    replication.propose(C.pack_batch(replication.term, replication.machine.now + 1, list(commands)), callback)
+    assert done.wait(10), "the batch did not commit"
+    assert out[0] is not None
+    return out[0]
+
+
+def test_state_survives_a_restart_after_a_snapshot(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    first = Replication(address, [], str(tmp_path), password=None)
+    try:
+        wait_until(first.is_leader, 10, what="leadership")
+        for i in range(50):
+            commit(first, C.submit([Envelope(f"t{i}", "a", [i], {})]))
+        first.sync.forceLogCompaction()
+        wait_until(lambda: any(p.name.endswith(".dump") and p.stat().st_size > 0 for p in tmp_path.iterdir()),
+                   10, what="a snapshot on disk")
+        for i in range(50, 60):  # after the snapshot: only in the journal
+            commit(first, C.submit([Envelope(f"t{i}", "a", [i], {})]))
+        digest = first.machine.digest
+    finally:
+        first.destroy()
+    second = Replication(address, [], str(tmp_path), password=None)
+    try:
+        wait_until(second.is_leader, 10, what="leadership after restart")
+        wait_until(lambda: len(second.machine.tasks) == 60, 10, what="all 60 tasks restored")
+        assert second.machine.digest == digest
+        assert second.machine.tasks["t55"].args == [55]
+    finally:
+        second.destroy()
+
+
+def test_one_node_commit_is_fast(tmp_path: Path) -> None:
+    """Regression guard for the tick that made each commit wait 50 ms (a generous bound)."""
+    import time
+
+    replication = Replication(f"127.0.0.1:{free_port()}", [], str(tmp_path), password=None)
+    try:
+        wait_until(replication.is_leader, 10, what="leadership")
+        started = time.perf_counter()
+        for i in range(100):
+            commit(replication, C.tick())
+        assert (time.perf_counter() - started) / 100 < 0.01
+    finally:
+        replication.destroy()
