@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from qrt.local import free_port, wait_until
@@ -54,13 +55,11 @@ def test_state_survives_a_restart_after_a_snapshot(tmp_path: Path) -> None:
 
 def test_one_node_commit_is_fast(tmp_path: Path) -> None:
     """Regression guard for the tick that made each commit wait 50 ms (a generous bound)."""
-    import time
-
     replication = Replication(f"127.0.0.1:{free_port()}", [], str(tmp_path), password=None)
     try:
         wait_until(replication.is_leader, 10, what="leadership")
         started = time.perf_counter()
-        for i in range(100):
+        for _ in range(100):
             commit(replication, C.tick())
         assert (time.perf_counter() - started) / 100 < 0.01
     finally:
