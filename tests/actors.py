@@ -69,3 +69,8 @@ async def no_result() -> int:
 @qrt.actor
 async def unpackable() -> object:
     return object()
+
+
+@qrt.actor
+async def huge_result() -> str:
+    return "x" * (17 * 1024 * 1024)

@@ -337,8 +337,16 @@ class Coordinator:
                 if not conn.draining:
                     conn.credit += slots - len(granted)
                 if granted:
-                    self._send(conn.identity, protocol.encode({"t": "run", "tasks": granted}))
+                    self._send_runs(conn.identity, granted)
         self.proposer.add(C.dispatch(offers), leased)
+
+    def _send_runs(self, identity: bytes, tasks: list[dict[str, Any]]) -> None:
+        frame = protocol.encode({"t": "run", "tasks": tasks})
+        if len(frame) <= self.max_frame or len(tasks) == 1:
+            self._send(identity, frame)
+        else:  # large arguments: one task per frame keeps each within what a worker accepts
+            for task in tasks:
+                self._send(identity, protocol.encode({"t": "run", "tasks": [task]}))
 
     def _after_requeue(self, effects: list[Effect] | None, error: str | None) -> None:
         if effects:

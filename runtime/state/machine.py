@@ -298,6 +298,7 @@ class StateMachine:
         if state == TaskState.FAILED:
             self.dlq[task.id] = self.now  # kept by the DLQ's bounds, not by result_ttl
             return
+        task.args, task.kwargs, task.keys = [], {}, {}  # only a dead letter is ever run again
         ttl = self._option(task, "result_ttl")
         if ttl <= 0:
             del self.tasks[task.id]

@@ -8,16 +8,30 @@ import traceback
 from concurrent.futures import Executor
 from typing import Any
 
+import msgpack
+
+from .. import defaults
 from ..actor import Actor, TaskInfo, _current
 from ..errors import NonRetryable, Retry
 from ..protocol import check_packable
 
+# A result must fit in a `done` frame with room to spare for the rest of the frame.
+MAX_RESULT_BYTES = defaults.MAX_FRAME_BYTES - 64 * 1024
+
 
 def outcome_ok(task_id: str, attempt: int, value: Any) -> dict[str, Any]:
     try:
-        check_packable(value, "the result")
-    except TypeError as exc:
-        return outcome_error(task_id, attempt, "UnpackableResult", str(exc), "", retryable=False)
+        size = len(msgpack.packb(value, use_bin_type=True))
+    except (TypeError, ValueError, OverflowError):
+        try:
+            check_packable(value, "the result")
+            message = "the result is not a msgpack value"
+        except TypeError as exc:  # names the offending part
+            message = str(exc)
+        return outcome_error(task_id, attempt, "UnpackableResult", message, "", retryable=False)
+    if size > MAX_RESULT_BYTES:
+        message = f"the result packs to {size} bytes, over the limit of {MAX_RESULT_BYTES}; store it elsewhere"
+        return outcome_error(task_id, attempt, "ResultTooLarge", message, "", retryable=False)
     return {"id": task_id, "attempt": attempt, "ok": True, "value": value}
 
 

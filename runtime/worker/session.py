@@ -154,7 +154,7 @@ class Worker:
             self._send({"t": "heartbeat"})
         stale = [o for o, sent in self.unacked.values() if now - sent > RESEND_AFTER]
         if stale and self._welcomed:
-            self._send({"t": "done", "outcomes": stale, "credit": 0})
+            self._send_done(stale, 0)
             for o in stale:
                 self.unacked[o["id"]] = (o, now)
 
@@ -170,7 +170,8 @@ class Worker:
 
     def _on_frame(self, frame: bytes) -> None:
         try:
-            msg = protocol.decode(frame)
+            # The leader sends a `run` batch that may exceed one client frame; it is trusted that far.
+            msg = protocol.decode(frame, 4 * defaults.MAX_FRAME_BYTES)
         except ProtocolError as exc:
             log.warning("dropped a bad frame from the coordinator: %s", exc.message)
             return
@@ -193,7 +194,7 @@ class Worker:
             if freed > 0 and not self._draining:
                 self._send({"t": "credit", "n": freed})
             if self.unacked:
-                self._send({"t": "done", "outcomes": [o for o, _ in self.unacked.values()], "credit": 0})
+                self._send_done([o for o, _ in self.unacked.values()], 0)
             if self._draining:
                 self._send({"t": "drain"})
             log.info("worker %s connected to leader %s", self.id, self._link.url if self._link else "")
@@ -265,6 +266,15 @@ class Worker:
             self._outbox, self._outbox_credit = [], 0
             return
         if self._outbox or self._outbox_credit:
-            self._send({"t": "done", "outcomes": self._outbox, "credit": self._outbox_credit})
+            self._send_done(self._outbox, self._outbox_credit)
             self._outbox = []
             self._outbox_credit = 0
+
+    def _send_done(self, outcomes: list[dict[str, Any]], credit: int) -> None:
+        frame = protocol.encode({"t": "done", "outcomes": outcomes, "credit": credit})
+        if len(frame) <= defaults.MAX_FRAME_BYTES or len(outcomes) <= 1:
+            assert self._link is not None
+            self._link.send(frame)
+            return
+        for i, outcome in enumerate(outcomes):  # too big together: one frame each
+            self._send({"t": "done", "outcomes": [outcome], "credit": credit if i == 0 else 0})

@@ -144,3 +144,11 @@ def test_unserved_actor_is_accepted_and_queued(cluster: LocalCluster) -> None:
 
 def test_calling_an_actor_directly_runs_it_locally() -> None:
     assert actors.sync_add(2, 2) == 4
+
+
+def test_a_result_over_the_frame_limit_fails_the_task_cleanly(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
+        with pytest.raises(qrt.TaskFailed) as info:
+            client.submit(actors.huge_result).result(timeout=20)
+        assert info.value.error_type == "ResultTooLarge"
+        assert client.submit(actors.add, 1, 1).result(timeout=10) == 2
