@@ -10,10 +10,11 @@ class QrtError(Exception):
 class ProtocolError(QrtError):
     """A frame that does not follow docs/protocol.md; `code` is one of protocol.ErrorCode."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, rid: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.rid = rid  # the request id, when the frame was readable enough to have one
 
 
 class RemoteError(QrtError):

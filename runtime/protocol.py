@@ -33,6 +33,7 @@ class ErrorCode:
     NOT_FOUND = "not_found"  # the task or dead letter named does not exist
     UNAVAILABLE = "unavailable"  # the node could not commit the request (lost leadership): retry
     NOT_HELLO = "not_hello"  # a worker message arrived before its hello
+    INTERNAL = "internal"  # the node failed to handle a valid request (a bug): report it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,12 +59,13 @@ def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"frame is not valid msgpack: {exc}") from None
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, "frame must be a msgpack map")
-    if message.get("v") != VERSION:
-        raise ProtocolError(ErrorCode.BAD_VERSION,
-                            f"unsupported protocol version {message.get('v')!r}; speak {VERSION}")
+    version = message.get("v")
+    if type(version) is not int or version != VERSION:
+        raise ProtocolError(ErrorCode.BAD_VERSION, f"unsupported protocol version {version!r}; speak {VERSION}",
+                            request_id(message))
     kind = message.get("t")
     if not isinstance(kind, str):
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "field 't' (message type) must be a string")
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "field 't' (message type) must be a string", request_id(message))
     return message
 
 
@@ -328,13 +330,16 @@ def _parse_actor(raw: Any, where: str) -> ActorSpec:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.options' has unknown option {key!r}")
         _get(options, key, types, where=where + ".options.")
         _nonneg(value, f"{where}.options.{key}")
+        if key == "timeout" and value == 0:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.options.timeout' must be positive")
     return ActorSpec(_str_id(raw, "name", where + "."), options)
 
 
 def _running(m: dict[str, Any]) -> list[tuple[str, int]]:
     running = []
     for i, item in enumerate(_get(m, "running", list, [])):
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], int)):
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and type(item[1]) is int):
             raise ProtocolError(ErrorCode.BAD_FIELD, f"field 'running[{i}]' must be [task id, attempt]")
         running.append((item[0], item[1]))
     return running
@@ -343,7 +348,7 @@ def _running(m: dict[str, Any]) -> list[tuple[str, int]]:
 def _parse_hello(m: dict[str, Any]) -> Hello:
     running = _running(m)
     return Hello(
-        worker_id=_str_id(m, "worker_id"),
+        worker_id=_str_id(m, "worker_id"),  # also its routing id: ZeroMQ allows up to 255 bytes
         actors=[_parse_actor(a, f"actors[{i}]") for i, a in enumerate(_get(m, "actors", list))],
         slots=_nonneg(_get(m, "slots", int), "slots"),
         concurrency=_nonneg(_get(m, "concurrency", int), "concurrency"),
@@ -397,8 +402,12 @@ def parse(message: dict[str, Any]) -> ClientMessage | WorkerMessage:
     """Validate a decoded map field by field and return its typed message."""
     parser = _PARSERS.get(message["t"])
     if parser is None:
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {message['t']!r}")
-    result: ClientMessage | WorkerMessage = parser(message)
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {message['t']!r}", request_id(message))
+    try:
+        result: ClientMessage | WorkerMessage = parser(message)
+    except ProtocolError as exc:
+        exc.rid = request_id(message)
+        raise
     return result
 
 

@@ -58,7 +58,7 @@ def too_slow_sync() -> None:
 async def sleep_then(seconds: float, value: object = None) -> dict[str, object]:
     """Sleeps, then says which process ran it: the failure tests kill workers mid-sleep."""
     await asyncio.sleep(seconds)
-    return {"value": value, "pid": os.getpid()}
+    return {"value": value, "pid": os.getpid(), "attempt": qrt.current_task().attempt}
 
 
 @qrt.actor(result_ttl=0)

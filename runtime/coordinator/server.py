@@ -140,7 +140,7 @@ class Coordinator:
             raw = protocol.decode(frame, self.max_frame)
             message = protocol.parse(raw)
         except ProtocolError as exc:
-            self._send(identity, protocol.error(exc.code, exc.message, protocol.request_id(raw)))
+            self._send(identity, protocol.error(exc.code, exc.message, exc.rid))
             return
         if not self.leading and not (isinstance(message, protocol.Status) and message.local):
             self._send(identity, self._redirect(getattr(message, "rid", None)))
@@ -149,7 +149,8 @@ class Coordinator:
             self._handlers[type(message)](identity, message)
         except Exception:
             log.exception("handling %s failed", raw.get("t"))
-            self._send(identity, protocol.error("internal", f"the coordinator failed to handle {raw.get('t')!r}",
+            self._send(identity, protocol.error(ErrorCode.INTERNAL,
+                                                f"the coordinator failed to handle {raw.get('t')!r}",
                                                 protocol.request_id(raw)))
 
     def _redirect(self, rid: int | None) -> bytes:
@@ -172,6 +173,7 @@ class Coordinator:
                 self._send(identity, protocol.error(ErrorCode.UNAVAILABLE,
                                                     f"not committed ({error}); retry", rid))
             else:
+                self._on_effects(effects)  # e.g. a cancel: tell the worker, answer the waiters
                 then(effects)
         return on_effects
 
@@ -209,14 +211,22 @@ class Coordinator:
     def _on_dlq_list(self, identity: bytes, msg: protocol.DlqList) -> None:
         with self.replication.reading() as machine:
             ids = list(machine.dlq)[-msg.limit:] if msg.limit else []
-            entries = [machine.tasks[i].summary() for i in reversed(ids)]
+            entries = [machine.tasks[i].summary(with_arguments=True) for i in reversed(ids)]
             total = len(machine.dlq)
-        self._reply(identity, "ok", msg.rid, total=total, entries=entries)
+        # Keep the reply well within a frame: large arguments are left to `dlq_show`.
+        budget, truncated = self.max_frame // 2, False
+        for entry in entries:
+            size = len(protocol.encode(dict(entry)))
+            if size > budget:
+                entry["args"], entry["kwargs"], truncated = ["…"], {}, True
+                size = 256
+            budget -= size
+        self._reply(identity, "ok", msg.rid, total=total, entries=entries, arguments_truncated=truncated)
 
     def _on_dlq_show(self, identity: bytes, msg: protocol.DlqShow) -> None:
         with self.replication.reading() as machine:
             task = machine.tasks.get(msg.id) if msg.id in machine.dlq else None
-            summary = None if task is None else task.summary()
+            summary = None if task is None else task.summary(with_arguments=True)
         if summary is None:
             self._send(identity, protocol.error(ErrorCode.NOT_FOUND, f"no dead letter with id {msg.id!r}", msg.rid))
         else:
@@ -299,10 +309,17 @@ class Coordinator:
         if conn is None:
             return
         self.workers.remove(conn.id)
-        if msg.running:
-            self.proposer.add(C.lost(conn.id, msg.running, counts=False), self._after_requeue)
-        self._send(identity, protocol.encode({"t": "ack", "ids": [tid for tid, _ in msg.running]}))
+        farewell = protocol.encode({"t": "ack", "ids": [tid for tid, _ in msg.running], "bye": True})
         log.info("worker %s left, giving back %d running tasks", conn.id, len(msg.running))
+        if not msg.running:
+            self._send(identity, farewell)
+            return
+
+        def given_back(effects: list[Effect] | None, error: str | None) -> None:
+            if effects is not None:  # else no ack: the worker says bye again, or its leases expire
+                self._send(identity, farewell)
+            self._after_requeue(effects, error)
+        self.proposer.add(C.lost(conn.id, msg.running, counts=False), given_back)
 
     # -- dispatch and effects ---------------------------------------------------------------
 

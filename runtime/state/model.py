@@ -57,12 +57,14 @@ class Task:
     finished_at: float = 0.0
     expires_at: float = 0.0  # when a finished task's record (and result) is dropped
 
-    def summary(self) -> dict[str, Any]:
-        """The task as clients see it (``result`` replies, ``dlq_show``)."""
+    def summary(self, with_arguments: bool = False) -> dict[str, Any]:
+        """The task as clients see it: ``result`` replies, and with its arguments ``dlq_show``."""
         out: dict[str, Any] = {
             "id": self.id, "actor": self.actor, "state": self.state, "attempt": self.attempt,
-            "args": self.args, "kwargs": self.kwargs, "submitted_at": self.submitted_at,
+            "submitted_at": self.submitted_at,
         }
+        if with_arguments:
+            out["args"], out["kwargs"] = self.args, self.kwargs
         if self.state == TaskState.SUCCEEDED:
             out["value"] = self.result
         if self.error is not None:

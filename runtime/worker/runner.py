@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -44,12 +45,12 @@ def outcome_error(task_id: str, attempt: int, error_type: str, message: str, tb:
     return out
 
 
-async def run_handler(actor: Actor[Any, Any], task: dict[str, Any],
-                      executor: Executor) -> tuple[dict[str, Any], asyncio.Future[Any] | None]:
+async def run_handler(actor: Actor[Any, Any], task: dict[str, Any], executor: Executor,
+                      on_overrun: Callable[[asyncio.Future[Any]], None]) -> dict[str, Any]:
     """Run the handler for one ``run`` entry and return its outcome; raises only CancelledError.
 
-    The second value is the thread of a sync handler that overran its timeout: a thread cannot be
-    killed, so its slot stays busy until that future is done.
+    A sync handler's thread cannot be killed: when it is still running as we leave (timed out, or
+    cancelled), `on_overrun(future)` is told, so that its slot stays busy until the thread returns.
     """
     task_id, attempt, timeout = task["id"], task["attempt"], float(task["timeout"])
     info = TaskInfo(task_id, actor.name, attempt)
@@ -69,17 +70,22 @@ async def run_handler(actor: Actor[Any, Any], task: dict[str, Any],
                 loop = asyncio.get_running_loop()
                 thread_future = loop.run_in_executor(executor, lambda: ctx.run(actor.fn, *args, **kwargs))
                 value = await asyncio.shield(thread_future)
-        return outcome_ok(task_id, attempt, value), None
+        return outcome_ok(task_id, attempt, value)
     except TimeoutError:
-        busy = thread_future if thread_future is not None and not thread_future.done() else None
+        _check_overrun(thread_future, on_overrun)
         message = f"{actor.name} ran longer than its timeout of {timeout} s"
-        return outcome_error(task_id, attempt, "timeout", message, ""), busy
+        return outcome_error(task_id, attempt, "timeout", message, "")
     except Retry as exc:
-        return outcome_error(task_id, attempt, "Retry", str(exc), "", retry_delay=exc.delay), None
+        return outcome_error(task_id, attempt, "Retry", str(exc), "", retry_delay=exc.delay)
     except NonRetryable as exc:
-        tb = traceback.format_exc()
-        return outcome_error(task_id, attempt, "NonRetryable", str(exc), tb, retryable=False), None
+        return outcome_error(task_id, attempt, "NonRetryable", str(exc), traceback.format_exc(), retryable=False)
     except asyncio.CancelledError:
+        _check_overrun(thread_future, on_overrun)
         raise
     except Exception as exc:
-        return outcome_error(task_id, attempt, type(exc).__name__, str(exc), traceback.format_exc()), None
+        return outcome_error(task_id, attempt, type(exc).__name__, str(exc), traceback.format_exc())
+
+
+def _check_overrun(future: asyncio.Future[Any] | None, on_overrun: Callable[[asyncio.Future[Any]], None]) -> None:
+    if future is not None and not future.done():
+        on_overrun(future)

@@ -48,9 +48,11 @@ class Worker:
         self.coordinators = coordinators
         self.concurrency = concurrency
         self.drain_timeout = drain_timeout
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # Also its ZeroMQ routing id (at most 255 bytes): keep it short and ASCII.
+        host = socket.gethostname().encode("ascii", "replace").decode()[:60]
+        self.id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.running: dict[str, Running] = {}
-        self.busy_threads = 0  # sync handlers that overran their timeout and still hold a slot
+        self.busy_threads = 0  # sync handlers timed out or cancelled whose thread still holds a slot
         self.unacked: dict[str, tuple[dict[str, Any], float]] = {}  # task id -> (outcome, sent at)
         self._outbox: list[dict[str, Any]] = []
         self._outbox_credit = 0
@@ -58,7 +60,8 @@ class Worker:
         self._endpoint = 0
         self._welcomed = False
         self._draining = False
-        self._last_heard = time.monotonic()
+        self._last_heard = time.monotonic()  # the last frame from a leader (not a redirect)
+        self._last_connect = time.monotonic()
         self._last_beat = 0.0
         self._last_hello = 0.0
         self._hello_slots = 0  # free slots announced in the last hello
@@ -116,6 +119,7 @@ class Worker:
     def _connect(self, url: str) -> None:
         assert self._link is not None
         self._welcomed = False
+        self._last_connect = time.monotonic()
         self._link.connect(url)
         self._hello()
 
@@ -126,7 +130,9 @@ class Worker:
             "t": "hello", "worker_id": self.id, "slots": self._hello_slots,
             "concurrency": self.concurrency,
             "actors": [{"name": a.name, "options": a.options()} for a in self.actors.values()],
-            "running": [[tid, r.attempt] for tid, r in self.running.items()],
+            # Finished but unacknowledged tasks too: their leases must stay, for the report we resend.
+            "running": [[tid, r.attempt] for tid, r in self.running.items()]
+                       + [[o["id"], o["attempt"]] for o, _ in self.unacked.values()],
         })
 
     def _free_slots(self) -> int:
@@ -141,10 +147,9 @@ class Worker:
         silent = now - self._last_heard
         if silent > defaults.WORKER_FENCE_AFTER and self.running:
             self._fence()
-        if silent > defaults.SILENCE_BEFORE_FAILOVER:
-            # Nobody answers: try the next coordinator (the leader may be dead).
+        if silent > defaults.SILENCE_BEFORE_FAILOVER and now - self._last_connect > defaults.SILENCE_BEFORE_FAILOVER:
+            # No leader answers: try the next coordinator (the leader may be dead).
             self._endpoint = (self._endpoint + 1) % len(self.coordinators)
-            self._last_heard = now - defaults.SILENCE_BEFORE_FAILOVER + 0.5  # next try in 0.5 s
             self._connect(self.coordinators[self._endpoint])
             return
         if not self._welcomed and now - self._last_hello > 0.5:
@@ -165,6 +170,9 @@ class Worker:
         for r in self.running.values():
             r.job.cancel()
         self.running.clear()
+        # A hello sent before this may still be queued at the leader, listing those tasks: this
+        # later one tells it they are gone, so it requeues them instead of waiting on us forever.
+        self._hello()
 
     # -- frames from the coordinator --------------------------------------------------------
 
@@ -175,15 +183,17 @@ class Worker:
         except ProtocolError as exc:
             log.warning("dropped a bad frame from the coordinator: %s", exc.message)
             return
-        self._last_heard = time.monotonic()
         kind = msg["t"]
+        if kind in ("welcome", "hb", "run", "ack", "cancel"):  # only a leader sends these
+            self._last_heard = time.monotonic()
         if kind == "run":
             for task in msg.get("tasks", []):
                 self._start(task)
         elif kind == "ack":
             for task_id in msg.get("ids", []):
                 self.unacked.pop(task_id, None)
-            self._bye_acked = True
+            if msg.get("bye") is True:
+                self._bye_acked = True
         elif kind == "cancel":
             running = self.running.get(msg.get("id", ""))
             if running is not None:
@@ -212,7 +222,14 @@ class Worker:
 
     def _start(self, task: dict[str, Any]) -> None:
         task_id, attempt = task.get("id"), task.get("attempt")
-        if not isinstance(task_id, str) or not isinstance(attempt, int) or task_id in self.running:
+        if not isinstance(task_id, str) or not isinstance(attempt, int):
+            return
+        existing = self.running.get(task_id)
+        if existing is not None:
+            # Leased again (our old lease expired while the handler kept running): the running
+            # handler reports under the new attempt, and the slot this run took is offered back.
+            existing.attempt = max(existing.attempt, attempt)
+            self._send({"t": "credit", "n": 1})
             return
         actor = self.actors.get(task.get("actor", ""))
         if actor is None:  # the coordinator only sends actors we announced; be safe anyway
@@ -227,22 +244,27 @@ class Worker:
 
     async def _execute(self, actor: Actor[Any, Any], task: dict[str, Any]) -> None:
         task_id = task["id"]
+        overran = False
+
+        def on_overrun(thread: asyncio.Future[Any]) -> None:
+            nonlocal overran
+            overran = True
+            self.busy_threads += 1
+            thread.add_done_callback(lambda _: self._thread_freed())
+
         try:
-            outcome, busy = await run_handler(actor, task, self._executor)
+            outcome = await run_handler(actor, task, self._executor, on_overrun)
         except asyncio.CancelledError:
             running = self.running.pop(task_id, None)
             if running is not None:  # cancelled at the leader's request: report it
-                error = outcome_error(task_id, task["attempt"], "cancelled", "cancelled while running", "")
-                self._report(error, 0 if self._draining else 1)
+                error = outcome_error(task_id, running.attempt, "cancelled", "cancelled while running", "")
+                self._report(error, 0 if self._draining or overran else 1)
             return  # fenced or shutting down: report nothing, the lease decides
-        if self.running.pop(task_id, None) is None:
+        running = self.running.pop(task_id, None)
+        if running is None:
             return  # fenced meanwhile: the leader may have given the task to another worker
-        if busy is None:
-            self._report(outcome, 0 if self._draining else 1)
-        else:
-            self.busy_threads += 1
-            self._report(outcome, 0)
-            busy.add_done_callback(lambda _: self._thread_freed())
+        outcome["attempt"] = running.attempt
+        self._report(outcome, 0 if self._draining or overran else 1)
 
     def _thread_freed(self) -> None:
         self.busy_threads -= 1

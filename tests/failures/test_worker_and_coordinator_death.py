@@ -21,7 +21,7 @@ def test_task_of_a_killed_worker_runs_again_elsewhere(fresh_cluster: LocalCluste
         doomed.wait()
         rescuer = c.start_worker(["tests.actors"], concurrency=1)
         result = task.result(timeout=30)
-        assert result == {"value": "survived", "pid": rescuer.pid}
+        assert result["value"] == "survived" and result["pid"] == rescuer.pid and result["attempt"] == 2
 
 
 def test_accepted_tasks_survive_a_restart_of_the_one_node_coordinator(fresh_cluster: LocalCluster) -> None:
@@ -54,3 +54,22 @@ def test_draining_worker_finishes_its_task_and_takes_no_new_ones(fresh_cluster: 
         assert status["queues"]["tests.actors.add"]["queued"] == 1  # left for another worker
         c.start_worker(["tests.actors"])
         assert second.result(timeout=20) == 2
+
+
+def test_worker_cut_off_from_the_leader_fences_itself_and_the_task_runs_again(fresh_cluster: LocalCluster) -> None:
+    c = fresh_cluster.start()
+    c.start_worker(["tests.actors"], concurrency=2, name="worker.log")
+    node = c.coordinator_nodes[0].proc
+    assert node is not None
+    with qrt.Client(c.urls) as client:
+        wait_until(lambda: client.status()["workers"], 20, what="the worker")
+        task = client.submit(actors.sleep_then, 6.0, "fenced")
+        wait_until(lambda: client.status()["queues"]["tests.actors.sleep_then"]["running"] == 1, 10,
+                   what="the task running")
+        node.send_signal(signal.SIGSTOP)  # the leader goes silent, its process intact
+        try:
+            wait_until(lambda: "fenced" in c.log("worker.log"), 15, 0.1, "the worker fencing itself")
+        finally:
+            node.send_signal(signal.SIGCONT)
+        result = task.result(timeout=40)
+        assert result["value"] == "fenced" and result["attempt"] == 2
