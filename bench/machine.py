@@ -53,7 +53,6 @@ def _git_revision() -> str | None:
 
 def machine_info() -> dict[str, Any]:
     import msgpack
-    import uvloop
     import zmq
 
     import qrt
@@ -73,7 +72,7 @@ def machine_info() -> dict[str, Any]:
             "libzmq": zmq.zmq_version(),
             "msgpack": ".".join(str(p) for p in msgpack.version),
             "pysyncobj": _version("pysyncobj"),
-            "uvloop": uvloop.__version__,
+            "uvloop": _version("uvloop"),
             "cryptography": _version("cryptography"),
         },
     }

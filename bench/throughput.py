@@ -83,6 +83,8 @@ def run_config(nodes: int, args: Any, deadline: harness.Deadline, report: dict[s
             uvloop.run(push(c.urls, noop, args.tasks, args.chunk, args.inflight, deadline, entry))
         finally:
             entry["cpu_seconds"] = harness.cpu_used(before, harness.cpu_snapshot(c))
+        if nodes > 1:
+            entry["raft"] = harness.raft_view(c)
     succeeded = entry["outcomes"].get("succeeded", 0)
     if succeeded != args.tasks:
         report.setdefault("failed_checks", []).append(

@@ -79,6 +79,9 @@ class Replication:
             commandsWaitLeader=False,
             autoTick=False,  # our own tick thread: see _tick_forever
             bindRetryTime=0.2,
+            # pysyncobj's default 5 s left a node of a new cluster (or a restarted follower) out of
+            # replication for up to ~6 s (measured); peers on a LAN can retry twice a second.
+            connectionRetryTime=0.5,
             maxBindRetries=10,  # a Raft port in use is an error after ~2 s, not an endless retry
             onStateChanged=(lambda old, new: on_state_changed()) if on_state_changed else None,
         )

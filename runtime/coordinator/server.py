@@ -23,6 +23,7 @@ from ..state import TaskState
 from ..state import commands as C
 from ..state.model import Accepted, CancelRunning, Count, Effect, Finished, Leased, Requeued, Retrying
 from .proposer import Proposer
+from .waiters import WaitRoom
 from .workers import WorkerConn, WorkerTable
 
 log = logging.getLogger("qrt.coordinator")
@@ -32,8 +33,6 @@ HOUSEKEEPING_INTERVAL = 0.1
 # Below this many queued frames the socket is drained in one go; bounds one pass of the loop.
 MAX_FRAMES_PER_PASS = 5000
 
-Waiter = tuple[bytes, int, float]  # (client identity, request id, deadline on the monotonic clock)
-
 
 class Coordinator:
     def __init__(self, listen: str, replication: Replication, max_frame: int = defaults.MAX_FRAME_BYTES) -> None:
@@ -41,7 +40,7 @@ class Coordinator:
         self.replication = replication
         self.max_frame = max_frame
         self.workers = WorkerTable()
-        self.waiters: dict[str, list[Waiter]] = defaultdict(list)
+        self.waiters = WaitRoom()
         self.leading = False
         self._wants_dispatch = False
         self._last_tick = 0.0
@@ -99,9 +98,8 @@ class Coordinator:
             log.info("this node (%s) now leads, term %d", self.listen, self.replication.term)
         else:
             self.proposer.fail_all("not_leader")
-            for task_id in list(self.waiters):
-                for identity, rid, _ in self.waiters.pop(task_id):
-                    self._send(identity, self._redirect(rid))
+            for waiter in self.waiters.clear():
+                self._send(waiter.identity, self._redirect(waiter.rid))
             log.info("this node (%s) no longer leads", self.listen)
 
     # -- the socket -------------------------------------------------------------------------
@@ -133,6 +131,10 @@ class Coordinator:
             self.sock.send_multipart([identity, frame], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer is gone; EAGAIN: its queue is full
             log.debug("could not send to %r: %s", identity, exc)
+        # A send can consume the edge of the FD's readiness for a frame that just arrived (sends
+        # from commit callbacks happen outside _drain): look again, or that frame waits (measured:
+        # pauses up to 1 s, until the next unrelated arrival).
+        self._schedule_drain()
 
     def _handle(self, identity: bytes, frame: bytes) -> None:
         raw: dict[str, Any] = {}
@@ -196,7 +198,7 @@ class Coordinator:
         elif summary is not None:
             self._reply(identity, "result", msg.rid, **summary)
         else:
-            self.waiters[msg.id].append((identity, msg.rid, time.monotonic() + msg.timeout))
+            self.waiters.add(msg.id, identity, msg.rid, time.monotonic() + msg.timeout)
 
     def _on_cancel(self, identity: bytes, msg: protocol.Cancel) -> None:
         def cancelled(effects: list[Effect]) -> None:
@@ -355,6 +357,10 @@ class Coordinator:
                     conn.credit += slots - len(granted)
                 if granted:
                     self._send_runs(conn.identity, granted)
+                if conn.credit and self.replication.machine.has_ready(conn.actors):
+                    # Work arrived while this worker's slots were reserved by this dispatch.
+                    self._wants_dispatch = True
+                    self._schedule_drain()
         self.proposer.add(C.dispatch(offers), leased)
 
     def _send_runs(self, identity: bytes, tasks: list[dict[str, Any]]) -> None:
@@ -374,8 +380,8 @@ class Coordinator:
     def _on_effects(self, effects: list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, Finished):
-                for identity, rid, _ in self.waiters.pop(effect.id, ()):
-                    self._reply(identity, "result", rid, **effect.summary)
+                for waiter in self.waiters.finished(effect.id):
+                    self._reply(waiter.identity, "result", waiter.rid, **effect.summary)
                 log.debug("task %s %s", effect.id, effect.summary["state"])
             elif isinstance(effect, CancelRunning):
                 conn = self.workers.by_id.get(effect.worker)
@@ -406,18 +412,8 @@ class Coordinator:
             self.proposer.add(C.lost(conn.id), self._after_requeue)
 
     def _expire_waits(self) -> None:
-        now = time.monotonic()
-        for task_id in list(self.waiters):
-            keep = []
-            for identity, rid, deadline in self.waiters[task_id]:
-                if deadline <= now:
-                    self._reply(identity, "result", rid, id=task_id, state="pending")
-                else:
-                    keep.append((identity, rid, deadline))
-            if keep:
-                self.waiters[task_id] = keep
-            else:
-                del self.waiters[task_id]
+        for task_id, waiter in self.waiters.expired(time.monotonic()):
+            self._reply(waiter.identity, "result", waiter.rid, id=task_id, state="pending")
 
     def _wake_for_time(self) -> None:
         """Delayed tasks and result expiry move only when a command applies: propose one when due."""

@@ -152,3 +152,12 @@ def test_a_result_over_the_frame_limit_fails_the_task_cleanly(cluster: LocalClus
             client.submit(actors.huge_result).result(timeout=20)
         assert info.value.error_type == "ResultTooLarge"
         assert client.submit(actors.add, 1, 1).result(timeout=10) == 2
+
+
+async def test_sequential_round_trips_never_stall(cluster: LocalCluster) -> None:
+    """Regression: a reply sent from a commit callback could swallow the socket's wake-up, and a
+    dispatch could leave a freed slot unoffered: both stalled a task for a second or forever."""
+    async with qrt.AsyncClient(cluster.urls) as client:
+        for i in range(1000):
+            task = await client.submit(actors.add, i, 1)
+            assert await task.result(timeout=3) == i + 1
