@@ -248,7 +248,9 @@ class AsyncClient:
 
     def _on_frame(self, frame: bytes) -> None:
         try:
-            msg = protocol.decode(frame)
+            # Replies (a dead letter with its arguments) may exceed a request's limit: the client
+            # trusts its coordinator that far, as a worker does.
+            msg = protocol.decode(frame, 4 * defaults.MAX_FRAME_BYTES)
         except ProtocolError:
             return
         request = self._pending.get(msg.get("rid", -1))

@@ -219,10 +219,16 @@ class Coordinator:
         budget, truncated = self.max_frame // 2, False
         for entry in entries:
             size = len(protocol.encode(dict(entry)))
-            if size > budget:
+            if size > budget // 8:
                 entry["args"], entry["kwargs"], truncated = ["…"], {}, True
-                size = 256
+                if "error" in entry:
+                    entry["error"] = {**entry["error"], "traceback": entry["error"]["traceback"][-2000:]}
+                size = len(protocol.encode(dict(entry)))
             budget -= size
+            if budget < 0:
+                truncated = True
+                entries = entries[:entries.index(entry)]
+                break
         self._reply(identity, "ok", msg.rid, total=total, entries=entries, arguments_truncated=truncated)
 
     def _on_dlq_show(self, identity: bytes, msg: protocol.DlqShow) -> None:

@@ -18,6 +18,9 @@ from ..protocol import check_packable
 
 # A result must fit in a `done` frame with room to spare for the rest of the frame.
 MAX_RESULT_BYTES = defaults.MAX_FRAME_BYTES - 64 * 1024
+# An error's message and traceback are cut to this many characters each (a traceback keeps its end,
+# where the exception is): errors must fit in a frame whatever the handler raised.
+MAX_ERROR_TEXT = 32 * 1024
 
 
 def outcome_ok(task_id: str, attempt: int, value: Any) -> dict[str, Any]:
@@ -38,8 +41,9 @@ def outcome_ok(task_id: str, attempt: int, value: Any) -> dict[str, Any]:
 
 def outcome_error(task_id: str, attempt: int, error_type: str, message: str, tb: str,
                   retryable: bool = True, retry_delay: float | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": task_id, "attempt": attempt, "ok": False, "error_type": error_type,
-                           "message": message, "traceback": tb, "retryable": retryable}
+    out: dict[str, Any] = {"id": task_id, "attempt": attempt, "ok": False, "error_type": error_type[:200],
+                           "message": message[:MAX_ERROR_TEXT], "traceback": tb[-MAX_ERROR_TEXT:],
+                           "retryable": retryable}
     if retry_delay is not None:
         out["retry_delay"] = float(retry_delay)
     return out
