@@ -11,6 +11,7 @@ from .errors import (
     ResultTimeout,
     Retry,
     TaskCancelled,
+    TaskExpired,
     TaskFailed,
     TaskNotFound,
 )
@@ -19,6 +20,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Actor", "AsyncClient", "AsyncTaskHandle", "Client", "InvalidArgument", "NoLeader", "NonRetryable",
-    "QrtError", "RemoteError", "ResultTimeout", "Retry", "TaskCancelled", "TaskFailed", "TaskHandle",
+    "QrtError", "RemoteError", "ResultTimeout", "Retry", "TaskCancelled", "TaskExpired", "TaskFailed", "TaskHandle",
     "TaskInfo", "TaskNotFound", "actor", "current_task",
 ]

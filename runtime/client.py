@@ -9,7 +9,9 @@ chosen here), so after a redirect, a dead leader or a lost reply the client simp
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
+import math
 import os
 import threading
 import time
@@ -29,6 +31,7 @@ from .errors import (
     RemoteError,
     ResultTimeout,
     TaskCancelled,
+    TaskExpired,
     TaskFailed,
     TaskNotFound,
 )
@@ -73,8 +76,53 @@ def _actor_name(actor: ActorRef) -> str:
     raise InvalidArgument(f"actor must be a @qrt.actor function or its name, not {type(actor).__name__}")
 
 
+def _seconds(value: Any, name: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise InvalidArgument(f"{name} must be a non-negative number of seconds, not {value!r}")
+    return float(value)
+
+
+def _epoch(value: Any, name: str) -> float:
+    """An aware datetime or epoch seconds, as epoch seconds; a naive datetime is ambiguous."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidArgument(f"{name} is a naive datetime; give it a timezone (e.g. datetime.now(timezone.utc))")
+        return value.timestamp()
+    return _seconds(value, name)
+
+
+@dataclass(slots=True)
+class SubmitOptions:
+    """The keyword options of submit_with, checked once."""
+
+    delay: float | None = None
+    eta: float | datetime.datetime | None = None
+    expires: float | datetime.datetime | None = None
+    priority: int = 0
+    idempotency_key: str | None = None
+
+    def apply_to(self, envelope: protocol.Envelope) -> None:
+        if self.delay is not None and self.eta is not None:
+            raise InvalidArgument("give delay or eta, not both")
+        if self.delay is not None:
+            envelope.delay = _seconds(self.delay, "delay")
+        if self.eta is not None:
+            envelope.eta = _epoch(self.eta, "eta")
+        if isinstance(self.expires, datetime.datetime):
+            envelope.expires_at = _epoch(self.expires, "expires")
+        elif self.expires is not None:
+            envelope.expires_in = _seconds(self.expires, "expires")
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            raise InvalidArgument(f"priority must be an int (higher runs first), not {self.priority!r}")
+        envelope.priority = self.priority
+        if self.idempotency_key is not None:
+            if not isinstance(self.idempotency_key, str) or not self.idempotency_key:
+                raise InvalidArgument("idempotency_key must be a non-empty str")
+            envelope.idempotency_key = self.idempotency_key
+
+
 def make_envelope(actor: ActorRef, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any] | None,
-                  delay: float | None = None) -> protocol.Envelope:
+                  options: SubmitOptions | None = None) -> protocol.Envelope:
     """Validate a call here, so that a bad argument fails at submit with its name."""
     name = _actor_name(actor)
     kwargs = dict(kwargs or {})
@@ -90,9 +138,10 @@ def make_envelope(actor: ActorRef, args: tuple[Any, ...] | list[Any], kwargs: di
                 check_packable(value, f"argument {key!r} of {name}")
     except TypeError as exc:
         raise InvalidArgument(str(exc)) from None
-    if delay is not None and (not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0):
-        raise InvalidArgument(f"delay must be a non-negative number of seconds, not {delay!r}")
-    return protocol.Envelope(new_task_id(), name, list(args), kwargs, delay=float(delay or 0.0))
+    envelope = protocol.Envelope(new_task_id(), name, list(args), kwargs)
+    if options is not None:
+        options.apply_to(envelope)
+    return envelope
 
 
 def raise_for_result(reply: dict[str, Any]) -> Any:
@@ -105,6 +154,8 @@ def raise_for_result(reply: dict[str, Any]) -> Any:
         raise TaskFailed(task_id, err.get("type", "Exception"), err.get("message", ""), err.get("traceback", ""))
     if state == "cancelled":
         raise TaskCancelled(task_id)
+    if state == "expired":
+        raise TaskExpired(task_id)
     if state == "not_found":
         raise TaskNotFound(task_id)
     raise ProtocolError(ErrorCode.BAD_FIELD, f"unexpected result state {state!r}")
@@ -177,9 +228,20 @@ class AsyncClient:
         return (await self._submit([make_envelope(actor, args, kwargs)]))[0]
 
     async def submit_with(self, actor: ActorRef, args: tuple[Any, ...] | list[Any] = (),
-                          kwargs: dict[str, Any] | None = None, *, delay: float | None = None) -> AsyncTaskHandle:
-        """Submit with options: `delay` in seconds (held by the coordinator, not a worker)."""
-        return (await self._submit([make_envelope(actor, args, kwargs, delay)]))[0]
+                          kwargs: dict[str, Any] | None = None, *, delay: float | None = None,
+                          eta: float | datetime.datetime | None = None,
+                          expires: float | datetime.datetime | None = None, priority: int = 0,
+                          idempotency_key: str | None = None) -> AsyncTaskHandle:
+        """Submit with options, all held by the coordinator (never in a worker's memory).
+
+        `delay` seconds from now, or `eta` (an aware datetime or epoch seconds); `expires` (seconds
+        from now, or an aware datetime): not started by then, it never runs and ends `expired`;
+        `priority` (int, higher first, default 0); `idempotency_key`: a second submit to the same
+        actor with the same key, while the first task or its result is kept, returns the first
+        task's handle and runs nothing.
+        """
+        options = SubmitOptions(delay, eta, expires, priority, idempotency_key)
+        return (await self._submit([make_envelope(actor, args, kwargs, options)]))[0]
 
     async def submit_many(self, actor: ActorRef, calls: Iterable[tuple[Any, ...] | list[Any]]) -> list[AsyncTaskHandle]:
         """Submit one task per tuple of positional arguments: one round trip, one Raft entry."""
@@ -349,8 +411,14 @@ class Client:
         return self._wrap(self._call(self._async.submit(actor, *args, **kwargs)))
 
     def submit_with(self, actor: ActorRef, args: tuple[Any, ...] | list[Any] = (),
-                    kwargs: dict[str, Any] | None = None, *, delay: float | None = None) -> TaskHandle:
-        return self._wrap(self._call(self._async.submit_with(actor, args, kwargs, delay=delay)))
+                    kwargs: dict[str, Any] | None = None, *, delay: float | None = None,
+                    eta: float | datetime.datetime | None = None,
+                    expires: float | datetime.datetime | None = None, priority: int = 0,
+                    idempotency_key: str | None = None) -> TaskHandle:
+        """See `AsyncClient.submit_with`."""
+        return self._wrap(self._call(self._async.submit_with(
+            actor, args, kwargs, delay=delay, eta=eta, expires=expires, priority=priority,
+            idempotency_key=idempotency_key)))
 
     def submit_many(self, actor: ActorRef, calls: Iterable[tuple[Any, ...] | list[Any]]) -> list[TaskHandle]:
         return [self._wrap(h) for h in self._call(self._async.submit_many(actor, list(calls)))]

@@ -58,6 +58,13 @@ class TaskFailed(QrtError):
         self.traceback = traceback
 
 
+class TaskExpired(TaskFailed):
+    """The task was not started before its `expires` time, so it never ran."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id, "expired", "not started before its expiry time")
+
+
 class TaskCancelled(QrtError):
     """The task was cancelled before it finished."""
 

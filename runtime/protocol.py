@@ -142,16 +142,18 @@ class Envelope:
     kwargs: dict[str, Any]
     keys: dict[str, Any] = field(default_factory=dict)
     delay: float = 0.0  # seconds from acceptance; 0 = now
-    priority: int = 0
+    priority: int = 0  # higher first
+    eta: float | None = None  # absolute due time, epoch seconds (instead of delay)
+    expires_in: float | None = None  # not started this many seconds after acceptance: expired
+    expires_at: float | None = None  # the same, as absolute epoch seconds
+    idempotency_key: str | None = None  # a second submit with this key (same actor) runs nothing
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"id": self.id, "actor": self.actor, "args": self.args, "kwargs": self.kwargs}
-        if self.keys:
-            wire["keys"] = self.keys
-        if self.delay:
-            wire["delay"] = self.delay
-        if self.priority:
-            wire["priority"] = self.priority
+        for name in ("keys", "delay", "priority", "eta", "expires_in", "expires_at", "idempotency_key"):
+            value = getattr(self, name)
+            if value:
+                wire[name] = value
         return wire
 
 
@@ -169,7 +171,16 @@ def parse_envelope(raw: Any, where: str) -> Envelope:
         keys=_get(raw, "keys", dict, {}, where=where + "."),
         delay=float(_nonneg(_get(raw, "delay", NUMBER, 0.0, where=where + "."), where + ".delay")),
         priority=_get(raw, "priority", int, 0, where=where + "."),
+        eta=_optional_float(raw, "eta", where),
+        expires_in=_optional_float(raw, "expires_in", where),
+        expires_at=_optional_float(raw, "expires_at", where),
+        idempotency_key=_get(raw, "idempotency_key", str, None, where=where + "."),
     )
+
+
+def _optional_float(raw: dict[str, Any], name: str, where: str) -> float | None:
+    value = _get(raw, name, NUMBER, None, where=where + ".")
+    return None if value is None else float(_nonneg(value, f"{where}.{name}"))
 
 
 # ---------------------------------------------------------------------------------------------

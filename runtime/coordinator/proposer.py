@@ -24,10 +24,12 @@ OnEffects = Callable[[list[Effect] | None, str | None], None]
 
 class Proposer:
     def __init__(self, replication: Replication, loop: asyncio.AbstractEventLoop,
-                 before_flush: Callable[[], None] | None = None) -> None:
+                 before_flush: Callable[[], None] | None = None,
+                 on_effects: Callable[[list[Effect]], None] | None = None) -> None:
         self._replication = replication
         self._loop = loop
         self._before_flush = before_flush  # may add last commands (the dispatch offers)
+        self._on_effects = on_effects  # sees every effect of every committed batch, once
         self._scheduled = False
         self._commands: list[C.Command] = []
         self._callbacks: list[OnEffects] = []
@@ -81,7 +83,12 @@ class Proposer:
         callbacks = self._in_flight.pop(batch, None)
         if callbacks is None:
             return  # already failed by fail_all
-        for i, cb in enumerate(callbacks):
+        if results is not None and self._on_effects is not None:
+            try:
+                self._on_effects([effect for effects in results for effect in effects])
+            except Exception:
+                log.exception("handling the effects of a committed batch failed")
+        for i, cb in enumerate(callbacks, start=1):  # results[0]: effects of time passing
             try:
                 if results is None or i >= len(results):
                     cb(None, error or "not_applied")

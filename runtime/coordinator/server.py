@@ -45,7 +45,8 @@ class Coordinator:
         self._wants_dispatch = False
         self._last_tick = 0.0
         self._loop = asyncio.get_running_loop()
-        self.proposer = Proposer(replication, self._loop, before_flush=self._before_flush)
+        self.proposer = Proposer(replication, self._loop, before_flush=self._before_flush,
+                                 on_effects=self._on_effects)
         self._ctx = zmq.Context()
         self.sock = self._ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # ZeroMQ drops frames to unknown peers silently otherwise
@@ -175,7 +176,6 @@ class Coordinator:
                 self._send(identity, protocol.error(ErrorCode.UNAVAILABLE,
                                                     f"not committed ({error}); retry", rid))
             else:
-                self._on_effects(effects)  # e.g. a cancel: tell the worker, answer the waiters
                 then(effects)
         return on_effects
 
@@ -295,7 +295,6 @@ class Coordinator:
         def finished(effects: list[Effect] | None, error: str | None) -> None:
             if effects is not None:  # else no ack: the worker sends the outcomes again
                 self._send(identity, protocol.encode({"t": "ack", "ids": ids}))
-                self._on_effects(effects)
         self.proposer.add(C.finish(conn.id, msg.outcomes), finished)
         self._wants_dispatch = True
 
@@ -379,7 +378,6 @@ class Coordinator:
 
     def _after_requeue(self, effects: list[Effect] | None, error: str | None) -> None:
         if effects:
-            self._on_effects(effects)
             self._wants_dispatch = True
             self.proposer.flush()
 

@@ -54,6 +54,8 @@ class StateMachine:
         self.expiry: list[tuple[float, str]] = []  # (expires_at, id) of finished tasks
         self.leases: dict[str, dict[str, None]] = {}  # worker -> ordered set of task ids it runs
         self.dlq: dict[str, float] = {}  # task id -> when it died, oldest first
+        self.start_deadlines: list[tuple[float, str]] = []  # (start_by, id) of tasks that may expire
+        self.idempotency: dict[str, str] = {}  # "actor\0key" -> the task id it stands for
         self.actors: dict[str, dict[str, Any]] = {}  # registered options per actor
         self.nodes: dict[str, str] = {}  # raft address -> client URL of each coordinator node
         self.order = 0
@@ -65,6 +67,7 @@ class StateMachine:
     # -- applying ---------------------------------------------------------------------------
 
     def apply_batch(self, payload: bytes) -> list[list[Effect]]:
+        """Apply one batch; returns the effects of the passage of time, then those of each command."""
         self.applied += 1
         self.digest = hashlib.blake2b(self.digest.encode() + payload, digest_size=16).hexdigest()
         try:
@@ -74,8 +77,8 @@ class StateMachine:
             return []
         self.term = max(self.term, term)
         self.now = max(self.now, float(timestamp))  # time never goes backwards across leaders
-        self._advance()
-        out: list[list[Effect]] = []
+        out: list[list[Effect]] = [[]]
+        self._advance(out[0])
         for cmd in cmds:
             effects: list[Effect] = []
             try:
@@ -85,7 +88,7 @@ class StateMachine:
             out.append(effects)
         return out
 
-    def _advance(self) -> None:
+    def _advance(self, effects: list[Effect]) -> None:
         """Let time pass: due delayed tasks join their queue; old results and dead letters go."""
         now = self.now
         while self.delayed and self.delayed[0][0] <= now:
@@ -93,18 +96,23 @@ class StateMachine:
             task = self.tasks.get(task_id)
             if task is not None and task.state == TaskState.DELAYED and task.eta == eta:
                 self._enqueue(task)
+        while self.start_deadlines and self.start_deadlines[0][0] <= now:
+            _, task_id = heapq.heappop(self.start_deadlines)
+            task = self.tasks.get(task_id)
+            if task is not None and task.state in (TaskState.QUEUED, TaskState.DELAYED) and task.attempt == 0:
+                self._expire(task, effects)
         while self.expiry and self.expiry[0][0] <= now:
             at, task_id = heapq.heappop(self.expiry)
             task = self.tasks.get(task_id)
             if task is not None and task.expires_at == at and task.state in TaskState.TERMINAL \
                     and task_id not in self.dlq:
-                del self.tasks[task_id]
+                self._forget(task)
         while self.dlq:
             oldest_id, died_at = next(iter(self.dlq.items()))
             if len(self.dlq) <= defaults.DLQ_MAX_ENTRIES and died_at + defaults.DLQ_MAX_AGE > now:
                 break
             del self.dlq[oldest_id]
-            self.tasks.pop(oldest_id, None)
+            self._forget(self.tasks[oldest_id])
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -112,6 +120,10 @@ class StateMachine:
         ids = []
         for env in cmd[1]:
             task_id = env["id"]
+            key = env.get("idempotency_key")
+            scoped_key = f"{env['actor']}\0{key}" if key else ""
+            if scoped_key in self.idempotency:
+                task_id = self.idempotency[scoped_key]  # the first task with this key stands
             ids.append(task_id)
             if task_id in self.tasks:
                 continue  # a retried submit: the id is the idempotency key
@@ -119,12 +131,20 @@ class StateMachine:
             task = Task(
                 id=task_id, actor=env["actor"], args=env.get("args", []), kwargs=env.get("kwargs", {}),
                 keys=env.get("keys", {}), priority=env.get("priority", 0), order=self.order,
-                submitted_at=self.now,
+                submitted_at=self.now, idempotency_key=scoped_key,
             )
             self.tasks[task_id] = task
-            delay = env.get("delay", 0.0)
-            if delay > 0:
-                self._delay(task, self.now + delay)
+            if scoped_key:
+                self.idempotency[scoped_key] = task_id
+            start_by = env.get("expires_at") or (self.now + env["expires_in"] if env.get("expires_in") else 0.0)
+            if start_by:
+                task.start_by = start_by
+                heapq.heappush(self.start_deadlines, (start_by, task_id))
+            due = env["eta"] if env.get("eta") else self.now + env.get("delay", 0.0)
+            if start_by and start_by <= self.now:
+                self._expire(task, effects)
+            elif due > self.now:
+                self._delay(task, due)
             else:
                 self._enqueue(task)
         effects.append(Accepted(ids))
@@ -218,7 +238,7 @@ class StateMachine:
         ids = list(self.dlq) if cmd[1] is None else [i for i in cmd[1] if i in self.dlq]
         for task_id in ids:
             del self.dlq[task_id]
-            del self.tasks[task_id]
+            self._forget(self.tasks[task_id])
         effects.append(Count(len(ids), ids))
 
     def _tick(self, cmd: C.Command, effects: list[Effect]) -> None:
@@ -231,6 +251,19 @@ class StateMachine:
     }
 
     # -- transitions ------------------------------------------------------------------------
+
+    def _forget(self, task: Task) -> None:
+        """Drop a finished task's record; its id and idempotency key may then be used again."""
+        del self.tasks[task.id]
+        if task.idempotency_key and self.idempotency.get(task.idempotency_key) == task.id:
+            del self.idempotency[task.idempotency_key]
+
+    def _expire(self, task: Task, effects: list[Effect]) -> None:
+        """Not started before its `expires` time: it never runs."""
+        if task.state == TaskState.QUEUED:
+            self.queued[task.actor] -= 1
+        error = TaskError("expired", "not started before its expiry time")
+        self._terminate(task, TaskState.EXPIRED, effects, error=error)
 
     def _option(self, task: Task, name: str) -> Any:
         return self.actors.get(task.actor, DEFAULT_OPTIONS).get(name, DEFAULT_OPTIONS[name])
@@ -301,7 +334,7 @@ class StateMachine:
         task.args, task.kwargs, task.keys = [], {}, {}  # only a dead letter is ever run again
         ttl = self._option(task, "result_ttl")
         if ttl <= 0:
-            del self.tasks[task.id]
+            self._forget(task)
             return
         task.expires_at = self.now + ttl
         heapq.heappush(self.expiry, (task.expires_at, task.id))
@@ -312,8 +345,9 @@ class StateMachine:
         return any(self.queued.get(a, 0) > 0 for a in actors)
 
     def next_due(self) -> float | None:
-        """When the earliest delayed task becomes due (stale entries may make this early)."""
-        return self.delayed[0][0] if self.delayed else None
+        """When the earliest delayed task becomes due or queued task expires (may be early: stale entries)."""
+        times = [heap[0][0] for heap in (self.delayed, self.start_deadlines) if heap]
+        return min(times) if times else None
 
     def next_expiry(self) -> float | None:
         return self.expiry[0][0] if self.expiry else None

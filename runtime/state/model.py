@@ -13,8 +13,9 @@ class TaskState:
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # in the dead-letter queue
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # not started before its `expires` time
 
-    TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+    TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, EXPIRED})
 
 
 @dataclass(slots=True)
@@ -56,6 +57,8 @@ class Task:
     error: TaskError | None = None
     finished_at: float = 0.0
     expires_at: float = 0.0  # when a finished task's record (and result) is dropped
+    start_by: float = 0.0  # not started by then: expired (0: no limit)
+    idempotency_key: str = ""
 
     def summary(self, with_arguments: bool = False) -> dict[str, Any]:
         """The task as clients see it: ``result`` replies, and with its arguments ``dlq_show``."""

@@ -161,3 +161,23 @@ async def test_sequential_round_trips_never_stall(cluster: LocalCluster) -> None
         for i in range(1000):
             task = await client.submit(actors.add, i, 1)
             assert await task.result(timeout=3) == i + 1
+
+
+def test_submit_with_options(cluster: LocalCluster) -> None:
+    import datetime
+
+    with qrt.Client(cluster.urls) as client:
+        now = datetime.datetime.now(datetime.UTC)
+        soon = client.submit_with(actors.add, (1, 2), eta=now + datetime.timedelta(seconds=0.5))
+        assert soon.result(timeout=10) == 3
+        first = client.submit_with(actors.add, (2, 2), idempotency_key="once")
+        again = client.submit_with(actors.add, (9, 9), idempotency_key="once")
+        assert again.id == first.id and again.result(timeout=10) == 4
+        doomed = client.submit_with("nobody.serves.this", (), expires=0.2)
+        with pytest.raises(qrt.TaskExpired) as info:
+            doomed.result(timeout=10)
+        assert isinstance(info.value, qrt.TaskFailed) and info.value.error_type == "expired"
+        with pytest.raises(qrt.InvalidArgument, match="naive datetime"):
+            client.submit_with(actors.add, (1, 1), eta=datetime.datetime.now())
+        with pytest.raises(qrt.InvalidArgument, match="priority"):
+            client.submit_with(actors.add, (1, 1), priority="high")  # type: ignore[arg-type]

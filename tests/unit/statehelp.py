@@ -16,11 +16,15 @@ class Driver:
         self.now = 1000.0
         self.term = 1
         self.log: list[bytes] = []
+        self.time_effects: list[Effect] = []
 
     def apply(self, *commands: C.Command) -> list[list[Effect]]:
+        """The effects of each command (those of time passing are kept in `self.time_effects`)."""
         payload = C.pack_batch(self.term, self.now, list(commands))
         self.log.append(payload)
-        return self.machine.apply_batch(payload)
+        results = self.machine.apply_batch(payload)
+        self.time_effects = results[0]
+        return results[1:]
 
     def submit(self, task_id: str, actor: str = "a", delay: float = 0.0, priority: int = 0,
                args: list[Any] | None = None) -> None:

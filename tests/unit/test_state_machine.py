@@ -229,3 +229,43 @@ def test_replicas_applying_the_same_batches_agree(seed: int) -> None:
         replica.machine.apply_batch(payload)
     assert replica.machine.digest == d.machine.digest
     assert {k: v.state for k, v in replica.machine.tasks.items()} == {k: v.state for k, v in d.machine.tasks.items()}
+
+
+def test_eta_is_absolute_and_respected() -> None:
+    d = Driver()
+    d.apply(C.submit([Envelope("t1", "a", [], {}, eta=d.now + 30)]))
+    assert d.state("t1") == "delayed"
+    d.now += 29
+    assert d.dispatch() == []
+    d.now += 1
+    assert [r["id"] for r in d.dispatch()] == ["t1"]
+
+
+def test_a_task_not_started_before_it_expires_never_runs_and_waiters_hear_it() -> None:
+    d = Driver()
+    d.apply(C.submit([Envelope("t1", "a", [], {}, expires_in=10)]))
+    d.apply(C.submit([Envelope("t2", "a", [], {}, expires_at=d.now + 100)]))
+    d.now += 11
+    d.apply(C.tick())
+    assert d.state("t1") == "expired" and d.machine.queued["a"] == 1
+    assert any(isinstance(e, Finished) and e.id == "t1" and e.summary["state"] == "expired" for e in d.time_effects)
+    [run] = d.dispatch(n=5)
+    assert run["id"] == "t2"
+    d.now += 200
+    d.apply(C.tick())
+    assert d.state("t2") == "running"  # started in time: expiry no longer applies
+
+
+def test_idempotency_key_returns_the_first_task_while_it_is_kept() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"result_ttl": 60}}))
+    [first] = d.apply(C.submit([Envelope("t1", "a", [], {}, idempotency_key="order-7")]))
+    [second] = d.apply(C.submit([Envelope("t2", "a", [], {}, idempotency_key="order-7")]))
+    [other_actor] = d.apply(C.submit([Envelope("t3", "b", [], {}, idempotency_key="order-7")]))
+    assert first == second == [Accepted(["t1"])] and other_actor == [Accepted(["t3"])]
+    assert "t2" not in d.machine.tasks
+    d.finish(d.dispatch()[0])
+    d.now += 61
+    d.apply(C.tick())
+    [third] = d.apply(C.submit([Envelope("t4", "a", [], {}, idempotency_key="order-7")]))
+    assert third == [Accepted(["t4"])]

@@ -34,7 +34,7 @@ class QueueRules(RuleBasedStateMachine):
     def apply(self, *cmds: C.Command) -> list[list[Any]]:
         payload = C.pack_batch(1, self.now, list(cmds))
         self.replica.apply_batch(payload)
-        return self.machine.apply_batch(payload)
+        return self.machine.apply_batch(payload)[1:]  # [0]: the effects of time passing
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -48,6 +48,17 @@ class QueueRules(RuleBasedStateMachine):
             envs.append(Envelope(f"t{self.next_id}", actor, [], {}, delay=delay, priority=priority))
         self.apply(C.submit(envs))
         self.accepted.update(e.id for e in envs)
+
+    @rule(key=st.sampled_from(["k1", "k2"]), expires=st.sampled_from([None, 1.0, 50.0]))
+    def submit_with_options(self, key: str, expires: float | None) -> None:
+        from qrt.protocol import Envelope
+        self.next_id += 1
+        env = Envelope(f"t{self.next_id}", "a", [], {}, idempotency_key=key, expires_in=expires)
+        [effects] = self.apply(C.submit([env]))
+        [accepted] = effects
+        task_id = accepted.ids[0]
+        self.accepted.add(task_id)
+        assert task_id == env.id or self.machine.idempotency[f"a\0{key}"] == task_id
 
     @rule(task_index=st.integers(0, 50))
     def resubmit(self, task_index: int) -> None:
@@ -158,6 +169,17 @@ class QueueRules(RuleBasedStateMachine):
         for task in self.machine.tasks.values():
             retries = self.machine.actors[task.actor]["retries"]
             assert task.failures <= retries
+
+    @invariant()
+    def idempotency_keys_point_at_kept_tasks(self) -> None:
+        for key, task_id in self.machine.idempotency.items():
+            assert self.machine.tasks[task_id].idempotency_key == key
+
+    @invariant()
+    def expired_tasks_never_ran(self) -> None:
+        for task in self.machine.tasks.values():
+            if task.state == TaskState.EXPIRED:
+                assert task.attempt == 0
 
     @invariant()
     def replicas_agree(self) -> None:
