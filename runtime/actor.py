@@ -11,9 +11,42 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import defaults
 from .protocol import check_packable
+from .state.limits import parse_rate
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most N starts in any window of the period, across the cluster: ``RateLimit("100/m")``.
+
+    With `key`, one such budget per value of the handler's argument named `key` (e.g. a tenant).
+    """
+
+    rate: str
+    key: str | None = None
+
+    def to_wire(self) -> list[Any]:
+        n, period = parse_rate(self.rate)
+        return [n, period, self.key]
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    """At most `limit` tasks running at once, across the cluster; with `key`, per argument value."""
+
+    limit: int
+    key: str | None = None
+
+    def to_wire(self) -> list[Any]:
+        if not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit < 1:
+            raise ValueError(f"a concurrency limit must be a positive int, not {self.limit!r}")
+        return [self.limit, self.key]
+
+
+RateLimitSpec = str | RateLimit | list[str | RateLimit] | None
+ConcurrencySpec = int | Concurrency | list[int | Concurrency] | None
+
 
 # Every actor defined in this process, by name: the one global registry (STYLE.md).
 registry: dict[str, Actor[Any, Any]] = {}
@@ -42,14 +75,23 @@ def current_task() -> TaskInfo:
 class Actor(Generic[P, R]):
     """A handler with its options. Calling it runs it locally (for unit tests)."""
 
-    def __init__(self, fn: Callable[P, R], name: str, retries: int, timeout: float, result_ttl: float) -> None:
+    def __init__(self, fn: Callable[P, R], name: str, retries: int, timeout: float, result_ttl: float,
+                 rate_limits: list[list[Any]] | None = None, concurrency: list[list[Any]] | None = None) -> None:
         self.fn = fn
         self.name = name
         self.retries = retries
         self.timeout = timeout
         self.result_ttl = result_ttl
+        self.rate_limits = rate_limits or []
+        self.concurrency = concurrency or []
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        # The arguments whose values key a limit: the client puts them in the envelope's `keys`.
+        self.key_names = sorted({spec[-1] for spec in self.rate_limits + self.concurrency if spec[-1]})
+        for key in self.key_names:
+            if key not in self.signature.parameters:
+                raise ValueError(f"actor {name!r}: a limit is keyed by {key!r}, which is not an argument of "
+                                 f"{fn.__qualname__}{self.signature}")
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -61,32 +103,67 @@ class Actor(Generic[P, R]):
 
     def options(self) -> dict[str, Any]:
         """The options a worker registers with the coordinator (protocol.ACTOR_OPTION_TYPES)."""
-        return {"retries": self.retries, "timeout": self.timeout, "result_ttl": self.result_ttl}
+        return {"retries": self.retries, "timeout": self.timeout, "result_ttl": self.result_ttl,
+                "rate_limits": self.rate_limits, "concurrency": self.concurrency}
 
-    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise TypeError, naming the argument, unless the call fits the signature and msgpack."""
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Raise TypeError, naming the argument, unless the call fits the signature and msgpack.
+
+        Returns the values of the limits' key arguments (the envelope's `keys`).
+        """
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"arguments do not fit {self.name}{self.signature}: {exc}") from None
         for name, value in bound.arguments.items():
             check_packable(value, f"argument {name!r} of {self.name}")
+        if not self.key_names:
+            return {}
+        bound.apply_defaults()
+        keys = {name: bound.arguments.get(name) for name in self.key_names}
+        for name, value in keys.items():
+            if not isinstance(value, (str, int, float, bool, bytes, type(None))):
+                raise TypeError(f"argument {name!r} of {self.name} keys a limit, so it must be a scalar "
+                                f"(str, int, float, bool, bytes or None), not {type(value).__name__}")
+        return keys
+
+
+def _as_list(spec: Any) -> list[Any]:
+    if spec is None:
+        return []
+    return list(spec) if isinstance(spec, (list, tuple)) else [spec]
+
+
+def _rate_limits(spec: RateLimitSpec) -> list[list[Any]]:
+    return [(RateLimit(item) if isinstance(item, str) else item).to_wire() for item in _as_list(spec)]
+
+
+def _concurrency(spec: ConcurrencySpec) -> list[list[Any]]:
+    out = []
+    for item in _as_list(spec):
+        if isinstance(item, bool) or not isinstance(item, (int, Concurrency)):
+            raise ValueError(f"concurrency must be an int or qrt.Concurrency, not {item!r}")
+        out.append((Concurrency(item) if isinstance(item, int) else item).to_wire())
+    return out
 
 
 @overload
 def actor(fn: Callable[P, R], /) -> Actor[P, R]: ...
 @overload
 def actor(*, name: str | None = None, retries: int = defaults.RETRIES, timeout: float = defaults.TASK_TIMEOUT,
-          result_ttl: float = defaults.RESULT_TTL) -> Callable[[Callable[P, R]], Actor[P, R]]: ...
+          result_ttl: float = defaults.RESULT_TTL, rate_limit: RateLimitSpec = None,
+          concurrency: ConcurrencySpec = None) -> Callable[[Callable[P, R]], Actor[P, R]]: ...
 
 
 def actor(fn: Callable[P, R] | None = None, /, *, name: str | None = None, retries: int = defaults.RETRIES,
-          timeout: float = defaults.TASK_TIMEOUT, result_ttl: float = defaults.RESULT_TTL) -> Any:
-    """Declare a handler: ``@qrt.actor`` or ``@qrt.actor(name=..., retries=..., timeout=..., result_ttl=...)``.
+          timeout: float = defaults.TASK_TIMEOUT, result_ttl: float = defaults.RESULT_TTL,
+          rate_limit: RateLimitSpec = None, concurrency: ConcurrencySpec = None) -> Any:
+    """Declare a handler: ``@qrt.actor`` or ``@qrt.actor(name=..., retries=..., timeout=..., ...)``.
 
     The name defaults to "<module>.<function>". `retries` (default 3) counts retries after the
     first attempt; `timeout` (default 60 s) bounds one attempt; `result_ttl` (default 600 s) is how
-    long the result is kept, 0 keeping none.
+    long the result is kept, 0 keeping none. `rate_limit` ("5/s", a `qrt.RateLimit`, or a list)
+    and `concurrency` (an int, a `qrt.Concurrency`, or a list) are global, across all workers.
     """
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ValueError(f"retries must be a non-negative int, not {retries!r}")
@@ -100,7 +177,8 @@ def actor(fn: Callable[P, R] | None = None, /, *, name: str | None = None, retri
         actor_name = name or f"{f.__module__}.{f.__qualname__}"
         if not actor_name or len(actor_name) > 200:
             raise ValueError("an actor name must be 1 to 200 characters")
-        made = Actor(f, actor_name, retries, float(timeout), float(result_ttl))
+        made = Actor(f, actor_name, retries, float(timeout), float(result_ttl),
+                     _rate_limits(rate_limit), _concurrency(concurrency))
         registry[actor_name] = made
         return made
 

@@ -128,9 +128,10 @@ def make_envelope(actor: ActorRef, args: tuple[Any, ...] | list[Any], kwargs: di
     kwargs = dict(kwargs or {})
     if not isinstance(args, (tuple, list)):
         raise InvalidArgument(f"args must be a tuple or list, not {type(args).__name__}")
+    keys: dict[str, Any] = {}
     try:
         if isinstance(actor, Actor):
-            actor.check_arguments(tuple(args), kwargs)
+            keys = actor.check_arguments(tuple(args), kwargs)
         else:
             for i, value in enumerate(args):
                 check_packable(value, f"args[{i}] of {name}")
@@ -138,7 +139,7 @@ def make_envelope(actor: ActorRef, args: tuple[Any, ...] | list[Any], kwargs: di
                 check_packable(value, f"argument {key!r} of {name}")
     except TypeError as exc:
         raise InvalidArgument(str(exc)) from None
-    envelope = protocol.Envelope(new_task_id(), name, list(args), kwargs)
+    envelope = protocol.Envelope(new_task_id(), name, list(args), kwargs, keys)
     if options is not None:
         options.apply_to(envelope)
     return envelope

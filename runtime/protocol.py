@@ -168,7 +168,7 @@ def parse_envelope(raw: Any, where: str) -> Envelope:
         actor=_str_id(raw, "actor", where + "."),
         args=list(_get(raw, "args", (list, tuple), [], where=where + ".")),
         kwargs=kwargs,
-        keys=_get(raw, "keys", dict, {}, where=where + "."),
+        keys=_keys(raw, where),
         delay=float(_nonneg(_get(raw, "delay", NUMBER, 0.0, where=where + "."), where + ".delay")),
         priority=_get(raw, "priority", int, 0, where=where + "."),
         eta=_optional_float(raw, "eta", where),
@@ -176,6 +176,16 @@ def parse_envelope(raw: Any, where: str) -> Envelope:
         expires_at=_optional_float(raw, "expires_at", where),
         idempotency_key=_get(raw, "idempotency_key", str, None, where=where + "."),
     )
+
+
+def _keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """Key values for per-key limits: string names, scalar values (they name buckets and lanes)."""
+    keys: dict[str, Any] = _get(raw, "keys", dict, {}, where=where + ".")
+    for name, value in keys.items():
+        if not isinstance(name, str) or not isinstance(value, (str, int, float, bool, bytes, type(None))):
+            raise ProtocolError(ErrorCode.BAD_FIELD,
+                                f"field '{where}.keys' must map names to scalars (str, int, float, bool, bytes, nil)")
+    return keys
 
 
 def _optional_float(raw: dict[str, Any], name: str, where: str) -> float | None:
@@ -302,7 +312,23 @@ ACTOR_OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "timeout": NUMBER,
     "result_ttl": NUMBER,
     "max_worker_losses": (int,),
+    "rate_limits": (list,),  # [[n, period seconds, key name or nil], ...]
+    "concurrency": (list,),  # [[n, key name or nil], ...]
 }
+
+
+def check_limits(options: dict[str, Any], where: str) -> None:
+    """Validate the shape of the `rate_limits` and `concurrency` options."""
+    for i, item in enumerate(options.get("rate_limits", [])):
+        if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int and item[0] > 0
+                and isinstance(item[1], NUMBER) and not isinstance(item[1], bool) and item[1] > 0
+                and (item[2] is None or isinstance(item[2], str))):
+            raise ProtocolError(ErrorCode.BAD_FIELD,
+                                f"field '{where}.rate_limits[{i}]' must be [n > 0, period > 0, key or nil]")
+    for i, item in enumerate(options.get("concurrency", [])):
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int and item[0] > 0
+                and (item[1] is None or isinstance(item[1], str))):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.concurrency[{i}]' must be [n > 0, key or nil]")
 
 
 def _rid(msg: dict[str, Any]) -> int:
@@ -340,9 +366,12 @@ def _parse_actor(raw: Any, where: str) -> ActorSpec:
         if types is None:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.options' has unknown option {key!r}")
         _get(options, key, types, where=where + ".options.")
+        if isinstance(value, list):
+            continue
         _nonneg(value, f"{where}.options.{key}")
         if key == "timeout" and value == 0:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.options.timeout' must be positive")
+    check_limits(options, where + ".options")
     return ActorSpec(_str_id(raw, "name", where + "."), options)
 
 

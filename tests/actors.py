@@ -74,3 +74,15 @@ async def unpackable() -> object:
 @qrt.actor
 async def huge_result() -> str:
     return "x" * (17 * 1024 * 1024)
+
+
+@qrt.actor(rate_limit="5/s")
+async def rate_limited(i: int) -> float:
+    return time.time()
+
+
+@qrt.actor(concurrency=qrt.Concurrency(1, key="tenant"))
+async def one_per_tenant(tenant: str, seconds: float) -> list[float]:
+    started = time.time()
+    await asyncio.sleep(seconds)
+    return [started, time.time()]

@@ -362,7 +362,7 @@ class Coordinator:
                     conn.credit += slots - len(granted)
                 if granted:
                     self._send_runs(conn.identity, granted)
-                if conn.credit and self.replication.machine.has_ready(conn.actors):
+                if conn.credit and self.replication.machine.has_ready(conn.actors, time.time()):
                     # Work arrived while this worker's slots were reserved by this dispatch.
                     self._wants_dispatch = True
                     self._schedule_drain()

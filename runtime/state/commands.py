@@ -25,6 +25,8 @@ REGISTER_NODE = "register_node"
 DLQ_REPLAY = "dlq_replay"
 DLQ_PURGE = "dlq_purge"
 TICK = "tick"
+SET_LIMITS = "set_limits"
+RESET_LIMITS = "reset_limits"
 
 
 def submit(envelopes: list[Envelope]) -> Command:
@@ -71,6 +73,20 @@ def dlq_replay(ids: list[str] | None) -> Command:
 
 def dlq_purge(ids: list[str] | None) -> Command:
     return [DLQ_PURGE, ids]
+
+
+def set_limits(actor: str, rate_limits: list[list[Any]] | None = None, concurrency: list[list[Any]] | None = None,
+               key_rate: tuple[Any, int, float] | None = None) -> Command:
+    """An operator's limits for `actor`, winning over what workers register until reset.
+
+    `rate_limits` / `concurrency` replace the registered lists (None: keep them); `key_rate`
+    (value, n, period) sets the rate of one value of the actor's keyed rate limit.
+    """
+    return [SET_LIMITS, actor, rate_limits, concurrency, None if key_rate is None else list(key_rate)]
+
+
+def reset_limits(actor: str) -> Command:
+    return [RESET_LIMITS, actor]
 
 
 def tick() -> Command:

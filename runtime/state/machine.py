@@ -18,6 +18,8 @@ from typing import Any
 from .. import defaults
 from . import commands as C
 from .backoff import backoff_delay
+from .lanes import ActorQueue, lane_of
+from .limits import INFINITY, Cap, FlowState, Rate, caps_from_wire, rates_from_wire
 from .model import (
     Accepted,
     CancelRunning,
@@ -35,6 +37,9 @@ from .model import (
 
 log = logging.getLogger("qrt.state")
 
+# Idle per-key rate windows are swept every this many batches (bounded memory, cheap on average).
+SWEEP_EVERY = 1024
+
 DEFAULT_OPTIONS: dict[str, Any] = {
     "retries": defaults.RETRIES,
     "timeout": defaults.TASK_TIMEOUT,
@@ -48,8 +53,13 @@ class StateMachine:
         self.tasks: dict[str, Task] = {}
         # Per actor, a heap of (-priority, order, id) of QUEUED tasks. Entries of tasks that left
         # the queue another way (cancel, purge) stay behind and are skipped when they surface.
-        self.ready: dict[str, list[tuple[int, int, str]]] = {}
+        self.ready: dict[str, ActorQueue] = {}
         self.queued: dict[str, int] = {}  # actor -> number of QUEUED tasks (exact)
+        self.flow = FlowState()  # rate windows and running counts, per actor and per key value
+        # actor -> leader time before which no queued task of it may start (inf: until a lease
+        # ends or work arrives), so that an idle dispatch loop does not spin on blocked work
+        self.stalled: dict[str, float] = {}
+        self.overrides: dict[str, dict[str, Any]] = {}  # operators' limits, winning until reset
         self.delayed: list[tuple[float, int, str]] = []  # (eta, order, id) of DELAYED tasks
         self.expiry: list[tuple[float, str]] = []  # (expires_at, id) of finished tasks
         self.leases: dict[str, dict[str, None]] = {}  # worker -> ordered set of task ids it runs
@@ -107,6 +117,9 @@ class StateMachine:
             if task is not None and task.expires_at == at and task.state in TaskState.TERMINAL \
                     and task_id not in self.dlq:
                 self._forget(task)
+        if self.applied % SWEEP_EVERY == 0:
+            periods = [r.period for actor in set(self.actors) | set(self.overrides) for r in self._limits(actor)[0]]
+            self.flow.sweep(now, max(periods, default=0.0))
         while self.dlq:
             oldest_id, died_at = next(iter(self.dlq.items()))
             if len(self.dlq) <= defaults.DLQ_MAX_ENTRIES and died_at + defaults.DLQ_MAX_AGE > now:
@@ -244,10 +257,29 @@ class StateMachine:
     def _tick(self, cmd: C.Command, effects: list[Effect]) -> None:
         pass  # _advance has done the work
 
+    def _set_limits(self, cmd: C.Command, effects: list[Effect]) -> None:
+        _, actor, rates, caps, key_rate = cmd
+        override = self.overrides.setdefault(actor, {})
+        if rates is not None:
+            override["rate_limits"] = rates
+        if caps is not None:
+            override["concurrency"] = caps
+        if key_rate is not None:
+            value, n, period = key_rate
+            override.setdefault("key_rates", {})[value] = [n, period]
+        self.stalled.pop(actor, None)
+        effects.append(Count(1))
+
+    def _reset_limits(self, cmd: C.Command, effects: list[Effect]) -> None:
+        existed = self.overrides.pop(cmd[1], None) is not None
+        self.stalled.pop(cmd[1], None)
+        effects.append(Count(int(existed)))
+
     _handlers: dict[str, Callable[[StateMachine, C.Command, list[Effect]], None]] = {
         C.SUBMIT: _submit, C.DISPATCH: _dispatch, C.FINISH: _finish, C.LOST: _lost, C.CANCEL: _cancel,
         C.REGISTER_ACTORS: _register_actors, C.REGISTER_NODE: _register_node,
         C.DLQ_REPLAY: _dlq_replay, C.DLQ_PURGE: _dlq_purge, C.TICK: _tick,
+        C.SET_LIMITS: _set_limits, C.RESET_LIMITS: _reset_limits,
     }
 
     # -- transitions ------------------------------------------------------------------------
@@ -273,8 +305,12 @@ class StateMachine:
             self.order += 1
             task.order = self.order
         task.state = TaskState.QUEUED
-        heapq.heappush(self.ready.setdefault(task.actor, []), (-task.priority, task.order, task.id))
+        queue = self.ready.get(task.actor)
+        if queue is None:
+            queue = self.ready[task.actor] = ActorQueue()
+        queue.push(lane_of(task.keys), (-task.priority, task.order, task.id))
         self.queued[task.actor] = self.queued.get(task.actor, 0) + 1
+        self.stalled.pop(task.actor, None)  # it may be permitted where the others were not
 
     def _delay(self, task: Task, eta: float) -> None:
         task.state = TaskState.DELAYED
@@ -283,29 +319,67 @@ class StateMachine:
         heapq.heappush(self.delayed, (eta, self.order, task.id))
 
     def _pop_ready(self, actors: list[str]) -> Task | None:
-        """The best queued task among `actors`: highest priority first, then oldest."""
-        best: tuple[int, int, str] | None = None
-        best_actor = ""
+        """The next task for a slot serving `actors`: permitted by its limits, then by priority,
+        then round-robin between lanes (lanes.py); across actors, higher priority, then older."""
+        best: tuple[tuple[int, int, str], str, str] | None = None  # (entry, actor, lane)
         for actor in actors:
-            heap = self.ready.get(actor)
-            while heap:
-                head = heap[0]
-                task = self.tasks.get(head[2])
-                if task is not None and task.state == TaskState.QUEUED and task.order == head[1]:
-                    break
-                heapq.heappop(heap)  # a stale entry (cancelled or purged task)
-            if heap and (best is None or heap[0] < best):
-                best, best_actor = heap[0], actor
+            found = self._candidate(actor)
+            if found is not None and (best is None or found[0] < best[0]):
+                best = (found[0], actor, found[1])
         if best is None:
             return None
-        heapq.heappop(self.ready[best_actor])
-        self.queued[best_actor] -= 1
-        return self.tasks[best[2]]
+        entry, actor, lane = best
+        self.ready[actor].take(lane)
+        self.queued[actor] -= 1
+        return self.tasks[entry[2]]
+
+    def _candidate(self, actor: str) -> tuple[tuple[int, int, str], str] | None:
+        queue = self.ready.get(actor)
+        if queue is None or not self.queued.get(actor) or self.stalled.get(actor, 0.0) > self.now:
+            return None
+        found: tuple[tuple[int, int, str], str] | None = None
+        wait = INFINITY
+        for lane, head in queue.heads(self._is_queued):
+            if found is not None and head[0] >= found[0][0]:
+                continue  # not a higher priority than the lane already chosen
+            task = self.tasks[head[2]]
+            rates, caps = self._limits(actor, task.keys)
+            until = self.flow.blocked_until(actor, task.keys, rates, caps, self.now) if rates or caps else 0.0
+            if until:
+                wait = min(wait, until)
+                continue
+            found = (head, lane)
+            if not queue.prioritised:
+                break  # all of priority 0: the first permitted lane in the round is the one
+        if found is None:
+            self.stalled[actor] = wait  # nothing can start before then (inf: before a release)
+        return found
+
+    def _is_queued(self, entry: tuple[int, int, str]) -> bool:
+        task = self.tasks.get(entry[2])
+        return task is not None and task.state == TaskState.QUEUED and task.order == entry[1]
+
+    def _limits(self, actor: str, keys: dict[str, Any] | None = None) -> tuple[list[Rate], list[Cap]]:
+        """The limits a task of `actor` with `keys` meets: an operator's override of each list, else
+        what its workers registered; a keyed rate may have its own figures for one key value."""
+        registered = self.actors.get(actor) or {}
+        override = self.overrides.get(actor) or {}
+        rates = rates_from_wire(override.get("rate_limits", registered.get("rate_limits")))
+        caps = caps_from_wire(override.get("concurrency", registered.get("concurrency")))
+        key_rates = override.get("key_rates")
+        if key_rates and keys:
+            for i, rate in enumerate(rates):
+                own = key_rates.get(keys.get(rate.key)) if rate.key else None
+                if own is not None:
+                    rates[i] = Rate(int(own[0]), float(own[1]), rate.key)
+        return rates, caps
 
     def _lease(self, task: Task, worker: str, effects: list[Effect]) -> None:
         task.state = TaskState.RUNNING
         task.attempt += 1
         task.lease = Lease(worker, task.attempt, self.term, self.now)
+        rates, _ = self._limits(task.actor, task.keys)
+        task.counted = self.flow.start(task.actor, task.keys, rates, self.now)
         self.leases.setdefault(worker, {})[task.id] = None
         effects.append(Leased(worker, {
             "id": task.id, "actor": task.actor, "args": task.args, "kwargs": task.kwargs,
@@ -314,6 +388,9 @@ class StateMachine:
 
     def _release(self, task: Task) -> None:
         assert task.lease is not None
+        self.flow.release(task.counted)
+        task.counted = []
+        self.stalled.pop(task.actor, None)  # a concurrency unit came free
         held = self.leases.get(task.lease.worker)
         if held is not None:
             held.pop(task.id, None)
@@ -341,12 +418,14 @@ class StateMachine:
 
     # -- queries (the coordinator reads these under the replication lock) --------------------
 
-    def has_ready(self, actors: list[str]) -> bool:
-        return any(self.queued.get(a, 0) > 0 for a in actors)
+    def has_ready(self, actors: list[str], now: float) -> bool:
+        """Whether a dispatch for `actors` at leader time `now` could lease anything."""
+        return any(self.queued.get(a, 0) > 0 and self.stalled.get(a, 0.0) <= now for a in actors)
 
     def next_due(self) -> float | None:
         """When the earliest delayed task becomes due or queued task expires (may be early: stale entries)."""
         times = [heap[0][0] for heap in (self.delayed, self.start_deadlines) if heap]
+        times += [t for a, t in self.stalled.items() if t != INFINITY and self.queued.get(a)]
         return min(times) if times else None
 
     def next_expiry(self) -> float | None:

@@ -58,6 +58,7 @@ class Task:
     finished_at: float = 0.0
     expires_at: float = 0.0  # when a finished task's record (and result) is dropped
     start_by: float = 0.0  # not started by then: expired (0: no limit)
+    counted: list[Any] = field(default_factory=list)  # concurrency buckets its lease holds
     idempotency_key: str = ""
 
     def summary(self, with_arguments: bool = False) -> dict[str, Any]:

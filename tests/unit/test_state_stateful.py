@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hypothesis import settings
@@ -14,7 +15,9 @@ from qrt.state import commands as C
 from qrt.state.model import Leased
 
 WORKERS = ["w1", "w2", "w3"]
-ACTORS = ["a", "b"]
+ACTORS = ["a", "b", "c"]  # "c" has a global rate limit and concurrency limits, one per tenant
+RATE_N, RATE_PERIOD = 4, 10.0
+TENANTS = ["t1", "t2", "t3"]
 
 
 class QueueRules(RuleBasedStateMachine):
@@ -29,7 +32,13 @@ class QueueRules(RuleBasedStateMachine):
         self.slots = {w: 2 for w in WORKERS}  # free slots each worker offered
         self.running: dict[str, dict[str, Any]] = {}  # task id -> run entry (what workers hold)
         self.next_id = 0
-        self.apply(C.register_actors({"a": {"retries": 1, "result_ttl": 30}, "b": {"retries": 0}}))
+        self.caps = (3, 2)  # (cluster-wide, per tenant) concurrency of "c" in force
+        self.starts: list[float] = []  # leader times of the starts of "c"
+        self.apply(C.register_actors({
+            "a": {"retries": 1, "result_ttl": 30}, "b": {"retries": 0},
+            "c": {"retries": 1, "rate_limits": [[RATE_N, RATE_PERIOD, None]],
+                  "concurrency": [[self.caps[0], None], [self.caps[1], "tenant"]]},
+        }))
 
     def apply(self, *cmds: C.Command) -> list[list[Any]]:
         payload = C.pack_batch(1, self.now, list(cmds))
@@ -39,13 +48,14 @@ class QueueRules(RuleBasedStateMachine):
     # -- rules ------------------------------------------------------------------------------
 
     @rule(actor=st.sampled_from(ACTORS), delay=st.sampled_from([0.0, 0.0, 5.0]), n=st.integers(1, 3),
-          priority=st.integers(0, 2))
-    def submit(self, actor: str, delay: float, n: int, priority: int) -> None:
+          priority=st.integers(0, 2), tenant=st.sampled_from(TENANTS))
+    def submit(self, actor: str, delay: float, n: int, priority: int, tenant: str) -> None:
         from qrt.protocol import Envelope
         envs = []
         for _ in range(n):
             self.next_id += 1
-            envs.append(Envelope(f"t{self.next_id}", actor, [], {}, delay=delay, priority=priority))
+            keys = {"tenant": tenant} if actor == "c" else {}
+            envs.append(Envelope(f"t{self.next_id}", actor, [], {}, keys=keys, delay=delay, priority=priority))
         self.apply(C.submit(envs))
         self.accepted.update(e.id for e in envs)
 
@@ -68,10 +78,18 @@ class QueueRules(RuleBasedStateMachine):
             before = self.machine.tasks.get(task_id)
             state = None if before is None else before.state
             self.apply(C.submit([Envelope(task_id, "a", [], {})]))
+            if before is None:  # its record had expired: the id is free again, this is a new task
+                self.expired.discard(task_id)
+                self.purged.discard(task_id)
             after = self.machine.tasks.get(task_id)
             assert (None if after is None else after.state) == state or state is None
 
-    @rule(worker=st.sampled_from(WORKERS), actors=st.sampled_from([["a"], ["b"], ["a", "b"]]))
+    @rule(caps=st.sampled_from([(3, 2), (2, 1), (5, 5)]))
+    def operator_changes_limits(self, caps: tuple[int, int]) -> None:
+        self.apply(C.set_limits("c", concurrency=[[caps[0], None], [caps[1], "tenant"]]))
+        self.caps = caps
+
+    @rule(worker=st.sampled_from(WORKERS), actors=st.sampled_from([["a"], ["b"], ["c"], ["a", "b", "c"]]))
     def dispatch(self, worker: str, actors: list[str]) -> None:
         n = self.slots[worker]
         effects = self.apply(C.dispatch([(worker, actors, n)]))[0]
@@ -82,6 +100,13 @@ class QueueRules(RuleBasedStateMachine):
             task = self.machine.tasks[e.task["id"]]
             assert task.eta <= self.now, "leased a task that was not due"
             self.running[e.task["id"]] = {**e.task, "worker": worker}
+            if e.task["actor"] == "c":
+                self.starts.append(self.now)
+                running_c = [t for t in self.machine.tasks.values()
+                             if t.actor == "c" and t.state == TaskState.RUNNING]
+                assert len(running_c) <= self.caps[0], "cluster-wide concurrency exceeded"
+                tenant = self.machine.tasks[e.task["id"]].keys["tenant"]
+                assert sum(t.keys["tenant"] == tenant for t in running_c) <= self.caps[1], "per-tenant cap exceeded"
         self.slots[worker] -= len(leased)
 
     @precondition(lambda self: self.running)
@@ -182,11 +207,25 @@ class QueueRules(RuleBasedStateMachine):
                 assert task.attempt == 0
 
     @invariant()
+    def rate_limit_never_exceeded(self) -> None:
+        for i, start in enumerate(self.starts):
+            inside = [s for s in self.starts[i:] if s <= start + RATE_PERIOD]
+            assert len(inside) <= RATE_N, f"{len(inside)} starts within {RATE_PERIOD} s"
+
+    @invariant()
+    def a_stalled_actor_really_cannot_start_anything(self) -> None:
+        """has_ready() says False only when a dispatch could not lease anything (no lost wake-ups)."""
+        if not self.machine.has_ready(["c"], self.now) and self.machine.queued.get("c"):
+            probe = copy.deepcopy(self.machine)
+            payload = C.pack_batch(1, self.now, [C.dispatch([("probe", ["c"], 1)])])
+            assert not any(isinstance(e, Leased) for e in probe.apply_batch(payload)[1])
+
+    @invariant()
     def replicas_agree(self) -> None:
         assert self.replica.digest == self.machine.digest
         states = {k: v.state for k, v in self.machine.tasks.items()}
         assert {k: v.state for k, v in self.replica.tasks.items()} == states
 
 
-QueueRules.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+QueueRules.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
 TestQueueRules = QueueRules.TestCase

@@ -1,0 +1,113 @@
+"""Global rate and concurrency limits: the arithmetic of permission, kept in the replicated state.
+
+A rate limit "N/P" counts starts (lease commits) on the leader's timestamps: a start at `t` is
+permitted when fewer than N starts lie in [t - P, t], so no closed window of length P ever holds
+more than N (DESIGN.md, "A start is a lease commit"). A concurrency limit counts leases.
+Both are global (one replicated state) and may be per key: the value a task carries for the
+limit's key in its envelope's `keys` map (a task without it shares the bucket of value None).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+INFINITY = math.inf
+# A window reopens just after its oldest counted start leaves it (the window is closed: [t-P, t]).
+EPSILON = 1e-6
+
+_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+          "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([a-z]+?)s?\s*$")
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """"100/m" -> (100, 60.0); also "5/s", "10/2s", "1000/h", "3/day". ValueError naming the text."""
+    match = _RATE.match(text.lower()) if isinstance(text, str) else None
+    if match is None or match.group(3) not in _UNITS:
+        raise ValueError(f"rate {text!r} is not N/PERIOD such as '5/s', '100/m', '10/2s', '1000/h' or '3/d'")
+    n, multiple, unit = int(match.group(1)), match.group(2), match.group(3)
+    period = (float(multiple) if multiple else 1.0) * _UNITS[unit]
+    if n <= 0 or period <= 0:
+        raise ValueError(f"rate {text!r} must allow at least one start in a positive period")
+    return n, period
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    n: int
+    period: float
+    key: str | None = None  # None: one bucket for the whole actor
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    n: int
+    key: str | None = None
+
+
+def rates_from_wire(raw: Any) -> list[Rate]:
+    return [Rate(int(n), float(p), k) for n, p, k in raw or []]
+
+
+def caps_from_wire(raw: Any) -> list[Cap]:
+    return [Cap(int(n), k) for n, k in raw or []]
+
+
+def _bucket(actor: str, key: str | None, keys: dict[str, Any]) -> tuple[str, str, Any]:
+    return (actor, key or "", keys.get(key) if key else None)
+
+
+@dataclass
+class FlowState:
+    windows: dict[tuple[str, str, Any], deque[float]] = field(default_factory=dict)
+    running: dict[tuple[str, str, Any], int] = field(default_factory=dict)
+
+    def blocked_until(self, actor: str, keys: dict[str, Any], rates: list[Rate], caps: list[Cap],
+                      now: float) -> float:
+        """0.0 when a task with these keys may start now; else when it may (inf: after a release)."""
+        until = 0.0
+        for cap in caps:
+            if self.running.get(_bucket(actor, cap.key, keys), 0) >= cap.n:
+                return INFINITY
+        for rate in rates:
+            window = self.windows.get(_bucket(actor, rate.key, keys))
+            if window is None or len(window) < rate.n:
+                continue
+            inside = len(window) - bisect_left(window, now - rate.period)
+            if inside >= rate.n:
+                until = max(until, window[-rate.n] + rate.period + EPSILON)
+        return until
+
+    def start(self, actor: str, keys: dict[str, Any], rates: list[Rate], now: float) -> list[tuple[str, str, Any]]:
+        """Count a start; returns the concurrency buckets to release when its lease ends."""
+        counted = [_bucket(actor, None, keys)] + [_bucket(actor, k, keys) for k in sorted(keys)]
+        for bucket in counted:
+            self.running[bucket] = self.running.get(bucket, 0) + 1
+        longest: dict[tuple[str, str, Any], int] = {}
+        for rate in rates:
+            bucket = _bucket(actor, rate.key, keys)
+            longest[bucket] = max(longest.get(bucket, 0), rate.n)
+        for bucket, keep in longest.items():
+            window = self.windows.setdefault(bucket, deque())
+            window.append(now)
+            while len(window) > keep:  # only the newest N starts can matter
+                window.popleft()
+        return counted
+
+    def release(self, counted: list[tuple[str, str, Any]]) -> None:
+        for bucket in counted:
+            left = self.running.get(bucket, 0) - 1
+            if left > 0:
+                self.running[bucket] = left
+            else:
+                self.running.pop(bucket, None)
+
+    def sweep(self, now: float, longest_period: float) -> None:
+        """Forget idle per-key windows, so memory follows active keys, not every key ever seen."""
+        for bucket in [b for b, w in self.windows.items() if not w or w[-1] < now - longest_period]:
+            del self.windows[bucket]

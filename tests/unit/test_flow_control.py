@@ -1,0 +1,119 @@
+"""Rate limits, concurrency limits and fairness, decided in the pure state machine."""
+
+from __future__ import annotations
+
+import pytest
+
+import qrt
+from qrt.protocol import Envelope
+from qrt.state import commands as C
+from qrt.state.limits import parse_rate
+
+from .statehelp import Driver
+
+
+def submit_keyed(d: Driver, task_id: str, tenant: str, actor: str = "a", priority: int = 0) -> None:
+    d.apply(C.submit([Envelope(task_id, actor, [], {}, keys={"tenant": tenant}, priority=priority)]))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("5/s", (5, 1.0)), ("100/m", (100, 60.0)), ("10/2s", (10, 2.0)), ("1000/h", (1000, 3600.0)),
+    ("3/day", (3, 86400.0)), (" 7 / min ", (7, 60.0)),
+])
+def test_rates_parse(text: str, expected: tuple[int, float]) -> None:
+    assert parse_rate(text) == expected
+
+
+@pytest.mark.parametrize("text", ["5 per s", "0/s", "5/", "/s", "5/fortnight", "-1/s"])
+def test_malformed_rates_are_refused_naming_the_text(text: str) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        parse_rate(text)
+
+
+def test_actor_definition_checks_limits() -> None:
+    with pytest.raises(ValueError, match="'5 per s'"):
+        qrt.actor(rate_limit="5 per s")(lambda: None)
+    with pytest.raises(ValueError, match="positive int"):
+        qrt.actor(concurrency=qrt.Concurrency(-1))(lambda: None)
+    with pytest.raises(ValueError, match="'tenant', which is not an argument"):
+        @qrt.actor(concurrency=qrt.Concurrency(2, key="tenant"))
+        def no_tenant(x: int) -> None: ...
+
+    @qrt.actor(rate_limit=[qrt.RateLimit("100/m", key="tenant"), "1000/m"], concurrency=3)
+    def fine(tenant: str, x: int = 0) -> None: ...
+    assert fine.options()["rate_limits"] == [[100, 60.0, "tenant"], [1000, 60.0, None]]
+    assert fine.options()["concurrency"] == [[3, None]]
+    assert fine.check_arguments(("acme",), {}) == {"tenant": "acme"}
+
+
+def test_rate_limit_allows_n_starts_per_window_across_workers() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"rate_limits": [[5, 1.0, None]]}}))
+    for i in range(20):
+        d.submit(f"t{i}")
+    assert len(d.dispatch(worker="w1", n=3)) == 3
+    assert len(d.dispatch(worker="w2", n=10)) == 2  # the same budget, another worker
+    assert d.machine.has_ready(["a"], d.now) is False  # no point dispatching before the window moves
+    assert d.machine.next_due() == pytest.approx(d.now + 1.0, abs=1e-3)
+    d.now += 0.999
+    assert d.dispatch(n=10) == []
+    d.now += 0.002
+    assert len(d.dispatch(n=10)) == 5
+
+
+def test_concurrency_limit_counts_leases_and_frees_on_finish_and_loss() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"concurrency": [[2, None]]}}))
+    for i in range(5):
+        d.submit(f"t{i}")
+    runs = d.dispatch(worker="w1", n=5)
+    assert len(runs) == 2 and d.dispatch(worker="w2", n=5) == []
+    d.finish(runs[0], worker="w1")
+    assert len(d.dispatch(worker="w2", n=5)) == 1
+    d.apply(C.lost("w1"))  # the other unit comes free when its worker is lost
+    assert len(d.dispatch(worker="w3", n=5)) == 1
+
+
+def test_per_key_concurrency_and_round_robin_between_tenants() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"concurrency": [[2, "tenant"]]}}))
+    for i in range(100):
+        submit_keyed(d, f"big{i}", "big")
+    for i in range(3):
+        submit_keyed(d, f"small{i}", "small")
+    runs = d.dispatch(n=10)
+    assert sorted(r["id"] for r in runs) == ["big0", "big1", "small0", "small1"]
+
+
+def test_a_tenant_with_a_large_backlog_delays_a_small_one_by_at_most_one_turn() -> None:
+    d = Driver()
+    for i in range(1000):
+        submit_keyed(d, f"big{i}", "big")
+    submit_keyed(d, "small0", "small")
+    order = []
+    for _ in range(4):
+        [run] = d.dispatch(n=1)
+        order.append(run["id"])
+        d.finish(run)
+    assert order.index("small0") <= 1
+
+
+def test_priority_goes_first_then_tenants_alternate() -> None:
+    d = Driver()
+    submit_keyed(d, "a1", "a")
+    submit_keyed(d, "a2", "a")
+    submit_keyed(d, "b1", "b")
+    submit_keyed(d, "urgent", "a", priority=5)
+    assert [r["id"] for r in d.dispatch(n=4)] == ["urgent", "b1", "a1", "a2"]
+
+
+def test_operator_override_wins_until_reset() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"concurrency": [[1, None]]}}))
+    d.apply(C.set_limits("a", rate_limits=None, concurrency=[[3, None]]))
+    for i in range(5):
+        d.submit(f"t{i}")
+    assert len(d.dispatch(n=5)) == 3
+    d.apply(C.reset_limits("a"))
+    d.finish(d.machine.tasks["t0"] and {"id": "t0", "attempt": 1})
+    assert d.dispatch(n=5) == []  # back to the registered 1, and 2 still run
