@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml $(shell find runtime cli -name "*.py")
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# strict editable mode: a link tree that mypy can follow (STYLE.md)
+	# strict editable mode: a link tree that mypy can follow (the default editable finder hides it)
 	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
 

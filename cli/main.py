@@ -12,7 +12,7 @@ import click
 
 from qrt import defaults
 from qrt.client import Client, resolve_coordinators
-from qrt.errors import QrtError, TaskCancelled, TaskFailed
+from qrt.errors import QrtError, RemoteError, TaskCancelled, TaskFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +53,8 @@ def _run(fn: Callable[[], Any]) -> Any:
     """Run a library call; turn qrt's errors into a message and exit 1, without a traceback."""
     try:
         return fn()
+    except RemoteError as exc:  # the coordinator's own words, without its error code
+        raise click.ClickException(exc.message) from None
     except QrtError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -101,7 +103,7 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
     _setup_logging(log_level)
     try:
         run_coordinator(listen, data_dir, raft, list(peers), password, max_frame_bytes)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start the coordinator: {exc}") from None
 
 
@@ -154,11 +156,13 @@ def _print_result(client: Client, task_id: str, timeout: float | None) -> None:
 @click.option("--kwargs", "json_kwargs", metavar="JSON", help="Keyword arguments as a JSON object.")
 @click.option("--delay", type=click.FloatRange(0), help="Seconds before the task is due.")
 @click.option("--wait", is_flag=True, help="Wait and print the JSON result (exit 1 on failure).")
-@click.option("--timeout", type=click.FloatRange(0), help="With --wait: seconds to wait.")
+@click.option("--timeout", type=click.FloatRange(0), help="With --wait: seconds to wait (an error without --wait).")
 @coordinator_option
 def submit(actor: str, json_args: str | None, json_kwargs: str | None, delay: float | None, wait: bool,
            timeout: float | None, coordinators: tuple[str, ...]) -> None:
     """Submit a task to ACTOR with JSON_ARGS (a JSON array); print its id."""
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout applies to --wait; add --wait, or use `qrt wait ID --timeout S`")
     args = _json_arg(json_args, "JSON_ARGS", list)
     kwargs = _json_arg(json_kwargs, "--kwargs", dict)
     with _client(coordinators) as client:
@@ -186,7 +190,9 @@ def cancel(task_id: str, coordinators: tuple[str, ...]) -> None:
     """Cancel a task: a queued one never runs, a running async one is cancelled."""
     with _client(coordinators) as client:
         done = _run(lambda: client.cancel(task_id))
-    click.echo(f"cancelled {task_id}" if done else f"{task_id} was not pending or running (nothing to cancel)")
+    if not done:
+        raise click.ClickException(f"task {task_id} is not queued, delayed or running: nothing to cancel")
+    click.echo(f"cancelled {task_id}")
 
 
 @main.command()
@@ -205,7 +211,8 @@ def status(as_json: bool, coordinators: tuple[str, ...]) -> None:
     click.echo(f"leader {st['leader']}  term {st['term']}  commit index {st['commit_index']}  "
                f"dead letters {st['dead_letters']}")
     for node in st["nodes"]:
-        click.echo(f"  node {node['url']} (raft {node['raft']}){'  leader' if node['leader'] else ''}")
+        state = "leader" if node["leader"] else ("follower" if node["reachable"] else "UNREACHABLE from the leader")
+        click.echo(f"  node {node['url']} (raft {node['raft']})  {state}")
     click.echo(f"workers: {len(st['workers'])}")
     for w in st["workers"]:
         state = "draining" if w["draining"] else ("connected" if w["connected"] else "reconnecting")
@@ -263,9 +270,9 @@ def dlq_replay(task_id: str | None, all_: bool, coordinators: tuple[str, ...]) -
     ids = _ids_or_all(task_id, all_)
     with _client(coordinators) as client:
         n = _run(lambda: client.dlq_replay(ids))
-    click.echo(f"replayed {n}")
     if n == 0 and task_id:
-        sys.exit(1)
+        raise click.ClickException(f"no dead letter with id {task_id!r}")
+    click.echo(f"replayed {n}")
 
 
 @dlq.command("purge")
@@ -277,6 +284,6 @@ def dlq_purge(task_id: str | None, all_: bool, coordinators: tuple[str, ...]) ->
     ids = _ids_or_all(task_id, all_)
     with _client(coordinators) as client:
         n = _run(lambda: client.dlq_purge(ids))
-    click.echo(f"purged {n}")
     if n == 0 and task_id:
-        sys.exit(1)
+        raise click.ClickException(f"no dead letter with id {task_id!r}")
+    click.echo(f"purged {n}")

@@ -57,7 +57,7 @@ def resolve_coordinators(coordinators: str | Iterable[str] | None = None) -> lis
         coordinators = coordinators.split(",")
     urls = [u.strip() for u in coordinators if u.strip()]
     for url in urls:
-        if "://" not in url:
+        if not url.startswith("tcp://") or ":" not in url[len("tcp://"):]:
             raise ValueError(f"coordinator address {url!r} must be a URL such as tcp://127.0.0.1:7700")
     if not urls:
         raise ValueError("no coordinator address given")
@@ -71,8 +71,10 @@ def new_task_id() -> str:
 def _actor_name(actor: ActorRef) -> str:
     if isinstance(actor, Actor):
         return actor.name
-    if isinstance(actor, str) and actor:
-        return actor
+    if isinstance(actor, str):
+        if actor and len(actor) <= 200:
+            return actor
+        raise InvalidArgument(f"an actor name must be 1 to 200 characters, not {actor!r}")
     raise InvalidArgument(f"actor must be a @qrt.actor function or its name, not {type(actor).__name__}")
 
 

@@ -85,7 +85,7 @@ def check_packable(value: Any, what: str) -> None:
                 raise TypeError(f"{what} has a key {key!r} of type {type(key).__name__}; use str keys")
             check_packable(item, f"{what}[{key!r}]")
         return
-    raise TypeError(f"{what} is a {type(value).__name__}, which is not a msgpack value "
+    raise TypeError(f"{what} is of type {type(value).__name__}, which is not a msgpack value "
                     "(use None, bool, int, float, str, bytes, list or dict)")
 
 

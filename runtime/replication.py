@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 
 from . import defaults
 from .state import StateMachine
@@ -86,7 +86,16 @@ class Replication:
             onStateChanged=(lambda old, new: on_state_changed()) if on_state_changed else None,
         )
         self.self_address = self_address
-        self.sync = SyncObj(self_address, peers, conf, consumers=[self.log])
+        self.peers = peers
+        quiet = logging.getLogger("pysyncobj")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)  # a failed bind is logged with a traceback; we say it once, below
+        try:
+            self.sync = SyncObj(self_address, peers, conf, consumers=[self.log])
+        except SyncObjException as exc:  # "BindError" after its retries: say which address
+            raise OSError(f"cannot listen for Raft on {self_address} ({exc}); is the port in use?") from None
+        finally:
+            quiet.setLevel(level)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._tick_forever, name="qrt-raft", daemon=True)
         self._thread.start()
@@ -147,6 +156,8 @@ class Replication:
             "commit_index": int(raw["commit_idx"]),
             "last_applied": int(raw["last_applied"]),
             "has_quorum": bool(raw["has_quorum"]),
+            # As this node sees them: 2 is pysyncobj's "connected".
+            "connected": {peer: raw.get(f"partner_node_status_server_{peer}") == 2 for peer in self.peers},
         }
 
     def destroy(self) -> None:

@@ -55,8 +55,13 @@ class Link:
         """(Re)connect to `url`; frames queued on the old socket are dropped (callers resend)."""
         self._close_socket()
         self.url = url
-        self._sock = new_dealer(self._ctx, self._identity)
-        self._sock.connect(url)
+        sock = new_dealer(self._ctx, self._identity)
+        try:
+            sock.connect(url)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise ValueError(f"cannot connect to {url!r}: {exc}") from None
+        self._sock = sock
         self._fd = int(self._sock.getsockopt(zmq.FD))
         self._loop.add_reader(self._fd, self._schedule)
         self._schedule()

@@ -55,7 +55,12 @@ class Coordinator:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
-        self.sock.bind(listen)
+        try:
+            self.sock.bind(listen)
+        except zmq.ZMQError as exc:
+            self.sock.close(linger=0)
+            self._ctx.term()
+            raise OSError(f"cannot listen on {listen} ({exc})") from None
         self._fd = int(self.sock.getsockopt(zmq.FD))
         self._drain_scheduled = False
         self._handlers: dict[type, Any] = {
@@ -453,7 +458,8 @@ class Coordinator:
         raft = self.replication.status()
         now = time.monotonic()
         with self.replication.reading() as machine:
-            nodes = [{"raft": addr, "url": url, "leader": addr == raft["leader"]}
+            nodes = [{"raft": addr, "url": url, "leader": addr == raft["leader"],
+                      "reachable": addr == raft["self"] or raft["connected"].get(addr, False)}
                      for addr, url in sorted(machine.nodes.items())]
             leader_url = machine.nodes.get(raft["leader"] or "")
             queues = machine.depth()

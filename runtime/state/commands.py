@@ -27,6 +27,8 @@ DLQ_PURGE = "dlq_purge"
 TICK = "tick"
 SET_LIMITS = "set_limits"
 RESET_LIMITS = "reset_limits"
+PAUSE = "pause"
+PURGE_QUEUE = "purge_queue"
 
 
 def submit(envelopes: list[Envelope]) -> Command:
@@ -76,13 +78,26 @@ def dlq_purge(ids: list[str] | None) -> Command:
 
 
 def set_limits(actor: str, rate_limits: list[list[Any]] | None = None, concurrency: list[list[Any]] | None = None,
-               key_rate: tuple[Any, int, float] | None = None) -> Command:
+               key_rate: tuple[Any, int, float] | None = None, rate: tuple[int, float] | None = None,
+               cap: int | None = None) -> Command:
     """An operator's limits for `actor`, winning over what workers register until reset.
 
-    `rate_limits` / `concurrency` replace the registered lists (None: keep them); `key_rate`
+    `rate_limits` / `concurrency` replace the registered lists (None: keep them); `rate` (n, period)
+    and `cap` replace only the actor-wide (unkeyed) rate and concurrency limits; `key_rate`
     (value, n, period) sets the rate of one value of the actor's keyed rate limit.
     """
-    return [SET_LIMITS, actor, rate_limits, concurrency, None if key_rate is None else list(key_rate)]
+    return [SET_LIMITS, actor, rate_limits, concurrency, None if key_rate is None else list(key_rate),
+            None if rate is None else list(rate), cap]
+
+
+def pause(actor: str, paused: bool) -> Command:
+    """A paused actor's tasks stay queued (and keep arriving) but none starts."""
+    return [PAUSE, actor, paused]
+
+
+def purge_queue(actor: str) -> Command:
+    """Cancel every queued and delayed task of `actor` (running ones finish)."""
+    return [PURGE_QUEUE, actor]
 
 
 def reset_limits(actor: str) -> Command:

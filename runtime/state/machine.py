@@ -60,6 +60,7 @@ class StateMachine:
         # ends or work arrives), so that an idle dispatch loop does not spin on blocked work
         self.stalled: dict[str, float] = {}
         self.overrides: dict[str, dict[str, Any]] = {}  # operators' limits, winning until reset
+        self.paused: dict[str, None] = {}  # actors whose queued tasks do not start
         self.delayed: list[tuple[float, int, str]] = []  # (eta, order, id) of DELAYED tasks
         self.expiry: list[tuple[float, str]] = []  # (expires_at, id) of finished tasks
         self.leases: dict[str, dict[str, None]] = {}  # worker -> ordered set of task ids it runs
@@ -258,17 +259,35 @@ class StateMachine:
         pass  # _advance has done the work
 
     def _set_limits(self, cmd: C.Command, effects: list[Effect]) -> None:
-        _, actor, rates, caps, key_rate = cmd
+        _, actor, rates, caps, key_rate, rate, cap = cmd
         override = self.overrides.setdefault(actor, {})
-        if rates is not None:
-            override["rate_limits"] = rates
-        if caps is not None:
-            override["concurrency"] = caps
+        for name, value in (("rate_limits", rates), ("concurrency", caps), ("rate", rate), ("cap", cap)):
+            if value is not None:
+                override[name] = value
         if key_rate is not None:
             value, n, period = key_rate
             override.setdefault("key_rates", {})[value] = [n, period]
         self.stalled.pop(actor, None)
         effects.append(Count(1))
+
+    def _pause(self, cmd: C.Command, effects: list[Effect]) -> None:
+        actor, paused = cmd[1], cmd[2]
+        changed = (actor in self.paused) != paused
+        if paused:
+            self.paused[actor] = None
+        else:
+            self.paused.pop(actor, None)
+            self.stalled.pop(actor, None)
+        effects.append(Count(int(changed)))
+
+    def _purge_queue(self, cmd: C.Command, effects: list[Effect]) -> None:
+        doomed = [t for t in self.tasks.values()
+                  if t.actor == cmd[1] and t.state in (TaskState.QUEUED, TaskState.DELAYED)]
+        for task in doomed:
+            if task.state == TaskState.QUEUED:
+                self.queued[task.actor] -= 1
+            self._terminate(task, TaskState.CANCELLED, effects, error=TaskError("purged", "its queue was purged"))
+        effects.append(Count(len(doomed)))
 
     def _reset_limits(self, cmd: C.Command, effects: list[Effect]) -> None:
         existed = self.overrides.pop(cmd[1], None) is not None
@@ -279,7 +298,7 @@ class StateMachine:
         C.SUBMIT: _submit, C.DISPATCH: _dispatch, C.FINISH: _finish, C.LOST: _lost, C.CANCEL: _cancel,
         C.REGISTER_ACTORS: _register_actors, C.REGISTER_NODE: _register_node,
         C.DLQ_REPLAY: _dlq_replay, C.DLQ_PURGE: _dlq_purge, C.TICK: _tick,
-        C.SET_LIMITS: _set_limits, C.RESET_LIMITS: _reset_limits,
+        C.SET_LIMITS: _set_limits, C.RESET_LIMITS: _reset_limits, C.PAUSE: _pause, C.PURGE_QUEUE: _purge_queue,
     }
 
     # -- transitions ------------------------------------------------------------------------
@@ -335,7 +354,8 @@ class StateMachine:
 
     def _candidate(self, actor: str) -> tuple[tuple[int, int, str], str] | None:
         queue = self.ready.get(actor)
-        if queue is None or not self.queued.get(actor) or self.stalled.get(actor, 0.0) > self.now:
+        if queue is None or not self.queued.get(actor) or self.stalled.get(actor, 0.0) > self.now \
+                or actor in self.paused:
             return None
         found: tuple[tuple[int, int, str], str] | None = None
         wait = INFINITY
@@ -366,6 +386,10 @@ class StateMachine:
         override = self.overrides.get(actor) or {}
         rates = rates_from_wire(override.get("rate_limits", registered.get("rate_limits")))
         caps = caps_from_wire(override.get("concurrency", registered.get("concurrency")))
+        if "rate" in override:
+            rates = [r for r in rates if r.key] + [Rate(int(override["rate"][0]), float(override["rate"][1]))]
+        if "cap" in override:
+            caps = [c for c in caps if c.key] + [Cap(int(override["cap"]))]
         key_rates = override.get("key_rates")
         if key_rates and keys:
             for i, rate in enumerate(rates):
@@ -420,7 +444,8 @@ class StateMachine:
 
     def has_ready(self, actors: list[str], now: float) -> bool:
         """Whether a dispatch for `actors` at leader time `now` could lease anything."""
-        return any(self.queued.get(a, 0) > 0 and self.stalled.get(a, 0.0) <= now for a in actors)
+        return any(self.queued.get(a, 0) > 0 and self.stalled.get(a, 0.0) <= now and a not in self.paused
+                   for a in actors)
 
     def next_due(self) -> float | None:
         """When the earliest delayed task becomes due or queued task expires (may be early: stale entries)."""
@@ -433,6 +458,22 @@ class StateMachine:
 
     def leases_of(self, worker: str) -> list[tuple[str, int]]:
         return [(tid, self.tasks[tid].attempt) for tid in self.leases.get(worker, {})]
+
+    def limits_view(self) -> dict[str, dict[str, Any]]:
+        """Per actor with limits: what workers registered, the operator's override, and what holds."""
+        out: dict[str, dict[str, Any]] = {}
+        for actor in sorted(set(self.actors) | set(self.overrides) | set(self.paused)):
+            rates, caps = self._limits(actor)
+            registered = self.actors.get(actor) or {}
+            out[actor] = {
+                "rate_limits": [[r.n, r.period, r.key] for r in rates],
+                "concurrency": [[c.n, c.key] for c in caps],
+                "registered": {k: registered.get(k, []) for k in ("rate_limits", "concurrency")},
+                "override": self.overrides.get(actor, {}),
+                "running": self.flow.running.get((actor, "", None), 0),
+                "paused": actor in self.paused,
+            }
+        return out
 
     def depth(self) -> dict[str, dict[str, int]]:
         """Per actor: queued, delayed and running counts."""

@@ -97,3 +97,23 @@ def test_client_command_without_a_coordinator_fails_cleanly() -> None:
     result = qrt_cmd("status", "--coordinator", "tcp://127.0.0.1:9", timeout=60)
     assert result.returncode == 1
     assert "no coordinator leader answered" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_coordinator_on_a_port_in_use_fails_cleanly(cluster: LocalCluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from qrt.local import free_port
+
+    node = cluster.coordinator_nodes[0]
+    taken_listen = qrt_cmd("coordinator", "--listen", node.url, "--raft", f"127.0.0.1:{free_port()}",
+                           "--data-dir", str(tmp_path / "a"))
+    assert taken_listen.returncode == 1
+    assert "cannot listen on" in taken_listen.stderr and "Traceback" not in taken_listen.stderr
+    taken_raft = qrt_cmd("coordinator", "--listen", f"tcp://127.0.0.1:{free_port()}", "--raft", node.raft,
+                         "--data-dir", str(tmp_path / "b"))
+    assert taken_raft.returncode == 1
+    assert "cannot listen for Raft" in taken_raft.stderr and "Traceback" not in taken_raft.stderr
+
+
+def test_a_coordinator_url_that_is_not_tcp_is_a_usage_error() -> None:
+    result = qrt_cmd("status", "--coordinator", "http://127.0.0.1:7700")
+    assert result.returncode == 2 and "must be a URL such as tcp://" in result.stderr
+    assert "Traceback" not in result.stderr
