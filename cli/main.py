@@ -287,3 +287,102 @@ def dlq_purge(task_id: str | None, all_: bool, coordinators: tuple[str, ...]) ->
     if n == 0 and task_id:
         raise click.ClickException(f"no dead letter with id {task_id!r}")
     click.echo(f"purged {n}")
+
+
+@main.group()
+def limits() -> None:
+    """Global rate and concurrency limits: show, override, reset (in force at once, cluster-wide)."""
+
+
+@limits.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@coordinator_option
+def limits_show(as_json: bool, coordinators: tuple[str, ...]) -> None:
+    """The limits in force per actor, and what operators overrode."""
+    with _client(coordinators) as client:
+        view = _run(client.limits)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    for actor, row in view.items():
+        rates = ", ".join(f"{n}/{period:g}s" + (f" per {key}" if key else "") for n, period, key in row["rate_limits"])
+        caps = ", ".join(f"{n}" + (f" per {key}" if key else "") for n, key in row["concurrency"])
+        notes = ("  PAUSED" if row["paused"] else "") + ("  (operator override)" if row["override"] else "")
+        click.echo(f"{actor}  rate {rates or '-'}  concurrency {caps or '-'}  running {row['running']}{notes}")
+        for value, (n, period) in row["override"].get("key_rates", {}).items():
+            click.echo(f"    key {value!r}: {n}/{period:g}s")
+
+
+@limits.command("set")
+@click.argument("actor")
+@click.option("--rate", metavar="N/PERIOD", help="Actor-wide rate such as 10/s, 100/m; with --key, that value's rate.")
+@click.option("--key", "key_value", metavar="VALUE", help="A value of the actor's keyed rate limit (a string).")
+@click.option("--concurrency", type=click.IntRange(1), help="Actor-wide limit of tasks running at once.")
+@coordinator_option
+def limits_set(actor: str, rate: str | None, key_value: str | None, concurrency: int | None,
+               coordinators: tuple[str, ...]) -> None:
+    """Override ACTOR's limits until `qrt limits reset ACTOR`."""
+    from qrt.state.limits import parse_rate
+
+    if rate is None and concurrency is None:
+        raise click.UsageError("give --rate and/or --concurrency")
+    if key_value is not None and rate is None:
+        raise click.UsageError("--key sets the rate of one key value: add --rate")
+    if rate is not None:
+        try:
+            parse_rate(rate)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--rate") from None
+    with _client(coordinators) as client:
+        _run(lambda: client.set_limits(actor, rate=rate, key=key_value, concurrency=concurrency))
+    click.echo(f"limits of {actor} set")
+
+
+@limits.command("reset")
+@click.argument("actor")
+@coordinator_option
+def limits_reset(actor: str, coordinators: tuple[str, ...]) -> None:
+    """Drop the overrides of ACTOR: what its workers registered holds again."""
+    with _client(coordinators) as client:
+        changed = _run(lambda: client.reset_limits(actor))
+    click.echo(f"limits of {actor} reset" if changed else f"{actor} had no override")
+
+
+@main.group()
+def queue() -> None:
+    """An actor's queue: pause, resume, purge."""
+
+
+@queue.command("pause")
+@click.argument("actor")
+@coordinator_option
+def queue_pause(actor: str, coordinators: tuple[str, ...]) -> None:
+    """Start none of ACTOR's tasks (they stay queued) until resumed."""
+    with _client(coordinators) as client:
+        _run(lambda: client.pause(actor))
+    click.echo(f"{actor} paused")
+
+
+@queue.command("resume")
+@click.argument("actor")
+@coordinator_option
+def queue_resume(actor: str, coordinators: tuple[str, ...]) -> None:
+    """Start ACTOR's tasks again."""
+    with _client(coordinators) as client:
+        _run(lambda: client.resume(actor))
+    click.echo(f"{actor} resumed")
+
+
+@queue.command("purge")
+@click.argument("actor")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@coordinator_option
+def queue_purge(actor: str, yes: bool, coordinators: tuple[str, ...]) -> None:
+    """Cancel every queued and delayed task of ACTOR (running ones finish)."""
+    with _client(coordinators) as client:
+        row = _run(client.status)["queues"].get(actor, {"queued": 0, "delayed": 0})
+        waiting = row["queued"] + row["delayed"]
+        if not yes:
+            click.confirm(f"{actor} has {waiting} queued or delayed tasks; cancel them all?", abort=True)
+        n = _run(lambda: client.purge(actor))
+    click.echo(f"purged {n} tasks of {actor}")

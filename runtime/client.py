@@ -36,6 +36,7 @@ from .errors import (
     TaskNotFound,
 )
 from .protocol import ErrorCode, check_packable
+from .state.limits import parse_rate
 from .transport import Link
 
 T = TypeVar("T")
@@ -283,6 +284,41 @@ class AsyncClient:
         body = {"t": "dlq_purge", "all": True} if ids is None else {"t": "dlq_purge", "ids": ids}
         return int((await self._request(body))["n"])
 
+    async def limits(self) -> dict[str, Any]:
+        """Per actor: the limits in force, what workers registered, operators' overrides, running."""
+        return (await self._request({"t": "limits"}))["actors"]  # type: ignore[no-any-return]
+
+    async def set_limits(self, actor: str, rate: str | None = None, key: Any = None,
+                         concurrency: int | None = None) -> None:
+        """Override `actor`'s actor-wide `rate` ("10/s") and/or `concurrency`, or with `key` the rate
+        of one value of its keyed rate limit; in force at once, across failovers, until reset."""
+        body: dict[str, Any] = {"t": "limits_set", "actor": actor}
+        if rate is not None:
+            try:
+                body["rate"] = list(parse_rate(rate))
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from None
+        if key is not None:
+            body["key"] = key
+        if concurrency is not None:
+            body["concurrency"] = concurrency
+        await self._request(body)
+
+    async def reset_limits(self, actor: str) -> bool:
+        """Drop the operators' overrides of `actor`: what its workers registered holds again."""
+        return bool((await self._request({"t": "limits_reset", "actor": actor}))["n"])
+
+    async def pause(self, actor: str) -> None:
+        """Stop starting `actor`'s tasks (they stay queued and keep arriving)."""
+        await self._request({"t": "queue_pause", "actor": actor, "paused": True})
+
+    async def resume(self, actor: str) -> None:
+        await self._request({"t": "queue_pause", "actor": actor, "paused": False})
+
+    async def purge(self, actor: str) -> int:
+        """Cancel every queued and delayed task of `actor`; returns how many."""
+        return int((await self._request({"t": "queue_purge", "actor": actor}))["n"])
+
     # -- requests ---------------------------------------------------------------------------
 
     async def _request(self, body: dict[str, Any], hold: float = 0.0) -> dict[str, Any]:
@@ -446,3 +482,21 @@ class Client:
 
     def dlq_purge(self, ids: list[str] | None) -> int:
         return self._call(self._async.dlq_purge(ids))
+
+    def limits(self) -> dict[str, Any]:
+        return self._call(self._async.limits())
+
+    def set_limits(self, actor: str, rate: str | None = None, key: Any = None, concurrency: int | None = None) -> None:
+        self._call(self._async.set_limits(actor, rate, key, concurrency))
+
+    def reset_limits(self, actor: str) -> bool:
+        return self._call(self._async.reset_limits(actor))
+
+    def pause(self, actor: str) -> None:
+        self._call(self._async.pause(actor))
+
+    def resume(self, actor: str) -> None:
+        self._call(self._async.resume(actor))
+
+    def purge(self, actor: str) -> int:
+        return self._call(self._async.purge(actor))

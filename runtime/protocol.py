@@ -302,7 +302,42 @@ class Bye:
     running: list[tuple[str, int]]
 
 
-ClientMessage = Submit | Wait | Cancel | Status | DlqList | DlqShow | DlqReplay | DlqPurge
+@dataclass(slots=True)
+class LimitsShow:
+    rid: int
+
+
+@dataclass(slots=True)
+class LimitsSet:
+    rid: int
+    actor: str
+    rate: tuple[int, float] | None  # the actor-wide rate, or with `key` the rate of that key value
+    key: Any  # a key value (scalar), or None
+    concurrency: int | None  # the actor-wide concurrency limit
+
+
+@dataclass(slots=True)
+class LimitsReset:
+    rid: int
+    actor: str
+
+
+@dataclass(slots=True)
+class QueuePause:
+    rid: int
+    actor: str
+    paused: bool
+
+
+@dataclass(slots=True)
+class QueuePurge:
+    rid: int
+    actor: str
+
+
+OperatorMessage = LimitsSet | LimitsReset | QueuePause | QueuePurge
+ClientMessage = (Submit | Wait | Cancel | Status | DlqList | DlqShow | DlqReplay | DlqPurge | LimitsShow | LimitsSet
+                 | LimitsReset | QueuePause | QueuePurge)
 WorkerMessage = Hello | Heartbeat | Done | Credit | Drain | Bye
 
 # Options a worker may register for an actor, and their types; unknown options are refused so a
@@ -385,6 +420,25 @@ def _running(m: dict[str, Any]) -> list[tuple[str, int]]:
     return running
 
 
+def _parse_limits_set(m: dict[str, Any]) -> LimitsSet:
+    rate = _get(m, "rate", list, None)
+    if rate is not None and not (len(rate) == 2 and type(rate[0]) is int and rate[0] > 0
+                                 and isinstance(rate[1], NUMBER) and not isinstance(rate[1], bool) and rate[1] > 0):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "field 'rate' must be [n > 0, period seconds > 0]")
+    key = m.get("key")
+    if not isinstance(key, (str, int, float, bool, bytes, type(None))):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "field 'key' must be a scalar key value")
+    if key is not None and rate is None:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "field 'key' needs 'rate': it sets the rate of one key value")
+    concurrency = _get(m, "concurrency", int, None)
+    if concurrency is not None and concurrency < 1:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "field 'concurrency' must be at least 1")
+    if rate is None and concurrency is None:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "give 'rate' or 'concurrency'")
+    return LimitsSet(_rid(m), _str_id(m, "actor"), None if rate is None else (rate[0], float(rate[1])), key,
+                     concurrency)
+
+
 def _parse_hello(m: dict[str, Any]) -> Hello:
     running = _running(m)
     return Hello(
@@ -429,6 +483,11 @@ _PARSERS: dict[str, Any] = {
     "dlq_show": lambda m: DlqShow(_rid(m), _str_id(m, "id")),
     "dlq_replay": lambda m: DlqReplay(_rid(m), _ids_or_all(m)),
     "dlq_purge": lambda m: DlqPurge(_rid(m), _ids_or_all(m)),
+    "limits": lambda m: LimitsShow(_rid(m)),
+    "limits_set": _parse_limits_set,
+    "limits_reset": lambda m: LimitsReset(_rid(m), _str_id(m, "actor")),
+    "queue_pause": lambda m: QueuePause(_rid(m), _str_id(m, "actor"), _get(m, "paused", bool)),
+    "queue_purge": lambda m: QueuePurge(_rid(m), _str_id(m, "actor")),
     "hello": _parse_hello,
     "heartbeat": lambda m: Heartbeat(),
     "done": _parse_done,

@@ -70,6 +70,9 @@ class Coordinator:
             protocol.DlqPurge: self._on_dlq_change, protocol.Hello: self._on_hello,
             protocol.Heartbeat: self._on_heartbeat, protocol.Done: self._on_done,
             protocol.Credit: self._on_credit, protocol.Drain: self._on_drain, protocol.Bye: self._on_bye,
+            protocol.LimitsShow: self._on_limits_show, protocol.LimitsSet: self._on_operator,
+            protocol.LimitsReset: self._on_operator, protocol.QueuePause: self._on_operator,
+            protocol.QueuePurge: self._on_operator,
         }
 
     # -- life cycle -------------------------------------------------------------------------
@@ -254,6 +257,29 @@ class Coordinator:
         command = C.dlq_replay(msg.ids) if replay else C.dlq_purge(msg.ids)
         self.proposer.add(command, self._committed(identity, msg.rid, counted))
         self._wants_dispatch |= replay
+
+    def _on_limits_show(self, identity: bytes, msg: protocol.LimitsShow) -> None:
+        with self.replication.reading() as machine:
+            view = machine.limits_view()
+        self._reply(identity, "ok", msg.rid, actors=view)
+
+    def _on_operator(self, identity: bytes, msg: protocol.OperatorMessage) -> None:
+        """Operators' commands: each one replicated command, answered with how much it changed."""
+        if isinstance(msg, protocol.LimitsSet):
+            command = C.set_limits(msg.actor, rate=None if msg.key is not None else msg.rate, cap=msg.concurrency,
+                                   key_rate=None if msg.key is None or msg.rate is None else (msg.key, *msg.rate))
+        elif isinstance(msg, protocol.LimitsReset):
+            command = C.reset_limits(msg.actor)
+        elif isinstance(msg, protocol.QueuePause):
+            command = C.pause(msg.actor, msg.paused)
+        else:
+            command = C.purge_queue(msg.actor)
+
+        def counted(effects: list[Effect]) -> None:
+            n = sum(e.n for e in effects if isinstance(e, Count))
+            self._reply(identity, "ok", msg.rid, n=n)
+        self.proposer.add(command, self._committed(identity, msg.rid, counted))
+        self._wants_dispatch = True  # looser limits or a resumed queue may let work start
 
     # -- workers ----------------------------------------------------------------------------
 

@@ -22,7 +22,9 @@ def qrt_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
 
 
 @pytest.mark.parametrize("command", [[], ["coordinator"], ["worker"], ["submit"], ["wait"], ["status"], ["cancel"],
-                                     ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "replay"], ["dlq", "purge"]])
+                                     ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "replay"], ["dlq", "purge"],
+                                     ["limits"], ["limits", "show"], ["limits", "set"], ["limits", "reset"],
+                                     ["queue"], ["queue", "pause"], ["queue", "resume"], ["queue", "purge"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output
@@ -117,3 +119,32 @@ def test_a_coordinator_url_that_is_not_tcp_is_a_usage_error() -> None:
     result = qrt_cmd("status", "--coordinator", "http://127.0.0.1:7700")
     assert result.returncode == 2 and "must be a URL such as tcp://" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_limits_and_queue_commands_take_effect_at_once(cluster: LocalCluster) -> None:
+    env = {"QRT_COORDINATORS": ",".join(cluster.urls)}
+    assert qrt_cmd("limits", "set", "tests.actors.add", "--concurrency", "4", env=env).returncode == 0
+    shown = json.loads(qrt_cmd("limits", "show", "--json", env=env).stdout)["tests.actors.add"]
+    assert shown["concurrency"] == [[4, None]] and shown["override"] == {"cap": 4}
+    assert "concurrency 4" in qrt_cmd("limits", "show", env=env).stdout
+    bad = qrt_cmd("limits", "set", "tests.actors.add", "--rate", "5 per s", env=env)
+    assert bad.returncode == 2 and "'5 per s'" in bad.stderr and "Traceback" not in bad.stderr
+    assert "reset" in qrt_cmd("limits", "reset", "tests.actors.add", env=env).stdout
+    assert json.loads(qrt_cmd("limits", "show", "--json", env=env).stdout)["tests.actors.add"]["override"] == {}
+
+    assert qrt_cmd("queue", "pause", "tests.actors.add", env=env).returncode == 0
+    with qrt.Client(cluster.urls) as client:
+        task = client.submit(actors.add, 1, 2)
+        with pytest.raises(qrt.ResultTimeout):
+            task.result(timeout=0.5)
+        assert qrt_cmd("queue", "resume", "tests.actors.add", env=env).returncode == 0
+        assert task.result(timeout=10) == 3
+
+        doomed = client.submit_many("nobody.purges.this", [(1,), (2,), (3,)])
+        asked = qrt_cmd("queue", "purge", "nobody.purges.this", env=env)
+        assert asked.returncode == 1 and "3 queued or delayed tasks" in asked.stdout  # no answer: aborted
+        purged = qrt_cmd("queue", "purge", "nobody.purges.this", "--yes", env=env)
+        assert purged.stdout.strip() == "purged 3 tasks of nobody.purges.this"
+        for handle in doomed:
+            with pytest.raises(qrt.TaskCancelled):
+                handle.result(timeout=5)

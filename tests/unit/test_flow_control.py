@@ -117,3 +117,30 @@ def test_operator_override_wins_until_reset() -> None:
     d.apply(C.reset_limits("a"))
     d.finish(d.machine.tasks["t0"] and {"id": "t0", "attempt": 1})
     assert d.dispatch(n=5) == []  # back to the registered 1, and 2 still run
+
+
+def test_actor_wide_override_keeps_keyed_limits_and_a_key_value_can_have_its_own_rate() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"rate_limits": [[1, 1.0, "tenant"], [100, 1.0, None]]}}))
+    d.apply(C.set_limits("a", rate=(3, 1.0), key_rate=("vip", 5, 1.0)))
+    for i in range(10):
+        submit_keyed(d, f"vip{i}", "vip")
+        submit_keyed(d, f"std{i}", "std")
+    runs = d.dispatch(n=20)
+    assert len(runs) == 3  # the actor-wide override (3/s) binds first
+    d.now += 1.1
+    d.apply(C.set_limits("a", rate=(100, 1.0)))
+    assert sorted(r["id"][:3] for r in d.dispatch(n=20)).count("std") == 1  # std keeps its 1/s
+
+
+def test_paused_queue_keeps_its_tasks_and_purge_cancels_them() -> None:
+    d = Driver()
+    d.submit("t1")
+    d.submit("later", delay=60)
+    d.apply(C.pause("a", True))
+    assert d.dispatch(n=5) == [] and not d.machine.has_ready(["a"], d.now)
+    d.apply(C.pause("a", False))
+    d.submit("t2")
+    [purged] = d.apply(C.purge_queue("a"))
+    assert d.state("t1") == d.state("t2") == d.state("later") == "cancelled"
+    assert purged[-1].n == 3 and d.machine.queued["a"] == 0
