@@ -72,11 +72,22 @@ def current_task() -> TaskInfo:
     return info
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When the cluster fires an actor by itself (`cron=`), and what it does with missed times."""
+
+    cron: str | None = None  # 5 fields, or 6 with seconds first
+    tz: str = "UTC"
+    missed: str = "run"  # a delayed task or cron time missed while no leader ran: "run" or "skip"
+
+
 class Actor(Generic[P, R]):
     """A handler with its options. Calling it runs it locally (for unit tests)."""
 
     def __init__(self, fn: Callable[P, R], name: str, retries: int, timeout: float, result_ttl: float,
-                 rate_limits: list[list[Any]] | None = None, concurrency: list[list[Any]] | None = None) -> None:
+                 rate_limits: list[list[Any]] | None = None, concurrency: list[list[Any]] | None = None,
+                 schedule: Schedule | None = None, isolation: str = "thread",
+                 max_tasks_per_child: int | None = None) -> None:
         self.fn = fn
         self.name = name
         self.retries = retries
@@ -84,6 +95,9 @@ class Actor(Generic[P, R]):
         self.result_ttl = result_ttl
         self.rate_limits = rate_limits or []
         self.concurrency = concurrency or []
+        self.schedule = schedule or Schedule()
+        self.isolation = isolation
+        self.max_tasks_per_child = max_tasks_per_child
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         # The arguments whose values key a limit: the client puts them in the envelope's `keys`.
@@ -103,8 +117,12 @@ class Actor(Generic[P, R]):
 
     def options(self) -> dict[str, Any]:
         """The options a worker registers with the coordinator (protocol.ACTOR_OPTION_TYPES)."""
-        return {"retries": self.retries, "timeout": self.timeout, "result_ttl": self.result_ttl,
-                "rate_limits": self.rate_limits, "concurrency": self.concurrency}
+        options: dict[str, Any] = {"retries": self.retries, "timeout": self.timeout, "result_ttl": self.result_ttl,
+                                   "rate_limits": self.rate_limits, "concurrency": self.concurrency,
+                                   "missed": self.schedule.missed}
+        if self.schedule.cron:
+            options["cron"], options["tz"] = self.schedule.cron, self.schedule.tz
+        return options
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Raise TypeError, naming the argument, unless the call fits the signature and msgpack.
@@ -147,23 +165,42 @@ def _concurrency(spec: ConcurrencySpec) -> list[list[Any]]:
     return out
 
 
+def _check_schedule(cron: str | None, tz: str, missed: str) -> Schedule:
+    from .state.cron import CronExpr
+
+    if missed not in ("run", "skip"):
+        raise ValueError(f"missed must be 'run' or 'skip', not {missed!r}")
+    if cron is not None:
+        CronExpr.parse(cron, tz)  # raises ValueError naming the problem
+    return Schedule(cron, tz, missed)
+
+
 @overload
 def actor(fn: Callable[P, R], /) -> Actor[P, R]: ...
 @overload
 def actor(*, name: str | None = None, retries: int = defaults.RETRIES, timeout: float = defaults.TASK_TIMEOUT,
           result_ttl: float = defaults.RESULT_TTL, rate_limit: RateLimitSpec = None,
-          concurrency: ConcurrencySpec = None) -> Callable[[Callable[P, R]], Actor[P, R]]: ...
+          concurrency: ConcurrencySpec = None, cron: str | None = None, tz: str = "UTC", missed: str = "run",
+          isolation: str = "thread", max_tasks_per_child: int | None = None,
+          ) -> Callable[[Callable[P, R]], Actor[P, R]]: ...
 
 
 def actor(fn: Callable[P, R] | None = None, /, *, name: str | None = None, retries: int = defaults.RETRIES,
           timeout: float = defaults.TASK_TIMEOUT, result_ttl: float = defaults.RESULT_TTL,
-          rate_limit: RateLimitSpec = None, concurrency: ConcurrencySpec = None) -> Any:
+          rate_limit: RateLimitSpec = None, concurrency: ConcurrencySpec = None, cron: str | None = None,
+          tz: str = "UTC", missed: str = "run", isolation: str = "thread",
+          max_tasks_per_child: int | None = None) -> Any:
     """Declare a handler: ``@qrt.actor`` or ``@qrt.actor(name=..., retries=..., timeout=..., ...)``.
 
     The name defaults to "<module>.<function>". `retries` (default 3) counts retries after the
     first attempt; `timeout` (default 60 s) bounds one attempt; `result_ttl` (default 600 s) is how
     long the result is kept, 0 keeping none. `rate_limit` ("5/s", a `qrt.RateLimit`, or a list)
     and `concurrency` (an int, a `qrt.Concurrency`, or a list) are global, across all workers.
+    `cron` ("*/5 * * * *", or 6 fields with seconds first) in time zone `tz` has the cluster fire
+    the actor (with no arguments) once per scheduled time; `missed` ("run" or "skip") says what
+    happens to a delayed task or cron time that fell due while no leader ran. `isolation="process"`
+    runs a sync handler in a supervised subprocess that is killed at its timeout, replaced after
+    `max_tasks_per_child` tasks.
     """
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ValueError(f"retries must be a non-negative int, not {retries!r}")
@@ -172,13 +209,23 @@ def actor(fn: Callable[P, R] | None = None, /, *, name: str | None = None, retri
             raise ValueError(f"{label} must be a non-negative number of seconds, not {value!r}")
     if timeout == 0:
         raise ValueError("timeout must be positive")
+    schedule = _check_schedule(cron, tz, missed)
+    if isolation not in ("thread", "process"):
+        raise ValueError(f"isolation must be 'thread' or 'process', not {isolation!r}")
+    if max_tasks_per_child is not None and (isolation != "process" or not isinstance(max_tasks_per_child, int)
+                                            or isinstance(max_tasks_per_child, bool) or max_tasks_per_child < 1):
+        raise ValueError("max_tasks_per_child must be a positive int, with isolation='process'")
 
     def wrap(f: Callable[P, R]) -> Actor[P, R]:
         actor_name = name or f"{f.__module__}.{f.__qualname__}"
         if not actor_name or len(actor_name) > 200:
             raise ValueError("an actor name must be 1 to 200 characters")
+        if isolation == "process" and inspect.iscoroutinefunction(f):
+            raise ValueError(f"actor {actor_name!r}: isolation='process' is for sync handlers; an async one "
+                             "is cancelled at its timeout already")
         made = Actor(f, actor_name, retries, float(timeout), float(result_ttl),
-                     _rate_limits(rate_limit), _concurrency(concurrency))
+                     _rate_limits(rate_limit), _concurrency(concurrency), schedule, isolation,
+                     max_tasks_per_child)
         registry[actor_name] = made
         return made
 
