@@ -78,7 +78,8 @@ class CronExpr:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as 'Europe/Paris')") from None
         try:
-            sets = [_parse_field(p, name, low, high, names) for p, (name, low, high, names) in zip(parts, _FIELDS, strict=True)]
+            sets = [_parse_field(part, name, low, high, names)
+                    for part, (name, low, high, names) in zip(parts, _FIELDS, strict=True)]
         except ValueError as exc:
             raise ValueError(f"cron expression {text!r}: {exc}") from None
         weekdays = frozenset(d % 7 for d in sets[5])
