@@ -319,6 +319,20 @@ class AsyncClient:
         """Cancel every queued and delayed task of `actor`; returns how many."""
         return int((await self._request({"t": "queue_purge", "actor": actor}))["n"])
 
+    async def cron_add(self, name: str, actor: ActorRef, expr: str, args: list[Any] | tuple[Any, ...] = (),
+                       kwargs: dict[str, Any] | None = None, tz: str = "UTC") -> None:
+        """Have the cluster submit `actor(*args, **kwargs)` once per time of `expr`, as entry `name`."""
+        envelope = make_envelope(actor, args, kwargs)
+        await self._request({"t": "cron_add", "name": name, "actor": envelope.actor, "expr": expr, "tz": tz,
+                             "args": envelope.args, "kwargs": envelope.kwargs})
+
+    async def cron_remove(self, name: str) -> bool:
+        return bool((await self._request({"t": "cron_remove", "name": name}))["n"])
+
+    async def cron_list(self) -> list[dict[str, Any]]:
+        """Every cron entry with its next and last fire time and how many fires it missed."""
+        return (await self._request({"t": "cron_list"}))["entries"]  # type: ignore[no-any-return]
+
     # -- requests ---------------------------------------------------------------------------
 
     async def _request(self, body: dict[str, Any], hold: float = 0.0) -> dict[str, Any]:
@@ -485,6 +499,16 @@ class Client:
 
     def limits(self) -> dict[str, Any]:
         return self._call(self._async.limits())
+
+    def cron_add(self, name: str, actor: ActorRef, expr: str, args: list[Any] | tuple[Any, ...] = (),
+                 kwargs: dict[str, Any] | None = None, tz: str = "UTC") -> None:
+        self._call(self._async.cron_add(name, actor, expr, args, kwargs, tz))
+
+    def cron_remove(self, name: str) -> bool:
+        return self._call(self._async.cron_remove(name))
+
+    def cron_list(self) -> list[dict[str, Any]]:
+        return self._call(self._async.cron_list())
 
     def set_limits(self, actor: str, rate: str | None = None, key: Any = None, concurrency: int | None = None) -> None:
         self._call(self._async.set_limits(actor, rate, key, concurrency))

@@ -335,9 +335,31 @@ class QueuePurge:
     actor: str
 
 
-OperatorMessage = LimitsSet | LimitsReset | QueuePause | QueuePurge
+@dataclass(slots=True)
+class CronAdd:
+    rid: int
+    name: str
+    actor: str
+    expr: str
+    tz: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+@dataclass(slots=True)
+class CronRemove:
+    rid: int
+    name: str
+
+
+@dataclass(slots=True)
+class CronList:
+    rid: int
+
+
+OperatorMessage = LimitsSet | LimitsReset | QueuePause | QueuePurge | CronAdd | CronRemove
 ClientMessage = (Submit | Wait | Cancel | Status | DlqList | DlqShow | DlqReplay | DlqPurge | LimitsShow | LimitsSet
-                 | LimitsReset | QueuePause | QueuePurge)
+                 | LimitsReset | QueuePause | QueuePurge | CronAdd | CronRemove | CronList)
 WorkerMessage = Hello | Heartbeat | Done | Credit | Drain | Bye
 
 # Options a worker may register for an actor, and their types; unknown options are refused so a
@@ -349,6 +371,9 @@ ACTOR_OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "max_worker_losses": (int,),
     "rate_limits": (list,),  # [[n, period seconds, key name or nil], ...]
     "concurrency": (list,),  # [[n, key name or nil], ...]
+    "cron": (str,),  # the actor fires itself on this schedule (checked by the coordinator)
+    "tz": (str,),
+    "missed": (str,),  # "run" or "skip"
 }
 
 
@@ -401,7 +426,9 @@ def _parse_actor(raw: Any, where: str) -> ActorSpec:
         if types is None:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.options' has unknown option {key!r}")
         _get(options, key, types, where=where + ".options.")
-        if isinstance(value, list):
+        if key == "missed" and value not in ("run", "skip"):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.options.missed' must be 'run' or 'skip'")
+        if isinstance(value, (list, str)):
             continue
         _nonneg(value, f"{where}.options.{key}")
         if key == "timeout" and value == 0:
@@ -488,6 +515,11 @@ _PARSERS: dict[str, Any] = {
     "limits_reset": lambda m: LimitsReset(_rid(m), _str_id(m, "actor")),
     "queue_pause": lambda m: QueuePause(_rid(m), _str_id(m, "actor"), _get(m, "paused", bool)),
     "queue_purge": lambda m: QueuePurge(_rid(m), _str_id(m, "actor")),
+    "cron_add": lambda m: CronAdd(_rid(m), _str_id(m, "name"), _str_id(m, "actor"), _str_id(m, "expr"),
+                                  _get(m, "tz", str, "UTC"), list(_get(m, "args", (list, tuple), [])),
+                                  _get(m, "kwargs", dict, {})),
+    "cron_remove": lambda m: CronRemove(_rid(m), _str_id(m, "name")),
+    "cron_list": lambda m: CronList(_rid(m)),
     "hello": _parse_hello,
     "heartbeat": lambda m: Heartbeat(),
     "done": _parse_done,

@@ -86,3 +86,10 @@ async def one_per_tenant(tenant: str, seconds: float) -> list[float]:
     started = time.time()
     await asyncio.sleep(seconds)
     return [started, time.time()]
+
+
+@qrt.actor(concurrency=2)
+async def two_at_a_time(seconds: float) -> list[float]:
+    started = time.time()
+    await asyncio.sleep(seconds)
+    return [started, time.time()]

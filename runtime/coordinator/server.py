@@ -21,6 +21,7 @@ from ..protocol import ErrorCode
 from ..replication import Replication
 from ..state import TaskState
 from ..state import commands as C
+from ..state.cron import CronExpr
 from ..state.model import Accepted, CancelRunning, Count, Effect, Finished, Leased, Requeued, Retrying
 from .proposer import Proposer
 from .waiters import WaitRoom
@@ -72,7 +73,8 @@ class Coordinator:
             protocol.Credit: self._on_credit, protocol.Drain: self._on_drain, protocol.Bye: self._on_bye,
             protocol.LimitsShow: self._on_limits_show, protocol.LimitsSet: self._on_operator,
             protocol.LimitsReset: self._on_operator, protocol.QueuePause: self._on_operator,
-            protocol.QueuePurge: self._on_operator,
+            protocol.QueuePurge: self._on_operator, protocol.CronAdd: self._on_operator,
+            protocol.CronRemove: self._on_operator, protocol.CronList: self._on_cron_list,
         }
 
     # -- life cycle -------------------------------------------------------------------------
@@ -258,6 +260,11 @@ class Coordinator:
         self.proposer.add(command, self._committed(identity, msg.rid, counted))
         self._wants_dispatch |= replay
 
+    def _on_cron_list(self, identity: bytes, msg: protocol.CronList) -> None:
+        with self.replication.reading() as machine:
+            entries = [entry.view() for entry in machine.cron.entries.values()]
+        self._reply(identity, "ok", msg.rid, entries=entries)
+
     def _on_limits_show(self, identity: bytes, msg: protocol.LimitsShow) -> None:
         with self.replication.reading() as machine:
             view = machine.limits_view()
@@ -272,6 +279,15 @@ class Coordinator:
             command = C.reset_limits(msg.actor)
         elif isinstance(msg, protocol.QueuePause):
             command = C.pause(msg.actor, msg.paused)
+        elif isinstance(msg, protocol.CronAdd):
+            try:
+                CronExpr.parse(msg.expr, msg.tz)
+            except ValueError as exc:
+                self._send(identity, protocol.error(ErrorCode.BAD_FIELD, str(exc), msg.rid))
+                return
+            command = C.cron_add(msg.name, msg.actor, msg.expr, msg.tz, msg.args, msg.kwargs)
+        elif isinstance(msg, protocol.CronRemove):
+            command = C.cron_remove(msg.name)
         else:
             command = C.purge_queue(msg.actor)
 
@@ -284,6 +300,13 @@ class Coordinator:
     # -- workers ----------------------------------------------------------------------------
 
     def _on_hello(self, identity: bytes, msg: protocol.Hello) -> None:
+        for spec in msg.actors:
+            try:
+                if "cron" in spec.options:
+                    CronExpr.parse(spec.options["cron"], spec.options.get("tz", "UTC"))
+            except ValueError as exc:
+                self._send(identity, protocol.error(ErrorCode.BAD_FIELD, f"actor {spec.name!r}: {exc}"))
+                return
         if identity != msg.worker_id.encode():
             self._send(identity, protocol.error(
                 ErrorCode.BAD_FIELD, "field 'worker_id' must equal the socket's ZeroMQ routing id"))

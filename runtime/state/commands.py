@@ -28,6 +28,8 @@ TICK = "tick"
 SET_LIMITS = "set_limits"
 RESET_LIMITS = "reset_limits"
 PAUSE = "pause"
+CRON_ADD = "cron_add"
+CRON_REMOVE = "cron_remove"
 PURGE_QUEUE = "purge_queue"
 
 
@@ -102,6 +104,15 @@ def purge_queue(actor: str) -> Command:
 
 def reset_limits(actor: str) -> Command:
     return [RESET_LIMITS, actor]
+
+
+def cron_add(name: str, actor: str, expr: str, tz: str, args: list[Any], kwargs: dict[str, Any]) -> Command:
+    """An operator's cron entry (validated before it is proposed: cron.CronExpr.parse)."""
+    return [CRON_ADD, name, actor, expr, tz, args, kwargs]
+
+
+def cron_remove(name: str) -> Command:
+    return [CRON_REMOVE, name]
 
 
 def tick() -> Command:

@@ -34,6 +34,7 @@ from .model import (
     TaskError,
     TaskState,
 )
+from .schedules import ON_TIME_GRACE, CronEntry, CronTable
 
 log = logging.getLogger("qrt.state")
 
@@ -41,6 +42,7 @@ log = logging.getLogger("qrt.state")
 SWEEP_EVERY = 1024
 
 DEFAULT_OPTIONS: dict[str, Any] = {
+    "missed": "run",
     "retries": defaults.RETRIES,
     "timeout": defaults.TASK_TIMEOUT,
     "result_ttl": defaults.RESULT_TTL,
@@ -61,6 +63,7 @@ class StateMachine:
         self.stalled: dict[str, float] = {}
         self.overrides: dict[str, dict[str, Any]] = {}  # operators' limits, winning until reset
         self.paused: dict[str, None] = {}  # actors whose queued tasks do not start
+        self.cron = CronTable()
         self.delayed: list[tuple[float, int, str]] = []  # (eta, order, id) of DELAYED tasks
         self.expiry: list[tuple[float, str]] = []  # (expires_at, id) of finished tasks
         self.leases: dict[str, dict[str, None]] = {}  # worker -> ordered set of task ids it runs
@@ -102,11 +105,19 @@ class StateMachine:
     def _advance(self, effects: list[Effect]) -> None:
         """Let time pass: due delayed tasks join their queue; old results and dead letters go."""
         now = self.now
+        for fire in self.cron.due(now):
+            entry = fire.entry
+            self._accept({"id": fire.task_id, "actor": entry.actor, "args": entry.args, "kwargs": entry.kwargs},
+                         effects)
         while self.delayed and self.delayed[0][0] <= now:
             eta, _, task_id = heapq.heappop(self.delayed)
             task = self.tasks.get(task_id)
             if task is not None and task.state == TaskState.DELAYED and task.eta == eta:
-                self._enqueue(task)
+                if now - eta > ON_TIME_GRACE and task.attempt == 0 and self._option(task, "missed") == "skip":
+                    task.start_by = eta  # due while no leader ran, and its actor skips such tasks
+                    self._expire(task, effects)
+                else:
+                    self._enqueue(task)
         while self.start_deadlines and self.start_deadlines[0][0] <= now:
             _, task_id = heapq.heappop(self.start_deadlines)
             task = self.tasks.get(task_id)
@@ -131,37 +142,38 @@ class StateMachine:
     # -- commands ---------------------------------------------------------------------------
 
     def _submit(self, cmd: C.Command, effects: list[Effect]) -> None:
-        ids = []
-        for env in cmd[1]:
-            task_id = env["id"]
-            key = env.get("idempotency_key")
-            scoped_key = f"{env['actor']}\0{key}" if key else ""
-            if scoped_key in self.idempotency:
-                task_id = self.idempotency[scoped_key]  # the first task with this key stands
-            ids.append(task_id)
-            if task_id in self.tasks:
-                continue  # a retried submit: the id is the idempotency key
-            self.order += 1
-            task = Task(
-                id=task_id, actor=env["actor"], args=env.get("args", []), kwargs=env.get("kwargs", {}),
-                keys=env.get("keys", {}), priority=env.get("priority", 0), order=self.order,
-                submitted_at=self.now, idempotency_key=scoped_key,
-            )
-            self.tasks[task_id] = task
-            if scoped_key:
-                self.idempotency[scoped_key] = task_id
-            start_by = env.get("expires_at") or (self.now + env["expires_in"] if env.get("expires_in") else 0.0)
-            if start_by:
-                task.start_by = start_by
-                heapq.heappush(self.start_deadlines, (start_by, task_id))
-            due = env["eta"] if env.get("eta") else self.now + env.get("delay", 0.0)
-            if start_by and start_by <= self.now:
-                self._expire(task, effects)
-            elif due > self.now:
-                self._delay(task, due)
-            else:
-                self._enqueue(task)
-        effects.append(Accepted(ids))
+        effects.append(Accepted([self._accept(env, effects) for env in cmd[1]]))
+
+    def _accept(self, env: dict[str, Any], effects: list[Effect]) -> str:
+        """Create the task of an envelope (unless its id or idempotency key exists); its id."""
+        task_id: str = env["id"]
+        key = env.get("idempotency_key")
+        scoped_key = f"{env['actor']}\0{key}" if key else ""
+        if scoped_key in self.idempotency:
+            task_id = self.idempotency[scoped_key]  # the first task with this key stands
+        if task_id in self.tasks:
+            return task_id  # a retried submit: the id is the idempotency key
+        self.order += 1
+        task = Task(
+            id=task_id, actor=env["actor"], args=env.get("args", []), kwargs=env.get("kwargs", {}),
+            keys=env.get("keys", {}), priority=env.get("priority", 0), order=self.order,
+            submitted_at=self.now, idempotency_key=scoped_key,
+        )
+        self.tasks[task_id] = task
+        if scoped_key:
+            self.idempotency[scoped_key] = task_id
+        start_by = env.get("expires_at") or (self.now + env["expires_in"] if env.get("expires_in") else 0.0)
+        if start_by:
+            task.start_by = start_by
+            heapq.heappush(self.start_deadlines, (start_by, task_id))
+        due = env["eta"] if env.get("eta") else self.now + env.get("delay", 0.0)
+        if start_by and start_by <= self.now:
+            self._expire(task, effects)
+        elif due > self.now:
+            self._delay(task, due)
+        else:
+            self._enqueue(task)
+        return task_id
 
     def _dispatch(self, cmd: C.Command, effects: list[Effect]) -> None:
         for worker, actors, n in cmd[1]:
@@ -231,6 +243,21 @@ class StateMachine:
     def _register_actors(self, cmd: C.Command, effects: list[Effect]) -> None:
         for name, options in cmd[1].items():
             self.actors[name] = options
+            declared = self.cron.entries.get(name)
+            if options.get("cron"):
+                self.cron.put(CronEntry(name, name, options["cron"], options.get("tz", "UTC"), [], {}, "actor",
+                                        options.get("missed", "run")), self.now)
+            elif declared is not None and declared.source == "actor":
+                self.cron.remove(name)  # the actor no longer declares a schedule
+
+    def _cron_add(self, cmd: C.Command, effects: list[Effect]) -> None:
+        _, name, actor, expr, tz, args, kwargs = cmd
+        missed = (self.actors.get(actor) or {}).get("missed", "run")
+        self.cron.put(CronEntry(name, actor, expr, tz, args, kwargs, "operator", missed), self.now)
+        effects.append(Count(1))
+
+    def _cron_remove(self, cmd: C.Command, effects: list[Effect]) -> None:
+        effects.append(Count(int(self.cron.remove(cmd[1]))))
 
     def _register_node(self, cmd: C.Command, effects: list[Effect]) -> None:
         self.nodes[cmd[1]] = cmd[2]
@@ -298,6 +325,7 @@ class StateMachine:
         C.SUBMIT: _submit, C.DISPATCH: _dispatch, C.FINISH: _finish, C.LOST: _lost, C.CANCEL: _cancel,
         C.REGISTER_ACTORS: _register_actors, C.REGISTER_NODE: _register_node,
         C.DLQ_REPLAY: _dlq_replay, C.DLQ_PURGE: _dlq_purge, C.TICK: _tick,
+        C.CRON_ADD: _cron_add, C.CRON_REMOVE: _cron_remove,
         C.SET_LIMITS: _set_limits, C.RESET_LIMITS: _reset_limits, C.PAUSE: _pause, C.PURGE_QUEUE: _purge_queue,
     }
 
@@ -451,6 +479,9 @@ class StateMachine:
         """When the earliest delayed task becomes due or queued task expires (may be early: stale entries)."""
         times = [heap[0][0] for heap in (self.delayed, self.start_deadlines) if heap]
         times += [t for a, t in self.stalled.items() if t != INFINITY and self.queued.get(a)]
+        cron = self.cron.next_fire()
+        if cron is not None:
+            times.append(cron)
         return min(times) if times else None
 
     def next_expiry(self) -> float | None:

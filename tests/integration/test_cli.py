@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import qrt
 from qrt.cli.main import main
-from qrt.local import LocalCluster
+from qrt.local import LocalCluster, wait_until
 from tests import actors
 
 
@@ -24,7 +24,8 @@ def qrt_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 60) 
 @pytest.mark.parametrize("command", [[], ["coordinator"], ["worker"], ["submit"], ["wait"], ["status"], ["cancel"],
                                      ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "replay"], ["dlq", "purge"],
                                      ["limits"], ["limits", "show"], ["limits", "set"], ["limits", "reset"],
-                                     ["queue"], ["queue", "pause"], ["queue", "resume"], ["queue", "purge"]])
+                                     ["queue"], ["queue", "pause"], ["queue", "resume"], ["queue", "purge"],
+                                     ["cron"], ["cron", "add"], ["cron", "remove"], ["cron", "list"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output
@@ -148,3 +149,19 @@ def test_limits_and_queue_commands_take_effect_at_once(cluster: LocalCluster) ->
         for handle in doomed:
             with pytest.raises(qrt.TaskCancelled):
                 handle.result(timeout=5)
+
+
+def test_cron_commands(cluster: LocalCluster) -> None:
+    env = {"QRT_COORDINATORS": ",".join(cluster.urls)}
+    bad = qrt_cmd("cron", "add", "hb", "tests.actors.add", "61 * * * *", "[2, 2]", env=env)
+    assert bad.returncode == 2 and "outside 0-59" in bad.stderr
+    added = qrt_cmd("cron", "add", "hb", "tests.actors.add", "* * * * * *", "[2, 2]", env=env)
+    assert added.returncode == 0 and "next fire" in added.stdout
+    with qrt.Client(cluster.urls) as client:
+        fired = wait_until(lambda: client.cron_list()[0]["last_fire"], 10, what="a cron fire")
+        assert client.task(f"cron:hb:{int(fired)}").result(timeout=10) == 4
+    listed = qrt_cmd("cron", "list", env=env).stdout
+    assert listed.startswith("hb  tests.actors.add  '* * * * * *' (UTC, operator)")
+    assert qrt_cmd("cron", "remove", "hb", env=env).returncode == 0
+    again = qrt_cmd("cron", "remove", "hb", env=env)
+    assert again.returncode == 1 and "no cron entry named 'hb'" in again.stderr

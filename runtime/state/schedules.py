@@ -1,0 +1,91 @@
+"""Cron entries in the replicated state: which fire when, fired once per scheduled time.
+
+The entries live in the state machine, so a new leader continues exactly where the old one
+stopped: a scheduled time is fired by the batch whose leader timestamp first passes it, and the
+task it creates has an id made of the entry and the time, so it can never exist twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .cron import CronExpr
+
+# A fire this late still counts as on time; later, a "skip" entry counts it as missed instead.
+ON_TIME_GRACE = 60.0
+# Counting the fires missed during a long outage stops here (a per-second schedule, a day down).
+MAX_MISSED_COUNTED = 10_000
+
+
+@dataclass(slots=True)
+class CronEntry:
+    name: str
+    actor: str
+    expr: str
+    tz: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    source: str  # "actor" (declared with @qrt.actor(cron=...)) or "operator" (qrt cron add)
+    missed_policy: str = "run"  # after an outage: "run" the latest missed time, or "skip" it
+    next_fire: float = 0.0
+    last_fire: float = 0.0
+    missed: int = 0
+
+    def view(self) -> dict[str, Any]:
+        return {"name": self.name, "actor": self.actor, "expr": self.expr, "tz": self.tz, "args": self.args,
+                "kwargs": self.kwargs, "source": self.source, "next_fire": self.next_fire,
+                "last_fire": self.last_fire, "missed": self.missed}
+
+
+@dataclass(slots=True)
+class Fire:
+    entry: CronEntry
+    at: float
+
+    @property
+    def task_id(self) -> str:
+        return f"cron:{self.entry.name}:{int(self.at)}"
+
+
+class CronTable:
+    def __init__(self) -> None:
+        self.entries: dict[str, CronEntry] = {}
+
+    def put(self, entry: CronEntry, now: float) -> None:
+        """Add or change an entry; an unchanged schedule keeps its next fire time."""
+        old = self.entries.get(entry.name)
+        if old is not None and (old.expr, old.tz) == (entry.expr, entry.tz):
+            entry.next_fire, entry.last_fire, entry.missed = old.next_fire, old.last_fire, old.missed
+        else:
+            entry.next_fire = CronExpr.parse(entry.expr, entry.tz).next_after(now) or 0.0
+        self.entries[entry.name] = entry
+
+    def remove(self, name: str) -> bool:
+        return self.entries.pop(name, None) is not None
+
+    def next_fire(self) -> float | None:
+        times = [e.next_fire for e in self.entries.values() if e.next_fire]
+        return min(times) if times else None
+
+    def due(self, now: float) -> list[Fire]:
+        """The fires due by `now`, one per entry: the latest scheduled time; earlier ones are missed."""
+        fires = []
+        for entry in self.entries.values():
+            if not entry.next_fire or entry.next_fire > now:
+                continue
+            expr = CronExpr.parse(entry.expr, entry.tz)
+            latest = entry.next_fire
+            for _ in range(MAX_MISSED_COUNTED):
+                later = expr.next_after(latest)
+                if later is None or later > now:
+                    break
+                latest = later
+                entry.missed += 1
+            if entry.missed_policy == "skip" and now - latest > ON_TIME_GRACE:
+                entry.missed += 1
+            else:
+                fires.append(Fire(entry, latest))
+                entry.last_fire = latest
+            entry.next_fire = expr.next_after(latest) or 0.0
+        return fires
