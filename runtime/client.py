@@ -323,8 +323,11 @@ class AsyncClient:
                        kwargs: dict[str, Any] | None = None, tz: str = "UTC") -> None:
         """Have the cluster submit `actor(*args, **kwargs)` once per time of `expr`, as entry `name`."""
         envelope = make_envelope(actor, args, kwargs)
-        await self._request({"t": "cron_add", "name": name, "actor": envelope.actor, "expr": expr, "tz": tz,
-                             "args": envelope.args, "kwargs": envelope.kwargs})
+        reply = await self._request({"t": "cron_add", "name": name, "actor": envelope.actor, "expr": expr,
+                                     "tz": tz, "args": envelope.args, "kwargs": envelope.kwargs})
+        if not reply["n"]:
+            raise InvalidArgument(f"cron entry {name!r} is an actor's own schedule (@qrt.actor(cron=...)); "
+                                  "choose another name")
 
     async def cron_remove(self, name: str) -> bool:
         return bool((await self._request({"t": "cron_remove", "name": name}))["n"])

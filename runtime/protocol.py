@@ -178,6 +178,12 @@ def parse_envelope(raw: Any, where: str) -> Envelope:
     )
 
 
+def _str_keys(value: dict[str, Any], label: str) -> dict[str, Any]:
+    if not all(isinstance(k, str) for k in value):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{label}' must have string keys")
+    return value
+
+
 def _keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """Key values for per-key limits: string names, scalar values (they name buckets and lanes)."""
     keys: dict[str, Any] = _get(raw, "keys", dict, {}, where=where + ".")
@@ -381,7 +387,7 @@ def check_limits(options: dict[str, Any], where: str) -> None:
     """Validate the shape of the `rate_limits` and `concurrency` options."""
     for i, item in enumerate(options.get("rate_limits", [])):
         if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int and item[0] > 0
-                and isinstance(item[1], NUMBER) and not isinstance(item[1], bool) and item[1] > 0
+                and isinstance(item[1], NUMBER) and not isinstance(item[1], bool) and 0 < item[1] < math.inf
                 and (item[2] is None or isinstance(item[2], str))):
             raise ProtocolError(ErrorCode.BAD_FIELD,
                                 f"field '{where}.rate_limits[{i}]' must be [n > 0, period > 0, key or nil]")
@@ -450,7 +456,8 @@ def _running(m: dict[str, Any]) -> list[tuple[str, int]]:
 def _parse_limits_set(m: dict[str, Any]) -> LimitsSet:
     rate = _get(m, "rate", list, None)
     if rate is not None and not (len(rate) == 2 and type(rate[0]) is int and rate[0] > 0
-                                 and isinstance(rate[1], NUMBER) and not isinstance(rate[1], bool) and rate[1] > 0):
+                                 and isinstance(rate[1], NUMBER) and not isinstance(rate[1], bool)
+                                 and 0 < rate[1] < math.inf):
         raise ProtocolError(ErrorCode.BAD_FIELD, "field 'rate' must be [n > 0, period seconds > 0]")
     key = m.get("key")
     if not isinstance(key, (str, int, float, bool, bytes, type(None))):
@@ -517,7 +524,7 @@ _PARSERS: dict[str, Any] = {
     "queue_purge": lambda m: QueuePurge(_rid(m), _str_id(m, "actor")),
     "cron_add": lambda m: CronAdd(_rid(m), _str_id(m, "name"), _str_id(m, "actor"), _str_id(m, "expr"),
                                   _get(m, "tz", str, "UTC"), list(_get(m, "args", (list, tuple), [])),
-                                  _get(m, "kwargs", dict, {})),
+                                  _str_keys(_get(m, "kwargs", dict, {}), "kwargs")),
     "cron_remove": lambda m: CronRemove(_rid(m), _str_id(m, "name")),
     "cron_list": lambda m: CronList(_rid(m)),
     "hello": _parse_hello,

@@ -93,3 +93,66 @@ async def two_at_a_time(seconds: float) -> list[float]:
     started = time.time()
     await asyncio.sleep(seconds)
     return [started, time.time()]
+
+
+# -- isolation="process": sync handlers in supervised child processes ---------------------------
+
+
+def _say_pid(path: str) -> None:
+    """Tells the test which process runs the handler (written whole: the test polls for the file)."""
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+
+
+@qrt.actor(isolation="process", timeout=0.5, retries=0)
+def stuck_in_c(pid_file: str) -> None:
+    """Blocks in C (as a hung library call would) far past its timeout: only killing its process ends it."""
+    _say_pid(pid_file)
+    time.sleep(30)
+
+
+@qrt.actor(isolation="process", retries=0)
+def sleep_in_child(pid_file: str, seconds: float) -> None:
+    _say_pid(pid_file)
+    time.sleep(seconds)
+
+
+@qrt.actor(isolation="process")
+def isolated_whoami() -> dict[str, object]:
+    info = qrt.current_task()
+    return {"id": info.id, "actor": info.actor, "attempt": info.attempt, "pid": os.getpid(), "ppid": os.getppid()}
+
+
+@qrt.actor(isolation="process", max_tasks_per_child=1)
+def one_task_per_child() -> int:
+    return os.getpid()
+
+
+@qrt.actor(isolation="process", retries=0)
+def exits_abruptly(how: str) -> None:
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), 9)  # SIGKILL
+
+
+@qrt.actor(isolation="process", retries=1)
+def dies_on_first_attempt() -> dict[str, int]:
+    """Its first attempt kills its child; the retry runs in a fresh one."""
+    if qrt.current_task().attempt == 1:
+        os._exit(3)
+    return {"attempt": qrt.current_task().attempt, "pid": os.getpid()}
+
+
+@qrt.actor(isolation="process", retries=2)
+def isolated_fail_until(attempts: int) -> int:
+    """Raises Retry until its attempt number reaches `attempts`, as fail_until does in a thread."""
+    attempt = qrt.current_task().attempt
+    if attempt < attempts:
+        raise qrt.Retry(delay=0.05)
+    return attempt
+
+
+@qrt.actor(isolation="process", retries=0)
+def isolated_raises(message: str) -> None:
+    raise ValueError(message)

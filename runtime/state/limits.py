@@ -59,7 +59,12 @@ def caps_from_wire(raw: Any) -> list[Cap]:
 
 
 def _bucket(actor: str, key: str | None, keys: dict[str, Any]) -> tuple[str, str, Any]:
-    return (actor, key or "", keys.get(key) if key else None)
+    """The counter of one limit for one key value. The value is tagged with its type, so 1, 1.0
+    and True (equal in Python) are three buckets, as they are three lanes (lanes.lane_of)."""
+    if not key:
+        return (actor, "", None)
+    value = keys.get(key)
+    return (actor, key, None if value is None else (type(value).__name__, value))
 
 
 @dataclass
@@ -83,9 +88,15 @@ class FlowState:
                 until = max(until, window[-rate.n] + rate.period + EPSILON)
         return until
 
-    def start(self, actor: str, keys: dict[str, Any], rates: list[Rate], now: float) -> list[tuple[str, str, Any]]:
-        """Count a start; returns the concurrency buckets to release when its lease ends."""
-        counted = [_bucket(actor, None, keys)] + [_bucket(actor, k, keys) for k in sorted(keys)]
+    def start(self, actor: str, keys: dict[str, Any], rates: list[Rate], caps: list[Cap],
+              now: float) -> list[tuple[str, str, Any]]:
+        """Count a start; returns the concurrency buckets to release when its lease ends.
+
+        Every key the task carries is counted (a limit added later sees true counts), and so is
+        every keyed limit's bucket, value None included for a task without that key.
+        """
+        names = sorted(set(keys) | {cap.key for cap in caps if cap.key})
+        counted = [_bucket(actor, None, keys)] + [_bucket(actor, k, keys) for k in names]
         for bucket in counted:
             self.running[bucket] = self.running.get(bucket, 0) + 1
         longest: dict[tuple[str, str, Any], int] = {}

@@ -105,7 +105,7 @@ class StateMachine:
     def _advance(self, effects: list[Effect]) -> None:
         """Let time pass: due delayed tasks join their queue; old results and dead letters go."""
         now = self.now
-        for fire in self.cron.due(now):
+        for fire in self.cron.due(now, lambda actor: self.actors.get(actor, DEFAULT_OPTIONS).get("missed", "run")):
             entry = fire.entry
             self._accept({"id": fire.task_id, "actor": entry.actor, "args": entry.args, "kwargs": entry.kwargs},
                          effects)
@@ -245,15 +245,18 @@ class StateMachine:
             self.actors[name] = options
             declared = self.cron.entries.get(name)
             if options.get("cron"):
-                self.cron.put(CronEntry(name, name, options["cron"], options.get("tz", "UTC"), [], {}, "actor",
-                                        options.get("missed", "run")), self.now)
+                self.cron.put(CronEntry(name, name, options["cron"], options.get("tz", "UTC"), [], {}, "actor"),
+                              self.now)
             elif declared is not None and declared.source == "actor":
                 self.cron.remove(name)  # the actor no longer declares a schedule
 
     def _cron_add(self, cmd: C.Command, effects: list[Effect]) -> None:
         _, name, actor, expr, tz, args, kwargs = cmd
-        missed = (self.actors.get(actor) or {}).get("missed", "run")
-        self.cron.put(CronEntry(name, actor, expr, tz, args, kwargs, "operator", missed), self.now)
+        existing = self.cron.entries.get(name)
+        if existing is not None and existing.source == "actor":
+            effects.append(Count(0))  # an actor's own schedule: its workers' hello would put it back
+            return
+        self.cron.put(CronEntry(name, actor, expr, tz, args, kwargs, "operator"), self.now)
         effects.append(Count(1))
 
     def _cron_remove(self, cmd: C.Command, effects: list[Effect]) -> None:
@@ -430,8 +433,8 @@ class StateMachine:
         task.state = TaskState.RUNNING
         task.attempt += 1
         task.lease = Lease(worker, task.attempt, self.term, self.now)
-        rates, _ = self._limits(task.actor, task.keys)
-        task.counted = self.flow.start(task.actor, task.keys, rates, self.now)
+        rates, caps = self._limits(task.actor, task.keys)
+        task.counted = self.flow.start(task.actor, task.keys, rates, caps, self.now)
         self.leases.setdefault(worker, {})[task.id] = None
         effects.append(Leased(worker, {
             "id": task.id, "actor": task.actor, "args": task.args, "kwargs": task.kwargs,

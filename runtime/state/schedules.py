@@ -7,6 +7,8 @@ task it creates has an id made of the entry and the time, so it can never exist 
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +29,6 @@ class CronEntry:
     args: list[Any]
     kwargs: dict[str, Any]
     source: str  # "actor" (declared with @qrt.actor(cron=...)) or "operator" (qrt cron add)
-    missed_policy: str = "run"  # after an outage: "run" the latest missed time, or "skip" it
     next_fire: float = 0.0
     last_fire: float = 0.0
     missed: int = 0
@@ -45,7 +46,11 @@ class Fire:
 
     @property
     def task_id(self) -> str:
-        return f"cron:{self.entry.name}:{int(self.at)}"
+        """Unique per entry and time; a long name is hashed so the id fits the 200-character limit."""
+        name = self.entry.name
+        if len(name) > 150:
+            name = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+        return f"cron:{name}:{int(self.at)}"
 
 
 class CronTable:
@@ -68,8 +73,11 @@ class CronTable:
         times = [e.next_fire for e in self.entries.values() if e.next_fire]
         return min(times) if times else None
 
-    def due(self, now: float) -> list[Fire]:
-        """The fires due by `now`, one per entry: the latest scheduled time; earlier ones are missed."""
+    def due(self, now: float, missed_policy: Callable[[str], str]) -> list[Fire]:
+        """The fires due by `now`, one per entry: the latest scheduled time; earlier ones are missed.
+
+        `missed_policy(actor)` is "run" or "skip": whether a fire later than the grace still runs.
+        """
         fires = []
         for entry in self.entries.values():
             if not entry.next_fire or entry.next_fire > now:
@@ -82,10 +90,24 @@ class CronTable:
                     break
                 latest = later
                 entry.missed += 1
-            if entry.missed_policy == "skip" and now - latest > ON_TIME_GRACE:
+            else:  # a very long outage: stop counting, but still find the latest time due
+                latest = _latest_due(expr, latest, now)
+            if missed_policy(entry.actor) == "skip" and now - latest > ON_TIME_GRACE:
                 entry.missed += 1
             else:
                 fires.append(Fire(entry, latest))
                 entry.last_fire = latest
             entry.next_fire = expr.next_after(latest) or 0.0
         return fires
+
+
+def _latest_due(expr: CronExpr, after: float, now: float) -> float:
+    """The last scheduled time in (after, now]: look back from `now` over ever longer spans."""
+    for span in (1.0, 60.0, 3600.0, 86400.0, 31 * 86400.0, 366 * 86400.0):
+        start = max(after, now - span)
+        candidate = expr.next_after(start)
+        if candidate is not None and candidate <= now:
+            while (later := expr.next_after(candidate)) is not None and later <= now:
+                candidate = later
+            return candidate
+    return after

@@ -7,7 +7,7 @@ import contextvars
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -15,6 +15,9 @@ from .. import defaults
 from ..actor import Actor, TaskInfo, _current
 from ..errors import NonRetryable, Retry
 from ..protocol import check_packable
+
+if TYPE_CHECKING:
+    from .isolation import ChildPool
 
 # A result must fit in a `done` frame with room to spare for the rest of the frame.
 MAX_RESULT_BYTES = defaults.MAX_FRAME_BYTES - 64 * 1024
@@ -49,13 +52,32 @@ def outcome_error(task_id: str, attempt: int, error_type: str, message: str, tb:
     return out
 
 
+def outcome_of_exception(task_id: str, attempt: int, exc: Exception) -> dict[str, Any]:
+    """The outcome of a handler that raised `exc`: in a worker's thread or loop, or in a child process."""
+    if isinstance(exc, Retry):
+        return outcome_error(task_id, attempt, "Retry", str(exc), "", retry_delay=exc.delay)
+    tb = "".join(traceback.format_exception(exc))
+    if isinstance(exc, NonRetryable):
+        return outcome_error(task_id, attempt, "NonRetryable", str(exc), tb, retryable=False)
+    return outcome_error(task_id, attempt, type(exc).__name__, str(exc), tb)
+
+
+def outcome_timed_out(actor: Actor[Any, Any], task_id: str, attempt: int, timeout: float) -> dict[str, Any]:
+    return outcome_error(task_id, attempt, "timeout", f"{actor.name} ran longer than its timeout of {timeout} s", "")
+
+
 async def run_handler(actor: Actor[Any, Any], task: dict[str, Any], executor: Executor,
-                      on_overrun: Callable[[asyncio.Future[Any]], None]) -> dict[str, Any]:
+                      on_overrun: Callable[[asyncio.Future[Any]], None],
+                      children: ChildPool | None = None) -> dict[str, Any]:
     """Run the handler for one ``run`` entry and return its outcome; raises only CancelledError.
 
     A sync handler's thread cannot be killed: when it is still running as we leave (timed out, or
     cancelled), `on_overrun(future)` is told, so that its slot stays busy until the thread returns.
+    An actor with isolation="process" runs in one of `children` instead, killed at its timeout
+    (without `children`, in an in-process harness such as qrt.testing, it runs in a thread too).
     """
+    if actor.isolation == "process" and children is not None:
+        return await children.run(actor, task)
     task_id, attempt, timeout = task["id"], task["attempt"], float(task["timeout"])
     info = TaskInfo(task_id, actor.name, attempt)
     args, kwargs = task.get("args", []), task.get("kwargs", {})
@@ -77,17 +99,12 @@ async def run_handler(actor: Actor[Any, Any], task: dict[str, Any], executor: Ex
         return outcome_ok(task_id, attempt, value)
     except TimeoutError:
         _check_overrun(thread_future, on_overrun)
-        message = f"{actor.name} ran longer than its timeout of {timeout} s"
-        return outcome_error(task_id, attempt, "timeout", message, "")
-    except Retry as exc:
-        return outcome_error(task_id, attempt, "Retry", str(exc), "", retry_delay=exc.delay)
-    except NonRetryable as exc:
-        return outcome_error(task_id, attempt, "NonRetryable", str(exc), traceback.format_exc(), retryable=False)
+        return outcome_timed_out(actor, task_id, attempt, timeout)
     except asyncio.CancelledError:
         _check_overrun(thread_future, on_overrun)
         raise
     except Exception as exc:
-        return outcome_error(task_id, attempt, type(exc).__name__, str(exc), traceback.format_exc())
+        return outcome_of_exception(task_id, attempt, exc)
 
 
 def _check_overrun(future: asyncio.Future[Any] | None, on_overrun: Callable[[asyncio.Future[Any]], None]) -> None:

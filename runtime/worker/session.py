@@ -23,6 +23,7 @@ from .. import defaults, protocol
 from ..actor import Actor
 from ..errors import ProtocolError
 from ..transport import Link
+from .isolation import ChildPool
 from .runner import outcome_error, run_handler
 
 log = logging.getLogger("qrt.worker")
@@ -67,6 +68,7 @@ class Worker:
         self._hello_slots = 0  # free slots announced in the last hello
         self._bye_acked = False
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="qrt-handler")
+        self._children = ChildPool(concurrency)  # for isolation="process"; none start until needed
         self._jobs: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: Link | None = None
@@ -89,6 +91,7 @@ class Worker:
                 job.cancel()
             if self._jobs:
                 await asyncio.wait(self._jobs, timeout=1.0)
+            await self._children.close()
             self._link.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -253,7 +256,7 @@ class Worker:
             thread.add_done_callback(lambda _: self._thread_freed())
 
         try:
-            outcome = await run_handler(actor, task, self._executor, on_overrun)
+            outcome = await run_handler(actor, task, self._executor, on_overrun, self._children)
         except asyncio.CancelledError:
             running = self.running.pop(task_id, None)
             if running is not None:  # cancelled at the leader's request: report it

@@ -91,3 +91,28 @@ def test_a_delayed_task_missed_during_an_outage_is_skipped_only_if_its_actor_say
     d.now += 10 + 3600
     d.apply(C.tick())
     assert d.state("runs") == "queued" and d.state("skipped") == "expired"
+
+
+def test_a_very_long_outage_still_fires_once() -> None:
+    d = Driver()
+    d.now = at(2026, 11, 25, 10, 0, 0)
+    d.apply(C.cron_add("beat", "a", "* * * * * *", "UTC", [], {}))
+    d.now += 25_000.5  # more missed seconds than are counted one by one
+    d.apply(C.tick())
+    d.now += 0.1
+    d.apply(C.tick())
+    assert len([t for t in d.machine.tasks if t.startswith("cron:")]) == 1
+    assert d.machine.cron.entries["beat"].last_fire == int(d.now - 0.1)
+
+
+def test_long_entry_names_give_ids_within_the_limit_and_operators_cannot_take_an_actors_name() -> None:
+    d = Driver()
+    d.now = at(2026, 11, 25, 10, 0, 0)
+    d.apply(C.cron_add("n" * 200, "a", "* * * * * *", "UTC", [], {}))
+    d.apply(C.register_actors({"own": {"cron": "* * * * *"}}))
+    [effects] = d.apply(C.cron_add("own", "a", "* * * * * *", "UTC", [], {}))
+    assert effects[-1].n == 0 and d.machine.cron.entries["own"].source == "actor"
+    d.now += 1
+    d.apply(C.tick())
+    [task_id] = [t for t in d.machine.tasks if t.startswith("cron:")]
+    assert len(task_id) <= 200

@@ -144,3 +144,13 @@ def test_paused_queue_keeps_its_tasks_and_purge_cancels_them() -> None:
     [purged] = d.apply(C.purge_queue("a"))
     assert d.state("t1") == d.state("t2") == d.state("later") == "cancelled"
     assert purged[-1].n == 3 and d.machine.queued["a"] == 0
+
+
+def test_keyed_concurrency_counts_tasks_without_the_key_in_one_bucket_and_types_stay_apart() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"concurrency": [[1, "tenant"]]}}))
+    d.submit("no-key-1")
+    d.submit("no-key-2")
+    submit_keyed(d, "int", 1)  # type: ignore[arg-type]
+    d.apply(C.submit([Envelope("bool", "a", [], {}, keys={"tenant": True})]))
+    assert sorted(r["id"] for r in d.dispatch(n=10)) == ["bool", "int", "no-key-1"]
