@@ -318,23 +318,26 @@ def limits_show(as_json: bool, coordinators: tuple[str, ...]) -> None:
 @click.option("--rate", metavar="N/PERIOD", help="Actor-wide rate such as 10/s, 100/m; with --key, that value's rate.")
 @click.option("--key", "key_value", metavar="VALUE", help="A value of the actor's keyed rate limit (a string).")
 @click.option("--concurrency", type=click.IntRange(1), help="Actor-wide limit of tasks running at once.")
+@click.option("--weight", type=click.IntRange(1), help="With --key: that value's tasks per round-robin turn.")
 @coordinator_option
-def limits_set(actor: str, rate: str | None, key_value: str | None, concurrency: int | None,
+def limits_set(actor: str, rate: str | None, key_value: str | None, concurrency: int | None, weight: int | None,
                coordinators: tuple[str, ...]) -> None:
     """Override ACTOR's limits until `qrt limits reset ACTOR`."""
     from qrt.state.limits import parse_rate
 
-    if rate is None and concurrency is None:
-        raise click.UsageError("give --rate and/or --concurrency")
-    if key_value is not None and rate is None:
-        raise click.UsageError("--key sets the rate of one key value: add --rate")
+    if rate is None and concurrency is None and weight is None:
+        raise click.UsageError("give --rate, --concurrency or --key VALUE --weight N")
+    if weight is not None and key_value is None:
+        raise click.UsageError("--weight needs --key VALUE: it sets that value's tasks per round-robin turn")
+    if key_value is not None and rate is None and weight is None:
+        raise click.UsageError("--key goes with --rate (that value's rate) or --weight (its share of turns)")
     if rate is not None:
         try:
             parse_rate(rate)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--rate") from None
     with _client(coordinators) as client:
-        _run(lambda: client.set_limits(actor, rate=rate, key=key_value, concurrency=concurrency))
+        _run(lambda: client.set_limits(actor, rate=rate, key=key_value, concurrency=concurrency, weight=weight))
     click.echo(f"limits of {actor} set")
 
 

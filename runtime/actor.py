@@ -87,7 +87,7 @@ class Actor(Generic[P, R]):
     def __init__(self, fn: Callable[P, R], name: str, retries: int, timeout: float, result_ttl: float,
                  rate_limits: list[list[Any]] | None = None, concurrency: list[list[Any]] | None = None,
                  schedule: Schedule | None = None, isolation: str = "thread",
-                 max_tasks_per_child: int | None = None) -> None:
+                 max_tasks_per_child: int | None = None, weights: dict[Any, int] | None = None) -> None:
         self.fn = fn
         self.name = name
         self.retries = retries
@@ -98,6 +98,7 @@ class Actor(Generic[P, R]):
         self.schedule = schedule or Schedule()
         self.isolation = isolation
         self.max_tasks_per_child = max_tasks_per_child
+        self.weights = dict(weights or {})
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         # The arguments whose values key a limit: the client puts them in the envelope's `keys`.
@@ -119,7 +120,8 @@ class Actor(Generic[P, R]):
         """The options a worker registers with the coordinator (protocol.ACTOR_OPTION_TYPES)."""
         options: dict[str, Any] = {"retries": self.retries, "timeout": self.timeout, "result_ttl": self.result_ttl,
                                    "rate_limits": self.rate_limits, "concurrency": self.concurrency,
-                                   "missed": self.schedule.missed}
+                                   "missed": self.schedule.missed,
+                                   "weights": [[value, n] for value, n in self.weights.items()]}
         if self.schedule.cron:
             options["cron"], options["tz"] = self.schedule.cron, self.schedule.tz
         return options
@@ -182,14 +184,14 @@ def actor(*, name: str | None = None, retries: int = defaults.RETRIES, timeout: 
           result_ttl: float = defaults.RESULT_TTL, rate_limit: RateLimitSpec = None,
           concurrency: ConcurrencySpec = None, cron: str | None = None, tz: str = "UTC", missed: str = "run",
           isolation: str = "thread", max_tasks_per_child: int | None = None,
-          ) -> Callable[[Callable[P, R]], Actor[P, R]]: ...
+          weights: dict[Any, int] | None = None) -> Callable[[Callable[P, R]], Actor[P, R]]: ...
 
 
 def actor(fn: Callable[P, R] | None = None, /, *, name: str | None = None, retries: int = defaults.RETRIES,
           timeout: float = defaults.TASK_TIMEOUT, result_ttl: float = defaults.RESULT_TTL,
           rate_limit: RateLimitSpec = None, concurrency: ConcurrencySpec = None, cron: str | None = None,
           tz: str = "UTC", missed: str = "run", isolation: str = "thread",
-          max_tasks_per_child: int | None = None) -> Any:
+          max_tasks_per_child: int | None = None, weights: dict[Any, int] | None = None) -> Any:
     """Declare a handler: ``@qrt.actor`` or ``@qrt.actor(name=..., retries=..., timeout=..., ...)``.
 
     The name defaults to "<module>.<function>". `retries` (default 3) counts retries after the
@@ -200,8 +202,14 @@ def actor(fn: Callable[P, R] | None = None, /, *, name: str | None = None, retri
     the actor (with no arguments) once per scheduled time; `missed` ("run" or "skip") says what
     happens to a delayed task or cron time that fell due while no leader ran. `isolation="process"`
     runs a sync handler in a supervised subprocess that is killed at its timeout, replaced after
-    `max_tasks_per_child` tasks.
+    `max_tasks_per_child` tasks. `weights` ({key value: n}) gives the tasks of a key value n tasks
+    per round-robin turn (default 1 each).
     """
+    for value, n in (weights or {}).items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"the weight of {value!r} must be a positive int, not {n!r}")
+        if not isinstance(value, (str, int, float, bool, bytes)):
+            raise ValueError(f"a weighted key value must be a scalar, not {type(value).__name__}")
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ValueError(f"retries must be a non-negative int, not {retries!r}")
     for label, value in (("timeout", timeout), ("result_ttl", result_ttl)):
@@ -225,7 +233,7 @@ def actor(fn: Callable[P, R] | None = None, /, *, name: str | None = None, retri
                              "is cancelled at its timeout already")
         made = Actor(f, actor_name, retries, float(timeout), float(result_ttl),
                      _rate_limits(rate_limit), _concurrency(concurrency), schedule, isolation,
-                     max_tasks_per_child)
+                     max_tasks_per_child, weights)
         registry[actor_name] = made
         return made
 

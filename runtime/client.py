@@ -289,10 +289,13 @@ class AsyncClient:
         return (await self._request({"t": "limits"}))["actors"]  # type: ignore[no-any-return]
 
     async def set_limits(self, actor: str, rate: str | None = None, key: Any = None,
-                         concurrency: int | None = None) -> None:
+                         concurrency: int | None = None, weight: int | None = None) -> None:
         """Override `actor`'s actor-wide `rate` ("10/s") and/or `concurrency`, or with `key` the rate
-        of one value of its keyed rate limit; in force at once, across failovers, until reset."""
+        of one value of its keyed rate limit and/or that value's `weight` (tasks per round-robin
+        turn); in force at once, across failovers, until reset."""
         body: dict[str, Any] = {"t": "limits_set", "actor": actor}
+        if weight is not None:
+            body["weight"] = weight
         if rate is not None:
             try:
                 body["rate"] = list(parse_rate(rate))
@@ -513,8 +516,9 @@ class Client:
     def cron_list(self) -> list[dict[str, Any]]:
         return self._call(self._async.cron_list())
 
-    def set_limits(self, actor: str, rate: str | None = None, key: Any = None, concurrency: int | None = None) -> None:
-        self._call(self._async.set_limits(actor, rate, key, concurrency))
+    def set_limits(self, actor: str, rate: str | None = None, key: Any = None, concurrency: int | None = None,
+                   weight: int | None = None) -> None:
+        self._call(self._async.set_limits(actor, rate, key, concurrency, weight))
 
     def reset_limits(self, actor: str) -> bool:
         return self._call(self._async.reset_limits(actor))

@@ -320,6 +320,7 @@ class LimitsSet:
     rate: tuple[int, float] | None  # the actor-wide rate, or with `key` the rate of that key value
     key: Any  # a key value (scalar), or None
     concurrency: int | None  # the actor-wide concurrency limit
+    weight: int | None = None  # with `key`: that value's tasks per round-robin turn
 
 
 @dataclass(slots=True)
@@ -380,6 +381,7 @@ ACTOR_OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "cron": (str,),  # the actor fires itself on this schedule (checked by the coordinator)
     "tz": (str,),
     "missed": (str,),  # "run" or "skip"
+    "weights": (list,),  # [[key value, tasks per round-robin turn], ...]
 }
 
 
@@ -391,6 +393,10 @@ def check_limits(options: dict[str, Any], where: str) -> None:
                 and (item[2] is None or isinstance(item[2], str))):
             raise ProtocolError(ErrorCode.BAD_FIELD,
                                 f"field '{where}.rate_limits[{i}]' must be [n > 0, period > 0, key or nil]")
+    for i, item in enumerate(options.get("weights", [])):
+        if not (isinstance(item, list) and len(item) == 2 and type(item[1]) is int and item[1] >= 1
+                and isinstance(item[0], (str, int, float, bool, bytes, type(None)))):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.weights[{i}]' must be [key value, n >= 1]")
     for i, item in enumerate(options.get("concurrency", [])):
         if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int and item[0] > 0
                 and (item[1] is None or isinstance(item[1], str))):
@@ -462,15 +468,18 @@ def _parse_limits_set(m: dict[str, Any]) -> LimitsSet:
     key = m.get("key")
     if not isinstance(key, (str, int, float, bool, bytes, type(None))):
         raise ProtocolError(ErrorCode.BAD_FIELD, "field 'key' must be a scalar key value")
-    if key is not None and rate is None:
-        raise ProtocolError(ErrorCode.BAD_FIELD, "field 'key' needs 'rate': it sets the rate of one key value")
+    weight = _get(m, "weight", int, None)
+    if weight is not None and (weight < 1 or key is None):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "field 'weight' must be at least 1 and needs 'key'")
+    if key is not None and rate is None and weight is None:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "field 'key' needs 'rate' or 'weight': it sets them for one value")
     concurrency = _get(m, "concurrency", int, None)
     if concurrency is not None and concurrency < 1:
         raise ProtocolError(ErrorCode.BAD_FIELD, "field 'concurrency' must be at least 1")
-    if rate is None and concurrency is None:
-        raise ProtocolError(ErrorCode.BAD_FIELD, "give 'rate' or 'concurrency'")
+    if rate is None and concurrency is None and weight is None:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "give 'rate', 'concurrency' or 'weight'")
     return LimitsSet(_rid(m), _str_id(m, "actor"), None if rate is None else (rate[0], float(rate[1])), key,
-                     concurrency)
+                     concurrency, weight)
 
 
 def _parse_hello(m: dict[str, Any]) -> Hello:

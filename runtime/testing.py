@@ -126,12 +126,15 @@ class VirtualCluster:
 
     # -- what an operator does --------------------------------------------------------------
 
-    def set_limits(self, actor: str, rate: str | None = None, key: Any = None, concurrency: int | None = None) -> None:
+    def set_limits(self, actor: str, rate: str | None = None, key: Any = None, concurrency: int | None = None,
+                   weight: int | None = None) -> None:
+        """As `Client.set_limits`."""
         from .state.limits import parse_rate
 
         parsed = None if rate is None else parse_rate(rate)
         self._apply(C.set_limits(actor, rate=None if key is not None else parsed, cap=concurrency,
-                                 key_rate=None if key is None or parsed is None else (key, *parsed)))
+                                 key_rate=None if key is None or parsed is None else (key, *parsed),
+                                 weight=None if weight is None else (key, weight)))
 
     def reset_limits(self, actor: str) -> None:
         self._apply(C.reset_limits(actor))

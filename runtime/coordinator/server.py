@@ -274,7 +274,8 @@ class Coordinator:
         """Operators' commands: each one replicated command, answered with how much it changed."""
         if isinstance(msg, protocol.LimitsSet):
             command = C.set_limits(msg.actor, rate=None if msg.key is not None else msg.rate, cap=msg.concurrency,
-                                   key_rate=None if msg.key is None or msg.rate is None else (msg.key, *msg.rate))
+                                   key_rate=None if msg.key is None or msg.rate is None else (msg.key, *msg.rate),
+                                   weight=None if msg.weight is None else (msg.key, msg.weight))
         elif isinstance(msg, protocol.LimitsReset):
             command = C.reset_limits(msg.actor)
         elif isinstance(msg, protocol.QueuePause):

@@ -81,15 +81,16 @@ def dlq_purge(ids: list[str] | None) -> Command:
 
 def set_limits(actor: str, rate_limits: list[list[Any]] | None = None, concurrency: list[list[Any]] | None = None,
                key_rate: tuple[Any, int, float] | None = None, rate: tuple[int, float] | None = None,
-               cap: int | None = None) -> Command:
+               cap: int | None = None, weight: tuple[Any, int] | None = None) -> Command:
     """An operator's limits for `actor`, winning over what workers register until reset.
 
     `rate_limits` / `concurrency` replace the registered lists (None: keep them); `rate` (n, period)
     and `cap` replace only the actor-wide (unkeyed) rate and concurrency limits; `key_rate`
-    (value, n, period) sets the rate of one value of the actor's keyed rate limit.
+    (value, n, period) sets the rate of one value of the actor's keyed rate limit; `weight`
+    (value, n) gives the lanes of that key value n tasks per round-robin turn.
     """
     return [SET_LIMITS, actor, rate_limits, concurrency, None if key_rate is None else list(key_rate),
-            None if rate is None else list(rate), cap]
+            None if rate is None else list(rate), cap, None if weight is None else list(weight)]
 
 
 def pause(actor: str, paused: bool) -> Command:

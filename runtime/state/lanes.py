@@ -3,7 +3,8 @@
 Priority first, then fairness: the next task is the highest priority among the lanes' heads that
 are permitted to start; among lanes whose head has that priority, the one that waited longest
 for its turn (round-robin). So a tenant with 10,000 queued tasks delays a tenant with 3 by at
-most one turn, and a higher priority still goes first.
+most one turn, and a higher priority still goes first. A lane may be weighted: a weight of 3
+gives it three tasks per turn.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class ActorQueue:
     def __init__(self) -> None:
         self.lanes: dict[str, list[Entry]] = {}  # insertion order is the round-robin order
         self.prioritised = 0  # queued entries with a priority other than 0
+        self.turns: dict[str, int] = {}  # picks a weighted lane has had in its current turn
 
     def push(self, lane: str, entry: Entry) -> None:
         heapq.heappush(self.lanes.setdefault(lane, []), entry)
@@ -40,9 +42,13 @@ class ActorQueue:
             if heap:
                 yield lane, heap[0]
 
-    def take(self, lane: str) -> Entry:
-        """Pop the lane's head and send the lane to the back of the round."""
+    def take(self, lane: str, weight: int = 1) -> Entry:
+        """Pop the lane's head; after `weight` picks in a row, the lane goes to the back of the round."""
         entry = self._pop(lane)
+        taken = self.turns.pop(lane, 0) + 1
+        if lane in self.lanes and taken < weight:
+            self.turns[lane] = taken  # its turn goes on: it keeps its place
+            return entry
         heap = self.lanes.pop(lane, None)
         if heap:
             self.lanes[lane] = heap

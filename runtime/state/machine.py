@@ -289,8 +289,11 @@ class StateMachine:
         pass  # _advance has done the work
 
     def _set_limits(self, cmd: C.Command, effects: list[Effect]) -> None:
-        _, actor, rates, caps, key_rate, rate, cap = cmd
+        _, actor, rates, caps, key_rate, rate, cap, weight = cmd
         override = self.overrides.setdefault(actor, {})
+        if weight is not None:
+            value, w = weight
+            override["weights"] = [[v, n] for v, n in override.get("weights", []) if v != value] + [[value, w]]
         for name, value in (("rate_limits", rates), ("concurrency", caps), ("rate", rate), ("cap", cap)):
             if value is not None:
                 override[name] = value
@@ -379,7 +382,7 @@ class StateMachine:
         if best is None:
             return None
         entry, actor, lane = best
-        self.ready[actor].take(lane)
+        self.ready[actor].take(lane, self._weight(actor, self.tasks[entry[2]].keys))
         self.queued[actor] -= 1
         return self.tasks[entry[2]]
 
@@ -405,6 +408,15 @@ class StateMachine:
         if found is None:
             self.stalled[actor] = wait  # nothing can start before then (inf: before a release)
         return found
+
+    def _weight(self, actor: str, keys: dict[str, Any]) -> int:
+        """Tasks per round-robin turn of the lane of `keys`: the weight of its first weighted value."""
+        weights = {**dict((self.actors.get(actor) or {}).get("weights", [])),
+                   **dict((self.overrides.get(actor) or {}).get("weights", []))}
+        for name in sorted(keys):
+            if keys[name] in weights:
+                return int(weights[keys[name]])
+        return 1
 
     def _is_queued(self, entry: tuple[int, int, str]) -> bool:
         task = self.tasks.get(entry[2])

@@ -154,3 +154,16 @@ def test_keyed_concurrency_counts_tasks_without_the_key_in_one_bucket_and_types_
     submit_keyed(d, "int", 1)  # type: ignore[arg-type]
     d.apply(C.submit([Envelope("bool", "a", [], {}, keys={"tenant": True})]))
     assert sorted(r["id"] for r in d.dispatch(n=10)) == ["bool", "int", "no-key-1"]
+
+
+def test_a_weighted_lane_gets_that_many_tasks_per_turn() -> None:
+    d = Driver()
+    d.apply(C.register_actors({"a": {"weights": [["gold", 3]]}}))
+    for i in range(6):
+        submit_keyed(d, f"gold{i}", "gold")
+        submit_keyed(d, f"std{i}", "std")
+    order = [r["id"][:-1] for r in d.dispatch(n=8)]
+    assert order == ["gold", "gold", "gold", "std", "gold", "gold", "gold", "std"]
+    d.apply(C.set_limits("a", weight=("std", 2)))
+    d.apply(C.submit([Envelope("std-late", "a", [], {}, keys={"tenant": "std"})]))
+    assert [r["id"][:3] for r in d.dispatch(n=3)] == ["std", "std", "std"]  # gold has no tasks left
