@@ -12,7 +12,7 @@ from typing import Any
 
 import qrt
 from examples import add, divide, flaky, shout, validate_email
-from qrt.local import LocalCluster, wait_until
+from qrt.local import LocalCluster
 
 T0 = time.monotonic()
 
@@ -60,8 +60,8 @@ def main() -> None:
     say("starting a one-node coordinator and a worker (qrt worker examples) on 127.0.0.1")
     with LocalCluster(nodes=1) as cluster:
         cluster.start_worker(["examples"], concurrency=8)
+        cluster.wait_for_workers(1)
         with qrt.Client(cluster.urls) as client:
-            wait_until(lambda: client.status()["workers"], 20, what="the worker to connect")
             status = client.status()
         say(f"coordinator {status['leader']} leads (term {status['term']}); "
             f"worker serves {', '.join(status['workers'][0]['actors'])}")

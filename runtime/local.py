@@ -135,6 +135,18 @@ class LocalCluster:
                                 timeout, 0.1, "a coordinator leader") - 1
         return index
 
+    def wait_for_workers(self, n: int = 1, timeout: float = 30.0) -> None:
+        """Until the leader knows `n` connected workers."""
+        with Client(self.urls) as client:
+            wait_until(lambda: sum(w["connected"] for w in client.status()["workers"]) >= n, timeout, 0.05,
+                       f"{n} connected worker(s)")
+
+    def wait_running(self, actor: str, n: int, timeout: float = 10.0) -> None:
+        """Until the leader sees `n` tasks of `actor` running."""
+        with Client(self.urls) as client:
+            wait_until(lambda: client.status()["queues"].get(actor, {}).get("running") == n, timeout, 0.05,
+                       f"{n} task(s) of {actor} running")
+
     def kill_node(self, i: int, sig: int = signal.SIGKILL) -> None:
         proc = self.coordinator_nodes[i].proc
         if proc is not None and proc.poll() is None:

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import qrt
-from qrt.local import LocalCluster, wait_until
+from qrt.local import LocalCluster
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +19,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     try:
         c.start()
         c.start_worker(["tests.actors"], concurrency=4)
-        with qrt.Client(c.urls) as client:
-            wait_until(lambda: client.status()["workers"], 30, what="the worker to connect")
+        c.wait_for_workers(1)
         yield c
     finally:
         c.stop()

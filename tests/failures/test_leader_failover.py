@@ -32,7 +32,7 @@ def test_leader_killed_under_load_loses_no_task_and_service_resumes(tmp_path) ->
                     i += 20
 
         with qrt.Client(c.urls) as client:
-            wait_until(lambda: len(client.status()["workers"]) == 2, 20, what="two workers")
+            c.wait_for_workers(2)
         submitter = threading.Thread(target=submit_forever)
         submitter.start()
         try:
@@ -69,12 +69,11 @@ def test_concurrency_limit_and_cron_hold_across_a_leader_kill(tmp_path) -> None:
         c.start_worker(["tests.actors"], concurrency=4)
         c.start_worker(["tests.actors"], concurrency=4)
         with qrt.Client(c.urls) as client:
-            wait_until(lambda: len(client.status()["workers"]) == 2, 20, what="two workers")
+            c.wait_for_workers(2)
             client.cron_add("every-second", actors.add, "* * * * * *", [1, 1])
             first_fire = wait_until(lambda: client.cron_list()[0]["last_fire"], 10, what="a first cron fire")
             handles = [client.submit(actors.two_at_a_time, 0.4) for _ in range(16)]
-            wait_until(lambda: client.status()["queues"]["tests.actors.two_at_a_time"]["running"] == 2, 10,
-                       what="the limited tasks running")
+            c.wait_running("tests.actors.two_at_a_time", 2)
             leader = c.wait_for_leader()
             c.kill_node(leader, signal.SIGKILL)
             spans = sorted(h.result(timeout=60) for h in handles)

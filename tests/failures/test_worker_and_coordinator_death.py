@@ -13,10 +13,9 @@ def test_task_of_a_killed_worker_runs_again_elsewhere(fresh_cluster: LocalCluste
     c = fresh_cluster.start()
     doomed = c.start_worker(["tests.actors"], concurrency=1)
     with qrt.Client(c.urls) as client:
-        wait_until(lambda: client.status()["workers"], 20, what="the first worker")
+        c.wait_for_workers(1)
         task = client.submit(actors.sleep_then, 3.0, "survived")
-        wait_until(lambda: client.status()["queues"]["tests.actors.sleep_then"]["running"] == 1, 10,
-                   what="the task running")
+        c.wait_running("tests.actors.sleep_then", 1)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
         rescuer = c.start_worker(["tests.actors"], concurrency=1)
@@ -42,10 +41,9 @@ def test_draining_worker_finishes_its_task_and_takes_no_new_ones(fresh_cluster: 
     c = fresh_cluster.start()
     worker = c.start_worker(["tests.actors"], concurrency=1)
     with qrt.Client(c.urls) as client:
-        wait_until(lambda: client.status()["workers"], 20, what="the worker")
+        c.wait_for_workers(1)
         first = client.submit(actors.sleep_then, 1.0, "first")
-        wait_until(lambda: client.status()["queues"]["tests.actors.sleep_then"]["running"] == 1, 10,
-                   what="the task running")
+        c.wait_running("tests.actors.sleep_then", 1)
         worker.send_signal(signal.SIGTERM)
         second = client.submit(actors.add, 1, 1)
         assert first.result(timeout=10)["value"] == "first"
@@ -62,10 +60,9 @@ def test_worker_cut_off_from_the_leader_fences_itself_and_the_task_runs_again(fr
     node = c.coordinator_nodes[0].proc
     assert node is not None
     with qrt.Client(c.urls) as client:
-        wait_until(lambda: client.status()["workers"], 20, what="the worker")
+        c.wait_for_workers(1)
         task = client.submit(actors.sleep_then, 6.0, "fenced")
-        wait_until(lambda: client.status()["queues"]["tests.actors.sleep_then"]["running"] == 1, 10,
-                   what="the task running")
+        c.wait_running("tests.actors.sleep_then", 1)
         node.send_signal(signal.SIGSTOP)  # the leader goes silent, its process intact
         try:
             wait_until(lambda: "fenced" in c.log("worker.log"), 15, 0.1, "the worker fencing itself")

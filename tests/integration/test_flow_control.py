@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import qrt
-from qrt.local import LocalCluster, wait_until
+from qrt.local import LocalCluster
 from tests import actors
 
 
@@ -19,8 +19,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
         c.start()
         c.start_worker(["tests.actors"], concurrency=8)
         c.start_worker(["tests.actors"], concurrency=8)
-        with qrt.Client(c.urls) as client:
-            wait_until(lambda: len(client.status()["workers"]) == 2, 30, what="two workers")
+        c.wait_for_workers(2)
         yield c
     finally:
         c.stop()

@@ -124,7 +124,7 @@ def test_cancelling_a_running_task_kills_its_child(cluster: LocalCluster, tmp_pa
 def _busy_and_idle_child(c: LocalCluster, tmp_path: Path) -> tuple[qrt.Client, set[int]]:
     """A worker with one child running a long task and one idle child; returns their PIDs."""
     client = qrt.Client(c.urls)
-    wait_until(lambda: client.status()["workers"], 20, what="the worker")
+    c.wait_for_workers(1)
     client.submit(actors.sleep_in_child, str(tmp_path / "pid"), 60.0)
     busy = pid_in(tmp_path / "pid")
     idle = client.submit(actors.isolated_whoami).result(timeout=10)["pid"]
