@@ -39,11 +39,19 @@ class QueueRules(RuleBasedStateMachine):
             "c": {"retries": 1, "rate_limits": [[RATE_N, RATE_PERIOD, None]],
                   "concurrency": [[self.caps[0], None], [self.caps[1], "tenant"]]},
         }))
+        # A cron entry on actor "b" (seconds 0, 7, ... 56); its fires are tasks "cron:every7:<time>".
+        self.apply(C.cron_add("every7", "b", "*/7 * * * * *", "UTC", [], {}))
+        self.cron_since = self.now
+        self.fired: set[int] = set()
 
     def apply(self, *cmds: C.Command) -> list[list[Any]]:
         payload = C.pack_batch(1, self.now, list(cmds))
         self.replica.apply_batch(payload)
-        return self.machine.apply_batch(payload)[1:]  # [0]: the effects of time passing
+        results = self.machine.apply_batch(payload)
+        for task_id in self.machine.tasks:
+            if task_id.startswith("cron:every7:"):
+                self.fired.add(int(task_id.rsplit(":", 1)[1]))
+        return results[1:]  # [0]: the effects of time passing
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -219,6 +227,17 @@ class QueueRules(RuleBasedStateMachine):
             probe = copy.deepcopy(self.machine)
             payload = C.pack_batch(1, self.now, [C.dispatch([("probe", ["c"], 1)])])
             assert not any(isinstance(e, Leased) for e in probe.apply_batch(payload)[1])
+
+    @invariant()
+    def cron_fires_each_scheduled_time_once_or_counts_it_missed(self) -> None:
+        if not hasattr(self, "fired"):
+            return  # the entry is being set up
+        entry = self.machine.cron.entries["every7"]
+        # "*/7" in the seconds field: seconds 0, 7, ..., 56 of every minute
+        scheduled = [t for t in range(int(self.cron_since) + 1, int(self.now) + 1) if t % 60 % 7 == 0]
+        assert all(t in scheduled for t in self.fired), "fired at a time that is not scheduled"
+        assert len(self.fired) + entry.missed == len(scheduled), (self.fired, entry.missed, scheduled)
+        assert entry.next_fire > self.now and entry.next_fire % 60 % 7 == 0
 
     @invariant()
     def replicas_agree(self) -> None:
