@@ -8,6 +8,7 @@ on its own tick thread.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -34,17 +35,26 @@ _FAILURES = {getattr(FAIL_REASON, name): name.lower() for name in dir(FAIL_REASO
 class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
     def __init__(self) -> None:
         self.lock = threading.RLock()  # set before SyncObjConsumer records its own attributes
+        self._frozen = False
         super().__init__()
         self.machine = StateMachine()
 
     @replicated  # type: ignore[misc, untyped-decorator]
     def apply(self, payload: bytes) -> list[list[Effect]]:
+        if self._frozen:  # the snapshot's fork has happened (it follows _serialize at once)
+            gc.unfreeze()
+            self._frozen = False
         with self.lock:
             return self.machine.apply_batch(payload)
 
     # Snapshots: pysyncobj forks and pickles what this returns in the child, so the parent only
-    # hands over a reference here (DESIGN.md: a pickling parent misses heartbeats).
+    # hands over a reference here (DESIGN.md: a pickling parent misses heartbeats). Freezing the
+    # heap first keeps the child's garbage collector off the parent's objects: otherwise its full
+    # collections touch all of them and copy the whole heap (measured: 2.3 GB private in the child
+    # of a 1 GB coordinator).
     def _serialize(self) -> dict[str, Any]:
+        gc.freeze()
+        self._frozen = True
         return {"machine": self.machine}
 
     def _deserialize(self, data: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ class Coordinator:
         self._loop = asyncio.get_running_loop()
         self.proposer = Proposer(replication, self._loop, before_flush=self._before_flush,
                                  on_effects=self._on_effects)
+        self._timer: asyncio.TimerHandle | None = None  # wakes the leader when the next thing is due
         self._ctx = zmq.Context()
         self.sock = self._ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # ZeroMQ drops frames to unknown peers silently otherwise
@@ -436,7 +437,28 @@ class Coordinator:
             self._wants_dispatch = True
             self.proposer.flush()
 
+    def _arm_timer(self) -> None:
+        """Wake exactly when the next delayed task, rate window or cron time is due, rather than
+        at the next housekeeping pass (up to 100 ms late: measured, 1-5 % of a rate limit lost)."""
+        due = self.replication.machine.next_due()
+        if due is None or not self.leading:
+            return
+        when = self._loop.time() + max(0.0, due - time.time()) + 0.001  # never a hair early
+        if self._timer is not None and not self._timer.cancelled() and self._timer.when() <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.leading:
+            self._wake_for_time()
+            self.proposer.flush()
+            self._arm_timer()
+
     def _on_effects(self, effects: list[Effect]) -> None:
+        self._arm_timer()
         for effect in effects:
             if isinstance(effect, Finished):
                 for waiter in self.waiters.finished(effect.id):

@@ -89,7 +89,7 @@ class FlowState:
         return until
 
     def start(self, actor: str, keys: dict[str, Any], rates: list[Rate], caps: list[Cap],
-              now: float) -> list[tuple[str, str, Any]]:
+              now: float) -> tuple[tuple[str, str, Any], ...]:
         """Count a start; returns the concurrency buckets to release when its lease ends.
 
         Every key the task carries is counted (a limit added later sees true counts), and so is
@@ -108,9 +108,9 @@ class FlowState:
             window.append(now)
             while len(window) > keep:  # only the newest N starts can matter
                 window.popleft()
-        return counted
+        return tuple(counted)
 
-    def release(self, counted: list[tuple[str, str, Any]]) -> None:
+    def release(self, counted: tuple[tuple[str, str, Any], ...]) -> None:
         for bucket in counted:
             left = self.running.get(bucket, 0) - 1
             if left > 0:

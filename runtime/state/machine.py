@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,8 @@ from .backoff import backoff_delay
 from .lanes import ActorQueue, lane_of
 from .limits import INFINITY, Cap, FlowState, Rate, caps_from_wire, rates_from_wire
 from .model import (
+    NO_ARGS,
+    NO_KWARGS,
     Accepted,
     CancelRunning,
     Count,
@@ -155,8 +158,9 @@ class StateMachine:
             return task_id  # a retried submit: the id is the idempotency key
         self.order += 1
         task = Task(
-            id=task_id, actor=env["actor"], args=env.get("args", []), kwargs=env.get("kwargs", {}),
-            keys=env.get("keys", {}), priority=env.get("priority", 0), order=self.order,
+            id=task_id, actor=sys.intern(env["actor"]), args=env.get("args") or NO_ARGS,
+            kwargs=env.get("kwargs") or NO_KWARGS, keys=env.get("keys") or NO_KWARGS,
+            priority=env.get("priority", 0), order=self.order,
             submitted_at=self.now, idempotency_key=scoped_key,
         )
         self.tasks[task_id] = task
@@ -445,6 +449,7 @@ class StateMachine:
         task.state = TaskState.RUNNING
         task.attempt += 1
         task.lease = Lease(worker, task.attempt, self.term, self.now)
+        task.started_at = self.now
         rates, caps = self._limits(task.actor, task.keys)
         task.counted = self.flow.start(task.actor, task.keys, rates, caps, self.now)
         self.leases.setdefault(worker, {})[task.id] = None
@@ -456,7 +461,7 @@ class StateMachine:
     def _release(self, task: Task) -> None:
         assert task.lease is not None
         self.flow.release(task.counted)
-        task.counted = []
+        task.counted = ()
         self.stalled.pop(task.actor, None)  # a concurrency unit came free
         held = self.leases.get(task.lease.worker)
         if held is not None:
@@ -475,7 +480,7 @@ class StateMachine:
         if state == TaskState.FAILED:
             self.dlq[task.id] = self.now  # kept by the DLQ's bounds, not by result_ttl
             return
-        task.args, task.kwargs, task.keys = [], {}, {}  # only a dead letter is ever run again
+        task.args, task.kwargs, task.keys = NO_ARGS, NO_KWARGS, NO_KWARGS  # only a dead letter runs again
         ttl = self._option(task, "result_ttl")
         if ttl <= 0:
             self._forget(task)
