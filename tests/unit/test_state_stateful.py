@@ -184,6 +184,15 @@ class QueueRules(RuleBasedStateMachine):
             assert len(held) <= 2, f"{worker} holds more tasks than its slots"
 
     @invariant()
+    def status_counts_are_exact(self) -> None:
+        scanned: dict[str, dict[str, int]] = {}
+        for task in self.machine.tasks.values():
+            if task.state in (TaskState.QUEUED, TaskState.DELAYED, TaskState.RUNNING):
+                row = scanned.setdefault(task.actor, {"queued": 0, "delayed": 0, "running": 0})
+                row[task.state] += 1
+        assert self.machine.depth() == scanned
+
+    @invariant()
     def queue_counts_are_exact(self) -> None:
         for actor in ACTORS:
             queued = sum(1 for t in self.machine.tasks.values() if t.actor == actor and t.state == TaskState.QUEUED)
