@@ -138,15 +138,18 @@ class Coordinator:
         if int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             self._schedule_drain()
 
-    def _send(self, identity: bytes, frame: bytes) -> None:
+    def _send(self, identity: bytes, frame: bytes) -> bool:
+        sent = True
         try:
             self.sock.send_multipart([identity, frame], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the peer is gone; EAGAIN: its queue is full
             log.debug("could not send to %r: %s", identity, exc)
+            sent = False
         # A send can consume the edge of the FD's readiness for a frame that just arrived (sends
         # from commit callbacks happen outside _drain): look again, or that frame waits (measured:
         # pauses up to 1 s, until the next unrelated arrival).
         self._schedule_drain()
+        return sent
 
     def _handle(self, identity: bytes, frame: bytes) -> None:
         raw: dict[str, Any] = {}
@@ -374,15 +377,14 @@ class Coordinator:
         self.workers.remove(conn.id)
         farewell = protocol.encode({"t": "ack", "ids": [tid for tid, _ in msg.running], "bye": True})
         log.info("worker %s left, giving back %d running tasks", conn.id, len(msg.running))
-        if not msg.running:
-            self._send(identity, farewell)
-            return
 
         def given_back(effects: list[Effect] | None, error: str | None) -> None:
             if effects is not None:  # else no ack: the worker says bye again, or its leases expire
                 self._send(identity, farewell)
             self._after_requeue(effects, error)
-        self.proposer.add(C.lost(conn.id, msg.running, counts=False), given_back)
+        # All its leases, not only those it lists: a `run` may have crossed its `bye` (its earlier
+        # `done` reports are ahead of this in the log, so finished tasks stay finished).
+        self.proposer.add(C.lost(conn.id, None, counts=False), given_back)
 
     # -- dispatch and effects ---------------------------------------------------------------
 
@@ -417,20 +419,23 @@ class Coordinator:
                 if not conn.draining:
                     conn.credit += slots - len(granted)
                 if granted:
-                    self._send_runs(conn.identity, granted)
+                    self._send_runs(conn, granted)
                 if conn.credit and self.replication.machine.has_ready(conn.actors, time.time()):
                     # Work arrived while this worker's slots were reserved by this dispatch.
                     self._wants_dispatch = True
                     self._schedule_drain()
         self.proposer.add(C.dispatch(offers), leased)
 
-    def _send_runs(self, identity: bytes, tasks: list[dict[str, Any]]) -> None:
+    def _send_runs(self, conn: WorkerConn, tasks: list[dict[str, Any]]) -> None:
         frame = protocol.encode({"t": "run", "tasks": tasks})
         if len(frame) <= self.max_frame or len(tasks) == 1:
-            self._send(identity, frame)
+            batches = [(frame, tasks)]
         else:  # large arguments: one task per frame keeps each within what a worker accepts
-            for task in tasks:
-                self._send(identity, protocol.encode({"t": "run", "tasks": [task]}))
+            batches = [(protocol.encode({"t": "run", "tasks": [task]}), [task]) for task in tasks]
+        unsent = [task for frame, batch in batches if not self._send(conn.identity, frame) for task in batch]
+        if unsent:  # the worker's heartbeats would keep these leases alive although it never got them
+            self.proposer.add(C.lost(conn.id, [(t["id"], t["attempt"]) for t in unsent], counts=False),
+                              self._after_requeue)
 
     def _after_requeue(self, effects: list[Effect] | None, error: str | None) -> None:
         if effects:
@@ -440,7 +445,8 @@ class Coordinator:
     def _arm_timer(self) -> None:
         """Wake exactly when the next delayed task, rate window or cron time is due, rather than
         at the next housekeeping pass (up to 100 ms late: measured, 1-5 % of a rate limit lost)."""
-        due = self.replication.machine.next_due()
+        with self.replication.reading() as machine:
+            due = machine.next_due()
         if due is None or not self.leading:
             return
         when = self._loop.time() + max(0.0, due - time.time()) + 0.001  # never a hair early
@@ -479,11 +485,15 @@ class Coordinator:
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-            if self.leading:
+            if not self.leading:
+                continue
+            try:
                 self._expire_silent_workers()
                 self._expire_waits()
                 self._wake_for_time()
                 self.proposer.flush()
+            except Exception:  # a bug here must not stop the leader's timers for good
+                log.exception("housekeeping failed; trying again next pass")
 
     def _expire_silent_workers(self) -> None:
         deadline = time.monotonic() - defaults.LEASE_TIMEOUT
@@ -498,9 +508,9 @@ class Coordinator:
 
     def _wake_for_time(self) -> None:
         """Delayed tasks and result expiry move only when a command applies: propose one when due."""
-        machine = self.replication.machine
         now = time.time()
-        due, expiry = machine.next_due(), machine.next_expiry()
+        with self.replication.reading() as machine:  # pysyncobj's thread may be changing it
+            due, expiry = machine.next_due(), machine.next_expiry()
         if due is not None and due <= now:
             self._wants_dispatch = True
             if not self.workers.with_credit():
@@ -516,7 +526,9 @@ class Coordinator:
             if self.replication.machine.nodes.get(me) == self.listen:
                 await asyncio.sleep(1.0)
                 continue
-            if self.replication.leader_address() is not None:
+            if self.leading:
+                self.proposer.add(C.register_node(me, self.listen), _ignore)  # its batch's effects are seen
+            elif self.replication.leader_address() is not None:
                 # Any node may propose this one command (pysyncobj forwards it to the leader); it
                 # carries the machine's own time so a follower's clock cannot move time.
                 payload = C.pack_batch(self.replication.term, self.replication.machine.now,

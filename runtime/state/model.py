@@ -7,6 +7,7 @@ from typing import Any
 
 
 class TaskState:
+    NEW = "new"  # being created by a submit: not yet queued, delayed or expired
     QUEUED = "queued"  # due, waiting for a free slot
     DELAYED = "delayed"  # waiting for its ETA (a delay, or a retry's backoff)
     RUNNING = "running"  # leased to a worker

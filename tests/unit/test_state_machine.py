@@ -269,3 +269,29 @@ def test_idempotency_key_returns_the_first_task_while_it_is_kept() -> None:
     d.apply(C.tick())
     [third] = d.apply(C.submit([Envelope("t4", "a", [], {}, idempotency_key="order-7")]))
     assert third == [Accepted(["t4"])]
+
+
+def test_a_task_already_expired_at_submit_never_runs_and_counts_stay_exact() -> None:
+    """Regression: a fresh task looked QUEUED to _expire, which then decremented a count it never
+    incremented (a KeyError that wedged every replica, or a queue that looked empty)."""
+    d = Driver()
+    d.apply(C.submit([Envelope("late", "never-seen", [], {}, expires_at=d.now - 1)]))
+    d.submit("real", actor="a")
+    d.apply(C.submit([Envelope("late2", "a", [], {}, expires_at=d.now - 1)]))
+    d.now += 1
+    d.apply(C.tick())
+    assert d.state("late") == d.state("late2") == "expired"
+    assert d.machine.queued["a"] == 1 and [r["id"] for r in d.dispatch()] == ["real"]
+
+
+def test_a_past_stall_is_not_a_reason_to_wake() -> None:
+    """Regression: a lifted rate-limit stall kept next_due() in the past: empty ticks back to back."""
+    d = Driver()
+    d.apply(C.register_actors({"a": {"rate_limits": [[1, 1.0, None]]}}))
+    d.submit("t1")
+    d.submit("t2")
+    assert len(d.dispatch(n=2)) == 1  # t2 stalls for a second
+    d.now += 2
+    d.apply(C.tick())  # no free slot: nothing dispatches, the stall's time has passed
+    due = d.machine.next_due()
+    assert due is None or due > d.now
