@@ -6,24 +6,34 @@ Their output is printed at teardown: pytest shows it for a failing test only.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from qrt.local import LocalCluster
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One coordinator node and one worker serving tests.actors, shared by a module's tests."""
-    c = LocalCluster(nodes=1, base_dir=str(tmp_path_factory.mktemp("cluster")))
+@contextmanager
+def serving_cluster(base_dir: Path, workers: int, concurrency: int) -> Iterator[LocalCluster]:
+    """One coordinator node and `workers` workers serving tests.actors, connected; always stopped."""
+    c = LocalCluster(nodes=1, base_dir=str(base_dir))
     try:
         c.start()
-        c.start_worker(["tests.actors"], concurrency=4)
-        c.wait_for_workers(1)
+        for _ in range(workers):
+            c.start_worker(["tests.actors"], concurrency=concurrency)
+        c.wait_for_workers(workers)
         yield c
     finally:
         c.stop()
         print(c.dump_logs())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One coordinator node and one worker serving tests.actors, shared by a module's tests."""
+    with serving_cluster(tmp_path_factory.mktemp("cluster"), workers=1, concurrency=4) as c:
+        yield c
 
 
 @pytest.fixture

@@ -10,20 +10,13 @@ import pytest
 import qrt
 from qrt.local import LocalCluster
 from tests import actors
+from tests.conftest import serving_cluster
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(nodes=1, base_dir=str(tmp_path_factory.mktemp("flow")))
-    try:
-        c.start()
-        c.start_worker(["tests.actors"], concurrency=8)
-        c.start_worker(["tests.actors"], concurrency=8)
-        c.wait_for_workers(2)
+    with serving_cluster(tmp_path_factory.mktemp("flow"), workers=2, concurrency=8) as c:
         yield c
-    finally:
-        c.stop()
-        print(c.dump_logs())
 
 
 def test_global_rate_limit_holds_across_two_workers(two_workers: LocalCluster) -> None:
