@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import defaultdict
 from typing import Any
@@ -316,12 +317,17 @@ class Coordinator:
             self._send(identity, protocol.error(
                 ErrorCode.BAD_FIELD, "field 'worker_id' must equal the socket's ZeroMQ routing id"))
             return
-        self.workers.hello(msg.worker_id, identity, [a.name for a in msg.actors], msg.slots, msg.concurrency)
+        previous = self.workers.by_id.get(msg.worker_id)
+        # A lease granted since this worker's previous hello may be a `run` still on its way to it:
+        # the worker cannot list it yet, so only older unlisted leases count as vanished.
+        since = previous.since if previous is not None and previous.connected else math.inf  # batches
+        conn = self.workers.hello(msg.worker_id, identity, [a.name for a in msg.actors], msg.slots, msg.concurrency)
         self.proposer.add(C.register_actors({a.name: a.options for a in msg.actors}), _ignore)
-        with self.replication.reading() as machine:
-            held = machine.leases_of(msg.worker_id)
         still_running = set(msg.running)
-        vanished = [lease for lease in held if lease not in still_running]
+        with self.replication.reading() as machine:
+            conn.since = machine.applied
+            vanished = [(tid, attempt) for tid, attempt in machine.leases_of(msg.worker_id)
+                        if (tid, attempt) not in still_running and machine.tasks[tid].leased_in <= since]
         if vanished:  # granted by an earlier leader, but the worker never got them (or fenced itself)
             self.proposer.add(C.lost(msg.worker_id, vanished, counts=False), self._after_requeue)
         self._wants_dispatch = True

@@ -20,6 +20,7 @@ class WorkerConn:
     last_seen: float = field(default_factory=time.monotonic)
     draining: bool = False
     connected: bool = True  # False: known only from the leases it holds (after an election)
+    since: float = 0.0  # batches applied when it said hello: leases granted later may be on their way
 
 
 class WorkerTable:

@@ -466,6 +466,7 @@ class StateMachine:
         task.attempt += 1
         task.lease = Lease(worker, task.attempt, self.term, self.now)
         task.started_at = self.now
+        task.leased_in = self.applied
         rates, caps = self._limits(task.actor, task.keys)
         task.counted = self.flow.start(task.actor, task.keys, rates, caps, self.now)
         self.leases.setdefault(worker, {})[task.id] = None

@@ -66,6 +66,7 @@ class Task:
     expires_at: float = 0.0  # when a finished task's record (and result) is dropped
     start_by: float = 0.0  # not started by then: expired (0: no limit)
     started_at: float = 0.0  # leader time of its latest lease: what rate limits count
+    leased_in: int = 0  # the batch (StateMachine.applied) that granted its latest lease
     counted: tuple[Any, ...] = ()  # concurrency buckets its lease holds
     idempotency_key: str = ""
 

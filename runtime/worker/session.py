@@ -65,6 +65,7 @@ class Worker:
         self._last_connect = time.monotonic()
         self._last_beat = 0.0
         self._last_hello = 0.0
+        self._hello_again = False  # the last hello met "no leader yet": ask again shortly
         self._hello_slots = 0  # free slots announced in the last hello
         self._bye_acked = False
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="qrt-handler")
@@ -155,8 +156,11 @@ class Worker:
             self._endpoint = (self._endpoint + 1) % len(self.coordinators)
             self._connect(self.coordinators[self._endpoint])
             return
-        if not self._welcomed and now - self._last_hello > 0.5:
-            self._hello()  # no leader was elected yet when we last asked
+        if self._hello_again and not self._welcomed and now - self._last_hello > 0.5:
+            # No leader was elected when we last asked. Only then: a hello repeated while its
+            # welcome is on the way would make the leader recount slots a `run` already took.
+            self._hello_again = False
+            self._hello()
         if self._welcomed and now - self._last_beat >= defaults.HEARTBEAT_INTERVAL:
             self._last_beat = now
             self._send({"t": "heartbeat"})
@@ -218,7 +222,9 @@ class Worker:
             code = msg.get("code")
             if code == protocol.ErrorCode.NOT_HELLO:
                 self._hello()
-            elif code != protocol.ErrorCode.NO_LEADER:  # no leader yet: the timer tries again
+            elif code == protocol.ErrorCode.NO_LEADER:
+                self._hello_again = True  # the timer asks again in 0.5 s
+            else:
                 log.error("coordinator error: %s: %s", code, msg.get("message"))
 
     # -- running tasks ----------------------------------------------------------------------
