@@ -19,6 +19,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 
 from . import defaults
+from .lifetime import die_with_parent
 from .state import StateMachine
 from .state.model import Effect
 
@@ -65,6 +66,17 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
 def local_only(address: str) -> bool:
     host = address.rsplit(":", 1)[0]
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def _die_with_forking_parent() -> None:
+    die_with_parent(os.getppid())
+
+
+# pysyncobj forks a child to write each snapshot. It must die with its coordinator: left alone it
+# went on for ~40 s and then replaced the dump file, possibly a newer one written by a coordinator
+# restarted on the same data directory (seen in the benchmarks). Only pysyncobj calls os.fork in
+# a coordinator (subprocess and spawn do not run these hooks).
+os.register_at_fork(after_in_child=_die_with_forking_parent)
 
 
 class Replication:

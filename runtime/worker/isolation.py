@@ -14,7 +14,6 @@ pickles only the child's start arguments: a socket, two names and a pid).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import importlib
 import io
 import logging
@@ -23,8 +22,6 @@ import os
 import signal
 import socket
 import struct
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
@@ -34,6 +31,7 @@ import msgpack
 
 from .. import defaults
 from ..actor import Actor, TaskInfo, _current, registry
+from ..lifetime import die_with_parent
 from .runner import outcome_error, outcome_of_exception, outcome_ok, outcome_timed_out
 
 log = logging.getLogger("qrt.worker")
@@ -53,7 +51,6 @@ EXIT_POLL = 0.01
 MAX_MESSAGE_BYTES = 4 * defaults.MAX_FRAME_BYTES
 _HEADER = struct.Struct("!I")  # every message: its length (4 bytes, big-endian), then msgpack
 _SPAWN = multiprocessing.get_context("spawn")
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class _ChildFailed(Exception):
@@ -255,7 +252,7 @@ async def _wait_exit(process: SpawnProcess, timeout: float) -> None:
 
 def _child_main(sock: socket.socket, module: str, name: str, parent: int) -> None:
     """A child's life: find the actor, say hello, run requests until the worker closes the socket."""
-    _die_with(parent)
+    die_with_parent(parent)
     # Ctrl-C reaches the whole process group: the worker drains, so the handlers must go on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stream = sock.makefile("rwb")
@@ -307,18 +304,3 @@ def _receive(stream: io.BufferedRWPair) -> dict[str, Any] | None:
     return request
 
 
-def _die_with(parent: int) -> None:
-    """Die with the worker, even in the middle of a handler stuck in C."""
-    if sys.platform == "linux":
-        # SIGKILL from the kernel when the thread that spawned us exits: the worker's loop thread.
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    else:  # no such thing elsewhere: a thread watches (it needs the GIL, so this is best effort)
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="qrt-parent-watch").start()
-    if os.getppid() != parent:  # the worker died before we asked
-        os._exit(1)
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from qrt.local import free_port, wait_until
 from qrt.protocol import Envelope
@@ -64,3 +67,21 @@ def test_one_node_commit_is_fast(tmp_path: Path) -> None:
         assert (time.perf_counter() - started) / 100 < 0.01
     finally:
         replication.destroy()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_forked_snapshot_child_dies_with_its_coordinator() -> None:
+    """pysyncobj writes snapshots in a forked child; ours is armed to be killed with its parent."""
+    import ctypes
+    import os
+    import signal
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the death signal it got from the at-fork hook
+        death = ctypes.c_int()
+        ctypes.CDLL(None).prctl(2, ctypes.byref(death))  # PR_GET_PDEATHSIG
+        os.write(write, str(death.value).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert int(os.read(read, 16)) == signal.SIGKILL
