@@ -131,10 +131,7 @@ class VirtualCluster:
         """As `Client.set_limits`."""
         from .state.limits import parse_rate
 
-        parsed = None if rate is None else parse_rate(rate)
-        self._apply(C.set_limits(actor, rate=None if key is not None else parsed, cap=concurrency,
-                                 key_rate=None if key is None or parsed is None else (key, *parsed),
-                                 weight=None if weight is None else (key, weight)))
+        self._apply(C.operator_limits(actor, None if rate is None else parse_rate(rate), key, concurrency, weight))
 
     def reset_limits(self, actor: str) -> None:
         self._apply(C.reset_limits(actor))

@@ -278,9 +278,7 @@ class Coordinator:
     def _on_operator(self, identity: bytes, msg: protocol.OperatorMessage) -> None:
         """Operators' commands: each one replicated command, answered with how much it changed."""
         if isinstance(msg, protocol.LimitsSet):
-            command = C.set_limits(msg.actor, rate=None if msg.key is not None else msg.rate, cap=msg.concurrency,
-                                   key_rate=None if msg.key is None or msg.rate is None else (msg.key, *msg.rate),
-                                   weight=None if msg.weight is None else (msg.key, msg.weight))
+            command = C.operator_limits(msg.actor, msg.rate, msg.key, msg.concurrency, msg.weight)
         elif isinstance(msg, protocol.LimitsReset):
             command = C.reset_limits(msg.actor)
         elif isinstance(msg, protocol.QueuePause):

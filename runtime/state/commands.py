@@ -93,6 +93,15 @@ def set_limits(actor: str, rate_limits: list[list[Any]] | None = None, concurren
             None if rate is None else list(rate), cap, None if weight is None else list(weight)]
 
 
+def operator_limits(actor: str, rate: tuple[int, float] | None, key: Any, concurrency: int | None,
+                    weight: int | None) -> Command:
+    """What `qrt limits set` asks, as a set_limits command: `rate` is actor-wide, or with `key` the
+    rate of that key value; `weight` (with `key`) is that value's tasks per round-robin turn."""
+    return set_limits(actor, rate=rate if key is None else None, cap=concurrency,
+                      key_rate=None if key is None or rate is None else (key, *rate),
+                      weight=None if weight is None else (key, weight))
+
+
 def pause(actor: str, paused: bool) -> Command:
     """A paused actor's tasks stay queued (and keep arriving) but none starts."""
     return [PAUSE, actor, paused]
