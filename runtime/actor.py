@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import defaults
-from .protocol import check_packable
+from .protocol import KEY_VALUE_TYPES, check_packable
 from .state.limits import parse_rate
 
 P = ParamSpec("P")
@@ -142,7 +142,7 @@ class Actor(Generic[P, R]):
         bound.apply_defaults()
         keys = {name: bound.arguments.get(name) for name in self.key_names}
         for name, value in keys.items():
-            if not isinstance(value, (str, int, float, bool, bytes, type(None))):
+            if not isinstance(value, KEY_VALUE_TYPES):
                 raise TypeError(f"argument {name!r} of {self.name} keys a limit, so it must be a scalar "
                                 f"(str, int, float, bool, bytes or None), not {type(value).__name__}")
         return keys

@@ -128,6 +128,8 @@ def _str_id(msg: dict[str, Any], name: str, where: str = "") -> str:
 
 
 NUMBER = (int, float)
+# What a key value (of a per-key limit, a lane, a weight) may be: it names a bucket, so a scalar.
+KEY_VALUE_TYPES = (str, int, float, bool, bytes, type(None))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ def _keys(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """Key values for per-key limits: string names, scalar values (they name buckets and lanes)."""
     keys: dict[str, Any] = _get(raw, "keys", dict, {}, where=where + ".")
     for name, value in keys.items():
-        if not isinstance(name, str) or not isinstance(value, (str, int, float, bool, bytes, type(None))):
+        if not isinstance(name, str) or not isinstance(value, KEY_VALUE_TYPES):
             raise ProtocolError(ErrorCode.BAD_FIELD,
                                 f"field '{where}.keys' must map names to scalars (str, int, float, bool, bytes, nil)")
     return keys
@@ -395,7 +397,7 @@ def check_limits(options: dict[str, Any], where: str) -> None:
                                 f"field '{where}.rate_limits[{i}]' must be [n > 0, period > 0, key or nil]")
     for i, item in enumerate(options.get("weights", [])):
         if not (isinstance(item, list) and len(item) == 2 and type(item[1]) is int and item[1] >= 1
-                and isinstance(item[0], (str, int, float, bool, bytes, type(None)))):
+                and isinstance(item[0], KEY_VALUE_TYPES)):
             raise ProtocolError(ErrorCode.BAD_FIELD, f"field '{where}.weights[{i}]' must be [key value, n >= 1]")
     for i, item in enumerate(options.get("concurrency", [])):
         if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int and item[0] > 0
@@ -466,7 +468,7 @@ def _parse_limits_set(m: dict[str, Any]) -> LimitsSet:
                                  and 0 < rate[1] < math.inf):
         raise ProtocolError(ErrorCode.BAD_FIELD, "field 'rate' must be [n > 0, period seconds > 0]")
     key = m.get("key")
-    if not isinstance(key, (str, int, float, bool, bytes, type(None))):
+    if not isinstance(key, KEY_VALUE_TYPES):
         raise ProtocolError(ErrorCode.BAD_FIELD, "field 'key' must be a scalar key value")
     weight = _get(m, "weight", int, None)
     if weight is not None and (weight < 1 or key is None):
