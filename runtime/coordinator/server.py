@@ -423,6 +423,7 @@ class Coordinator:
                 if not conn.draining:
                     conn.credit += slots - len(granted)
                 if granted:
+                    conn.last_run = time.monotonic()
                     self._send_runs(conn, granted)
                 if conn.credit and self.replication.machine.has_ready(conn.actors, time.time()):
                     # Work arrived while this worker's slots were reserved by this dispatch.

@@ -21,6 +21,7 @@ class WorkerConn:
     draining: bool = False
     connected: bool = True  # False: known only from the leases it holds (after an election)
     since: float = 0.0  # batches applied when it said hello: leases granted later may be on their way
+    last_run: float = 0.0  # when it was last sent tasks (monotonic): among equals, the longest idle goes first
 
 
 class WorkerTable:
@@ -47,7 +48,12 @@ class WorkerTable:
         return [w for w in self.by_id.values() if w.last_seen < deadline]
 
     def with_credit(self) -> list[WorkerConn]:
-        return [w for w in self.by_id.values() if w.credit > 0 and w.connected and not w.draining]
+        """Workers that can take tasks, least loaded first (most free slots, then longest without a
+        task): the state machine fills offers in this order, so light load spreads over every worker
+        instead of keeping the first one busy and the others idle."""
+        ready = [w for w in self.by_id.values() if w.credit > 0 and w.connected and not w.draining]
+        ready.sort(key=lambda w: (-w.credit, w.last_run))
+        return ready
 
     def remove(self, worker_id: str) -> None:
         self.by_id.pop(worker_id, None)

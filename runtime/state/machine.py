@@ -185,12 +185,20 @@ class StateMachine:
         return task_id
 
     def _dispatch(self, cmd: C.Command, effects: list[Effect]) -> None:
-        for worker, actors, n in cmd[1]:
-            for _ in range(n):
-                task = self._pop_ready(actors)
+        # One task per offer per turn, in the offers' order (least loaded first): a batch of ready
+        # tasks is spread over the workers rather than filling the first one's slots.
+        offers = [[worker, actors, n] for worker, actors, n in cmd[1] if n > 0]
+        while offers:
+            still = []
+            for offer in offers:
+                task = self._pop_ready(offer[1])
                 if task is None:
-                    break
-                self._lease(task, worker, effects)
+                    continue  # nothing left that this worker runs
+                self._lease(task, offer[0], effects)
+                offer[2] -= 1
+                if offer[2]:
+                    still.append(offer)
+            offers = still
 
     def _finish(self, cmd: C.Command, effects: list[Effect]) -> None:
         worker = cmd[1]

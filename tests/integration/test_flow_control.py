@@ -31,6 +31,14 @@ def test_global_rate_limit_holds_across_two_workers(two_workers: LocalCluster) -
         assert sum(1 for s in starts[i:] if s < start + 0.95) <= 5
 
 
+def test_light_load_is_spread_over_the_idle_workers(two_workers: LocalCluster) -> None:
+    # One task at a time: each finds both workers idle. The longest idle one gets it, so both work
+    # (offered in a fixed order, the first worker used to get every task while the other sat idle).
+    with qrt.Client(two_workers.urls) as client:
+        pids = [client.submit(actors.whoami).result(timeout=10)["pid"] for _ in range(10)]
+    assert len(set(pids)) == 2
+
+
 def test_concurrency_per_tenant_holds_and_tenants_share_fairly(two_workers: LocalCluster) -> None:
     with qrt.Client(two_workers.urls) as client:
         busy = [client.submit(actors.one_per_tenant, "busy", 0.3) for _ in range(4)]

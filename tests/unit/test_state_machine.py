@@ -8,7 +8,7 @@ from qrt import defaults
 from qrt.protocol import Envelope
 from qrt.state import commands as C
 from qrt.state.backoff import backoff_delay
-from qrt.state.model import Accepted, CancelRunning, Finished, Retrying
+from qrt.state.model import Accepted, CancelRunning, Finished, Leased, Retrying
 
 from .statehelp import Driver
 
@@ -39,6 +39,15 @@ def test_dispatch_never_leases_more_than_the_offered_slots() -> None:
         d.submit(f"t{i}")
     assert len(d.dispatch(n=2)) == 2
     assert d.machine.queued["a"] == 3
+
+
+def test_dispatch_spreads_a_batch_over_the_offers_in_turn() -> None:
+    d = Driver()
+    for i in range(5):
+        d.submit(f"t{i}")
+    effects = d.apply(C.dispatch([("w1", ["a"], 4), ("w2", ["a"], 4)]))[0]
+    leased = [(e.worker, e.task["id"]) for e in effects if isinstance(e, Leased)]
+    assert leased == [("w1", "t0"), ("w2", "t1"), ("w1", "t2"), ("w2", "t3"), ("w1", "t4")]
 
 
 def test_dispatch_only_leases_actors_the_worker_serves() -> None:
