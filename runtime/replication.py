@@ -20,6 +20,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncOb
 
 from . import defaults
 from .lifetime import die_with_parent
+from .raft_cipher import RaftCipher
 from .state import StateMachine
 from .state.model import Effect
 
@@ -79,6 +80,20 @@ def _die_with_forking_parent() -> None:
 os.register_at_fork(after_in_child=_die_with_forking_parent)
 
 
+class _SyncObj(SyncObj):  # type: ignore[misc]
+    """pysyncobj with its Fernet replaced by RaftCipher: its transport asks `encryptor` for the
+    object to encrypt with, when a connection opens (pysyncobj's `password` stays set, so it still
+    requires encryption on every connection)."""
+
+    def __init__(self, *args: Any, cipher: RaftCipher | None, **kwargs: Any) -> None:
+        self._qrt_cipher = cipher  # before pysyncobj's __init__, which may open connections
+        super().__init__(*args, **kwargs)
+
+    @property
+    def encryptor(self) -> RaftCipher | None:
+        return self._qrt_cipher
+
+
 class Replication:
     """One Raft node. `on_state_changed` runs on pysyncobj's thread: hand it to a loop thread-safely."""
 
@@ -113,7 +128,8 @@ class Replication:
         level = quiet.level
         quiet.setLevel(logging.CRITICAL)  # a failed bind is logged with a traceback; we say it once, below
         try:
-            self.sync = SyncObj(self_address, peers, conf, consumers=[self.log])
+            self.sync = _SyncObj(self_address, peers, conf, consumers=[self.log],
+                                 cipher=RaftCipher(password) if password is not None else None)
         except SyncObjException as exc:  # "BindError" after its retries: say which address
             raise OSError(f"cannot listen for Raft on {self_address} ({exc}); is the port in use?") from None
         finally:

@@ -1,0 +1,47 @@
+"""The Raft cipher that replaces pysyncobj's Fernet: what pysyncobj relies on, and tampering refused."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from qrt.raft_cipher import RaftCipher
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[RaftCipher, RaftCipher]:
+    return RaftCipher("secret"), RaftCipher("secret")  # two nodes: each its own sending key
+
+
+def test_a_node_reads_what_another_sent(pair: tuple[RaftCipher, RaftCipher]) -> None:
+    sender, receiver = pair
+    token = sender.encrypt_at_time(b"append entries", 1234)
+    assert receiver.extract_timestamp(token) == 1234
+    assert receiver.decrypt(token) == b"append entries"
+    assert b"append entries" not in token
+
+
+def test_nonces_never_repeat(pair: tuple[RaftCipher, RaftCipher]) -> None:
+    sender, _ = pair
+    tokens = [sender.encrypt_at_time(b"same", 1) for _ in range(100)]
+    assert len({t[25:37] for t in tokens}) == 100
+    assert len(set(tokens)) == 100
+
+
+def test_tampering_is_refused(pair: tuple[RaftCipher, RaftCipher]) -> None:
+    sender, receiver = pair
+    token = bytearray(sender.encrypt_at_time(b"payload", 7))
+    forged_time = bytes(token[:1]) + (8).to_bytes(8, "big") + bytes(token[9:])  # a later timestamp
+    with pytest.raises(InvalidTag):
+        receiver.decrypt(forged_time)
+    token[-1] ^= 1
+    with pytest.raises(InvalidTag):
+        receiver.decrypt(bytes(token))
+
+
+def test_another_password_or_cipher_is_refused() -> None:
+    token = RaftCipher("secret").encrypt_at_time(b"payload", 1)
+    with pytest.raises(InvalidTag):
+        RaftCipher("other").decrypt(token)
+    with pytest.raises(ValueError, match="not a qrt Raft message"):
+        RaftCipher("secret").extract_timestamp(b"gAAAAAB" + b"x" * 60)  # what Fernet sends
