@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+.PHONY: demo test lint bench bench-qrt clean
 
 $(STAMP): pyproject.toml $(shell find runtime cli -name "*.py")
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +24,21 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check runtime cli tests bench examples
 	$(VENV)/bin/mypy -p qrt
+	$(VENV)/bin/mypy bench
 
-bench: $(STAMP)
+# The comparison with Celery and Dramatiq (it sets up .venv-peers and redis-server itself), then the
+# control plane at 1,000 workers: bench/results/<date>.json, .md and .png, and a control_plane JSON.
+bench: $(BENCH_STAMP)
+	$(PY) -m bench.compare
+	$(PY) -m bench.control_plane
+
+# qrt's own benchmarks (throughput, round trip, memory, flow control), without peers.
+bench-qrt: $(STAMP)
 	$(PY) -m bench.run_all
 
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=strict
+	touch $(BENCH_STAMP)
+
 clean:
-	rm -rf $(VENV) build *.egg-info qrt-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-peers build *.egg-info qrt-data .pytest_cache .mypy_cache .ruff_cache

@@ -75,6 +75,7 @@ from qrt.client import SubmitOptions, make_envelope
 
 from . import harness
 from .actors import FAIR_WORK_S, RATE_LIMIT, RATE_LIMIT_N, UNSERVED, fair_cap1, fair_fifo, fair_rr, noop, rate50
+from .stats import percentiles
 
 PARTS = ("rate", "fairness", "scale")
 RATE_PERIOD = 1.0
@@ -149,7 +150,7 @@ def rate_figures(stamps: list[float], n: int, period: float, tolerance: float) -
         "naive_rate_all_over_span": round(len(s) / span, 2) if span else None,
         "naive_rate_after_first_burst": round((len(s) - n) / span, 2) if span else None,
         "utilisation": round(utilisation, 4) if utilisation else None,
-        "lateness_after_window_reopens": harness.percentiles(lateness_ms),
+        "lateness_after_window_reopens": percentiles(lateness_ms),
         "starts_per_second": [per_second.get(k, 0) for k in range(max(per_second) + 1)],
     }
 
@@ -255,7 +256,7 @@ def fair_figures(raw: dict[str, Any], tenants: int, small: int) -> dict[str, Any
 
 
 def _p50_max(values: list[float]) -> dict[str, Any]:
-    p = harness.percentiles(values)
+    p = percentiles(values)
     return {k: p[k] for k in ("n", "p50_ms", "max_ms")} if p else {}
 
 
@@ -472,7 +473,7 @@ class Stream:
         gaps between results and between sends there; with `ref`, where the worst ones were."""
         inside = [(s, d) for s, d in self.samples if (d >= t0 if overlapping else s >= t0) and s <= t1]
         lat = [(d - s) * 1000 for s, d in inside]
-        out = harness.percentiles(lat)
+        out = percentiles(lat)
         if ref is not None and inside:
             sent, _ = max(inside, key=lambda sd: sd[1] - sd[0])
             out["max_sent_at_s"] = round(sent - ref, 4)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import secrets
 import signal
@@ -163,19 +162,6 @@ def cpu_snapshot(c: LocalCluster) -> dict[str, float]:
 
 def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: round(after[k] - before[k], 3) for k in after if k in before}
-
-
-def percentiles(values_ms: list[float]) -> dict[str, float]:
-    """p50/p95/p99 by the nearest-rank method, with mean and max, rounded to microseconds."""
-    if not values_ms:
-        return {}
-    s = sorted(values_ms)
-
-    def rank(p: float) -> float:
-        return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
-
-    return {"n": len(s), "p50_ms": round(rank(50), 3), "p95_ms": round(rank(95), 3), "p99_ms": round(rank(99), 3),
-            "mean_ms": round(sum(s) / len(s), 3), "min_ms": round(s[0], 3), "max_ms": round(s[-1], 3)}
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

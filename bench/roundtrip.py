@@ -20,6 +20,7 @@ import qrt
 
 from . import harness
 from .actors import noop
+from .stats import percentiles
 
 TARGETS_P50_MS = {1: 1.0, 3: 2.0}
 WARMUP = 50  # connects, registers the actor, warms caches; not counted
@@ -29,8 +30,8 @@ STUCK_AFTER = 5.0
 
 
 def _summarize(out: dict[str, Any], totals: list[float], submits: list[float], stuck: list[str]) -> None:
-    out["total"] = harness.percentiles(totals)
-    out["submit_only"] = harness.percentiles(submits)
+    out["total"] = percentiles(totals)
+    out["submit_only"] = percentiles(submits)
     out["stuck"] = len(stuck)
     if stuck:
         out["stuck_ids"] = stuck[:10]
