@@ -45,6 +45,7 @@ class Coordinator:
         self.waiters = WaitRoom()
         self.leading = False
         self._wants_dispatch = False
+        self._work_check_scheduled = False
         self._last_tick = 0.0
         self._loop = asyncio.get_running_loop()
         self.proposer = Proposer(replication, self._loop, before_flush=self._before_flush,
@@ -425,10 +426,6 @@ class Coordinator:
                 if granted:
                     conn.last_run = time.monotonic()
                     self._send_runs(conn, granted)
-                if conn.credit and self.replication.machine.has_ready(conn.actors, time.time()):
-                    # Work arrived while this worker's slots were reserved by this dispatch.
-                    self._wants_dispatch = True
-                    self._schedule_drain()
         self.proposer.add(C.dispatch(offers), leased)
 
     def _send_runs(self, conn: WorkerConn, tasks: list[dict[str, Any]]) -> None:
@@ -441,6 +438,13 @@ class Coordinator:
         if unsent:  # the worker's heartbeats would keep these leases alive although it never got them
             self.proposer.add(C.lost(conn.id, [(t["id"], t["attempt"]) for t in unsent], counts=False),
                               self._after_requeue)
+            # Its connection is gone (killed, or reconnecting): offer it nothing more, or every task
+            # would bounce off it until its lease timer expires it (measured: thousands of commits a
+            # second for 5 s). Its other leases keep their timer; if it lives, its next message gets
+            # `not_hello` and its hello makes it a worker again.
+            conn.connected = False
+            conn.credit = 0
+            log.info("worker %s is unreachable: no more tasks until it says hello again", conn.id)
 
     def _after_requeue(self, effects: list[Effect] | None, error: str | None) -> None:
         if effects:
@@ -484,6 +488,29 @@ class Coordinator:
                          effect.error.type, effect.error.message, effect.delay)
             elif isinstance(effect, Requeued):
                 log.info("task %s back in the queue (worker %s gone)", effect.id, effect.worker)
+        if not self._work_check_scheduled:  # after this batch's callbacks have given slots back
+            self._work_check_scheduled = True
+            self._loop.call_soon(self._dispatch_if_work_waits)
+
+    def _dispatch_if_work_waits(self) -> None:
+        """Dispatch when a free slot could take a committed task. Work can become ready while a
+        dispatch in flight holds every free slot: on 3 nodes a submit may commit after the dispatch
+        that reserved them (its client saw the previous result as soon as it was applied), and a
+        requeue or a finished task freeing a concurrency slot may too. Without this the task waits
+        for the next unrelated event (measured: forever, for a client waiting on that task alone)."""
+        self._work_check_scheduled = False
+        if not self.leading or self._wants_dispatch:
+            return
+        now = time.time()
+        # Read without the replication lock, as the dispatch path does: dict lookups and list(dict)
+        # are atomic under the GIL, and waiting for a batch being applied would only delay this.
+        machine = self.replication.machine
+        if not machine.has_ready(list(machine.queued), now):
+            return  # the common case: one look, whatever the number of workers
+        if any(conn.credit > 0 and conn.connected and not conn.draining and machine.has_ready(conn.actors, now)
+               for conn in self.workers.by_id.values()):
+            self._wants_dispatch = True
+            self._schedule_drain()
 
     # -- timers -----------------------------------------------------------------------------
 
