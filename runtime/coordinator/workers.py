@@ -19,7 +19,7 @@ class WorkerConn:
     concurrency: int = 0
     last_seen: float = field(default_factory=time.monotonic)
     draining: bool = False
-    connected: bool = True  # False: known only from the leases it holds (after an election)
+    connected: bool = True  # False: known only from its leases (after an election), or a `run` to it failed
     since: float = 0.0  # batches applied when it said hello: leases granted later may be on their way
     last_run: float = 0.0  # when it was last sent tasks (monotonic): among equals, the longest idle goes first
 
