@@ -1,8 +1,11 @@
 """Global rate and concurrency limits: the arithmetic of permission, kept in the replicated state.
 
 A rate limit "N/P" counts starts (lease commits) on the leader's timestamps: a start at `t` is
-permitted when fewer than N starts lie in [t - P, t], so no closed window of length P ever holds
-more than N (DESIGN.md, "A start is a lease commit"). A concurrency limit counts leases.
+permitted when fewer than N starts lie in [t - P - G, t], so no closed window of length P ever holds
+more than N (DESIGN.md, "A start is a lease commit"). G, the guard, is 2 % of P, at most 50 ms: a
+handler starts a few milliseconds after its lease commits, and those milliseconds vary (a large
+batch commits slower than a small one), so without it the handlers' own start times could put
+N + a few in a window of P (measured: 57 of a 50/s limit on 3 nodes). A concurrency limit counts leases.
 Both are global (one replicated state) and may be per key: the value a task carries for the
 limit's key in its envelope's `keys` map (a task without it shares the bucket of value None).
 """
@@ -19,6 +22,9 @@ from typing import Any
 INFINITY = math.inf
 # A window reopens just after its oldest counted start leaves it (the window is closed: [t-P, t]).
 EPSILON = 1e-6
+# The guard between windows (see above): a fraction of the period, capped.
+GUARD_FRACTION = 0.02
+GUARD_MAX = 0.05
 
 _UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
           "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
@@ -42,6 +48,11 @@ class Rate:
     n: int
     period: float
     key: str | None = None  # None: one bucket for the whole actor
+
+    @property
+    def span(self) -> float:
+        """The period plus its guard: how long a counted start keeps its place in the window."""
+        return self.period + min(self.period * GUARD_FRACTION, GUARD_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +94,9 @@ class FlowState:
             window = self.windows.get(_bucket(actor, rate.key, keys))
             if window is None or len(window) < rate.n:
                 continue
-            inside = len(window) - bisect_left(window, now - rate.period)
+            inside = len(window) - bisect_left(window, now - rate.span)
             if inside >= rate.n:
-                until = max(until, window[-rate.n] + rate.period + EPSILON)
+                until = max(until, window[-rate.n] + rate.span + EPSILON)
         return until
 
     def start(self, actor: str, keys: dict[str, Any], rates: list[Rate], caps: list[Cap],
@@ -120,5 +131,6 @@ class FlowState:
 
     def sweep(self, now: float, longest_period: float) -> None:
         """Forget idle per-key windows, so memory follows active keys, not every key ever seen."""
-        for bucket in [b for b, w in self.windows.items() if not w or w[-1] < now - longest_period]:
+        horizon = now - longest_period - GUARD_MAX  # a start counts for its period and guard
+        for bucket in [b for b, w in self.windows.items() if not w or w[-1] < horizon]:
             del self.windows[bucket]
