@@ -3,10 +3,11 @@
     python -m bench.compare [--systems qrt-1,qrt-3,celery-default,celery-reliable,dramatiq]
                             [--workloads w1,w2,w3,w4,w5-child,w5-main,w6] [--repeat 3] [--quick]
 
-Sets up what the peers need (.venv-peers; Debian's redis-server if missing, started on 127.0.0.1 on a
-free port and stopped afterwards), runs every workload `--repeat` times on every system, each run
-in a driver process of its own (bench/compare/driver.py) that starts 2 fresh worker processes, and
-writes bench/results/<date>.json, .md and .png. The workloads are in workloads.py, each system's
+Sets up what the peers need (.venv-peers; Debian's redis-server if missing, started on 127.0.0.1 on
+a free port and stopped afterwards) and runs every workload `--repeat` times on every system. Each
+run starts clean (a new qrt cluster; the peer's Redis flushed), in a driver process of its own
+(bench/compare/driver.py) that starts 2 fresh worker processes. Writes bench/results/<date>.json,
+.md and .png. The workloads are in workloads.py, each system's
 settings in its module (qrt_app.py, celery_app.py, dramatiq_app.py) and in the JSON.
 """
 
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,15 +50,25 @@ DRIVER_TIMEOUT = 600.0  # one workload run, workers' start included; W1 on the s
 
 
 @contextmanager
-def infrastructure(system: str, redis_binary: str | None, workdir: str) -> Iterator[dict[str, Any]]:
-    """What a system's driver needs: a qrt cluster's URLs, or a Redis server's URL (flushed per run)."""
+def infrastructure(system: str, redis_binary: str | None, workdir: str) -> Iterator[Callable[[], Any]]:
+    """Yields `fresh()`: a context giving one run's driver arguments on a clean system, so no run
+    inherits another's state: a new qrt cluster, or the system's Redis flushed."""
     if system in QRT_SYSTEMS:
-        with harness.cluster(QRT_SYSTEMS[system]) as c:
-            yield {"args": ["--coordinators", ",".join(c.urls)], "reset": lambda: None}
+        @contextmanager
+        def new_cluster() -> Iterator[list[str]]:
+            with harness.cluster(QRT_SYSTEMS[system]) as c:
+                yield ["--coordinators", ",".join(c.urls)]
+
+        yield new_cluster
         return
     assert redis_binary is not None
     with infra.redis_server(redis_binary, workdir) as (url, port):
-        yield {"args": ["--redis-url", url], "reset": lambda: infra.redis_command(port, "FLUSHALL")}
+        @contextmanager
+        def flushed() -> Iterator[list[str]]:
+            infra.redis_command(port, "FLUSHALL")
+            yield ["--redis-url", url]
+
+        yield flushed
 
 
 def run_driver(python: str, system: str, workload: str, run_dir: str, args: list[str], quick: bool) -> dict[str, Any]:
@@ -126,13 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     date = time.strftime("%Y-%m-%d")
     results: dict[str, Any] = {
         "benchmark": "compare", "date": date, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": "python -m bench.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m bench.compare", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine_info(),
         "params": {"repeat": args.repeat, "quick": args.quick, "workers": WORKERS,
                    "sizes": {w: SIZES[w] for w in workloads}},
         "systems": {},
     }
-    results["command"] = results["command"].strip()
     if peers_python and redis_binary:
         results["machine"]["versions"].update(peer_versions(peers_python))
         results["machine"]["versions"]["redis-server"] = infra.redis_version(redis_binary)
@@ -145,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
             results["systems"][system] = entry
             workdir = os.path.join(base, system)
             os.makedirs(workdir)
-            with infrastructure(system, redis_binary, workdir) as infra_info:
+            with infrastructure(system, redis_binary, workdir) as fresh:
                 for workload in workloads:
                     runs = []
                     for rep in range(args.repeat):
-                        infra_info["reset"]()
                         run_dir = os.path.join(workdir, f"{workload}-{rep}")
-                        result = run_driver(python, system, workload, run_dir, infra_info["args"], args.quick)
+                        with fresh() as driver_args:
+                            result = run_driver(python, system, workload, run_dir, driver_args, args.quick)
                         runs.append(result)
                         print(f"{system:16} {workload:9} run {rep + 1}: {json.dumps(result)}", file=sys.stderr,
                               flush=True)
