@@ -67,12 +67,13 @@ def _measure_one(python: str, redis_binary: str, k: int, idle: float) -> dict[st
 
 
 def _wait_settled(port: int, k: int) -> None:
-    """Until Redis has at least k subscriptions and their number held for a second, then SETTLE_S."""
+    """Until at least k Redis connections subscribe (each worker's event consumer does) and their
+    number held for a second, then SETTLE_S."""
     seen = {"n": -1, "since": time.monotonic()}
 
     def settled() -> bool:
-        info = _info(port)
-        n = int(info.get("pubsub_patterns", 0)) + int(info.get("pubsub_channels", 0))
+        clients = infra.redis_command(port, "CLIENT", "LIST").decode().splitlines()
+        n = sum(1 for c in clients if " sub=0 " not in f" {c} " or " psub=0 " not in f" {c} ")
         if n != seen["n"]:
             seen.update(n=n, since=time.monotonic())
         return n >= k and time.monotonic() - seen["since"] >= 1.0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -112,7 +113,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     report = run(argv)
-    return harness.emit(report, save=not report["params"]["no_save"])
+    if not report["params"]["no_save"]:  # beside the comparison of the same day (bench.compare)
+        os.makedirs(harness.RESULTS_DIR, exist_ok=True)
+        path = os.path.join(harness.RESULTS_DIR, time.strftime("%Y-%m-%d") + ".control-plane.json")
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        print(f"saved {os.path.relpath(path, harness.REPO_ROOT)}", file=sys.stderr)
+    return harness.emit(report, save=False)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from .. import harness
 from ..machine import machine_info
 from ..stats import median
 from . import infra, report
-from .workloads import SIZES, WORKERS
+from .workloads import SIZES, WORKERS, sizes
 
 QRT_SYSTEMS = {"qrt-1": 1, "qrt-3": 3}
 SYSTEMS = ["qrt-1", "qrt-3", "celery-default", "celery-reliable", "dramatiq"]
@@ -116,37 +116,21 @@ def peer_versions(python: str) -> dict[str, str]:
     return dict(json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
-    parser.add_argument("--workloads", default=",".join(SIZES), help=f"comma-separated, of {', '.join(SIZES)}")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each workload; figures are their median")
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the whole pipeline")
-    parser.add_argument("--out", default=harness.RESULTS_DIR, help="where <date>.json, .md and .png go")
-    args = parser.parse_args(argv)
-    systems = [s for s in args.systems.split(",") if s]
-    workloads = [w for w in args.workloads.split(",") if w]
-    for name, allowed in (("system", SYSTEMS), ("workload", list(SIZES))):
-        unknown = [x for x in (systems if name == "system" else workloads) if x not in allowed]
-        if unknown:
-            parser.error(f"unknown {name} {', '.join(unknown)}: choose from {', '.join(allowed)}")
-
+def measure(args: argparse.Namespace, systems: list[str], workloads: list[str], command: str) -> dict[str, Any]:
+    """Every run of every workload on every system: the results, with the machine and versions."""
     wants_peers = any(s not in QRT_SYSTEMS for s in systems)
     peers_python = infra.ensure_peers_venv() if wants_peers else None
     redis_binary = infra.ensure_redis_server() if wants_peers else None
-    date = time.strftime("%Y-%m-%d")
     results: dict[str, Any] = {
-        "benchmark": "compare", "date": date, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": " ".join(["python -m bench.compare", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine_info(),
+        "benchmark": "compare", "date": time.strftime("%Y-%m-%d"), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command, "machine": machine_info(),
         "params": {"repeat": args.repeat, "quick": args.quick, "workers": WORKERS,
-                   "sizes": {w: SIZES[w] for w in workloads}},
+                   "sizes": {w: sizes(w, args.quick) for w in workloads}},
         "systems": {},
     }
     if peers_python and redis_binary:
         results["machine"]["versions"].update(peer_versions(peers_python))
         results["machine"]["versions"]["redis-server"] = infra.redis_version(redis_binary)
-
     with tempfile.TemporaryDirectory(prefix="qrt-compare-", ignore_cleanup_errors=True) as base:
         for system in systems:
             python = sys.executable if system in QRT_SYSTEMS else peers_python
@@ -159,17 +143,18 @@ def main(argv: list[str] | None = None) -> int:
                 for workload in workloads:
                     runs = []
                     for rep in range(args.repeat):
-                        run_dir = os.path.join(workdir, f"{workload}-{rep}")
                         with fresh() as driver_args:
-                            result = run_driver(python, system, workload, run_dir, driver_args, args.quick)
-                        runs.append(result)
-                        print(f"{system:16} {workload:9} run {rep + 1}: {json.dumps(result)}", file=sys.stderr,
+                            runs.append(run_driver(python, system, workload, os.path.join(workdir, f"{workload}-{rep}"),
+                                                   driver_args, args.quick))
+                        print(f"{system:16} {workload:9} run {rep + 1}: {json.dumps(runs[-1])}", file=sys.stderr,
                               flush=True)
                     entry["workloads"][workload] = aggregate(runs)
+    return results
 
-    results["targets"] = [t for s in systems if s in QRT_SYSTEMS for t in report.targets(results, s)]
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, date + ("-quick" if args.quick else ""))
+
+def write_outputs(results: dict[str, Any], stem: str) -> None:
+    """<stem>.json (with the targets checked), .md and .png; the table also goes to stdout."""
+    results["targets"] = [t for s in results["systems"] if s in QRT_SYSTEMS for t in report.targets(results, s)]
     with open(stem + ".json", "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
@@ -180,6 +165,31 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"wrote {stem}.json, .md" + (", .png" if charted else " (no chart: matplotlib is not installed)"),
           file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
+    parser.add_argument("--workloads", default=",".join(SIZES), help=f"comma-separated, of {', '.join(SIZES)}")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each workload; figures are their median")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the whole pipeline")
+    parser.add_argument("--out", default=harness.RESULTS_DIR, help="where <date>.json, .md and .png go")
+    parser.add_argument("--redraw", metavar="JSON", help="measure nothing: redo the .md and .png of a results file")
+    args = parser.parse_args(argv)
+    if args.redraw:
+        with open(args.redraw) as f:
+            write_outputs(json.load(f), args.redraw.removesuffix(".json"))
+        return 0
+    systems = [s for s in args.systems.split(",") if s]
+    workloads = [w for w in args.workloads.split(",") if w]
+    for name, chosen, allowed in (("system", systems, SYSTEMS), ("workload", workloads, list(SIZES))):
+        unknown = [x for x in chosen if x not in allowed]
+        if unknown:
+            parser.error(f"unknown {name} {', '.join(unknown)}: choose from {', '.join(allowed)}")
+    results = measure(args, systems, workloads, " ".join(["python -m bench.compare", *argv]))
+    os.makedirs(args.out, exist_ok=True)
+    write_outputs(results, os.path.join(args.out, results["date"] + ("-quick" if args.quick else "")))
     failed = any("errors" in w for s in results["systems"].values() for w in s["workloads"].values())
     return 1 if failed else 0
 

@@ -83,7 +83,7 @@ def _cell(value: float | None) -> str:
         return "-"
     if isinstance(value, int) or float(value).is_integer():
         return f"{value:,.0f}"
-    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -125,35 +125,50 @@ def chart(results: dict[str, Any], path: str) -> bool:
     specs = [("W1 throughput\n(x best peer)", "w1", "end_to_end_rate", max, False),
              ("W2 p50 latency\n(best peer / qrt)", "w2", "start_latency_p50_ms", min, True),
              ("W3 round trip p50\n(best peer / qrt)", "w3", "roundtrip_p50_ms", min, True)]
-    labels = []
+    labels, targets = [], []
     for label, workload, key, pick, inverse in specs:
         best = best_peer(results, workload, key, pick)
         values = [figure(results, s, workload, key) for s in mine]
         if not best or None in values:
             continue
         labels.append(label)
+        targets.append({"w1": 5.0, "w3": 2.0}.get(workload))
         for s, v in zip(mine, values, strict=True):
             assert v is not None
             ratios.setdefault(s, []).append(best[1] / v if inverse else v / best[1])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.5), width_ratios=[3, 2, 2])
     width = 0.8 / max(1, len(mine))
     for i, s in enumerate(mine):
         xs = [j + i * width for j in range(len(labels))]
         bars = left.bar(xs, ratios.get(s, []), width, label=s)
         left.bar_label(bars, fmt="%.1fx", fontsize=8)
+    for j, target in enumerate(targets):  # the targets, over their group of bars
+        if target is not None:
+            left.hlines(target, j - width / 2, j + width * (len(mine) - 0.5), colors="red", linestyles="dashed",
+                        label="target" if j == 0 else None)
     left.axhline(1, color="grey", linewidth=0.8)
     left.set_xticks([j + width * (len(mine) - 1) / 2 for j in range(len(labels))], labels)
     left.set_ylabel("qrt's advantage (higher is better)")
     left.set_title("qrt against the best peer, same machine, same run")
     left.legend()
     systems = list(results["systems"])
+    colors = ["C0" if s.startswith("qrt") else "C7" for s in systems]
     rates = [figure(results, s, "w1", "end_to_end_rate") or 0 for s in systems]
-    bars = right.bar(systems, rates, color=["C0" if s.startswith("qrt") else "C7" for s in systems])
+    bars = middle.bar(systems, rates, color=colors)
+    middle.bar_label(bars, fmt="%.0f", fontsize=8)
+    middle.set_yscale("log")
+    middle.set_ylabel("tasks/s (log)")
+    tasks = results["params"]["sizes"].get("w1", {}).get("tasks", 0)
+    middle.set_title(f"W1: {tasks:,} no-op tasks, end to end")
+    busiest = [figure(results, s, "w6", "busiest_1s_window", "worst") or 0 for s in systems]
+    bars = right.bar(systems, busiest, color=colors)
     right.bar_label(bars, fmt="%.0f", fontsize=8)
-    right.set_yscale("log")
-    right.set_ylabel("tasks/s (log)")
-    right.set_title("W1: 20,000 no-op tasks, end to end")
-    right.tick_params(axis="x", labelrotation=20)
+    right.axhline(RATE_LIMIT, color="red", linestyle="dashed", label=f"limit {RATE_LIMIT}/s")
+    right.set_ylabel("starts")
+    right.set_title("W6: busiest 1 s of handler starts")
+    right.legend()
+    for ax in (middle, right):
+        ax.tick_params(axis="x", labelrotation=25)
     fig.suptitle(f"{results['date']}, {results['machine']['cpu_model']}, {results['machine']['cores']} cores",
                  fontsize=9)
     fig.tight_layout()
