@@ -73,8 +73,12 @@ class RaftCipher:
             raise ValueError("not a qrt Raft message (another cipher or version?)")
         salt = token[9:_HEADER]
         key = self._receiving.get(salt)
+        known = key is not None
         if key is None:
+            key = self._key_for(salt)
+        plain = key.decrypt(token[_HEADER:_HEADER + _NONCE], token[_HEADER + _NONCE:], token[:_HEADER])
+        if not known:  # cached only once authentic: forged salts cannot churn the cache
             if len(self._receiving) >= _MAX_SENDERS:
                 self._receiving.clear()
-            key = self._receiving[salt] = self._key_for(salt)
-        return key.decrypt(token[_HEADER:_HEADER + _NONCE], token[_HEADER + _NONCE:], token[:_HEADER])
+            self._receiving[salt] = key
+        return plain

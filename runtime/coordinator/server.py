@@ -408,15 +408,18 @@ class Coordinator:
             conn.credit = 0  # reserved until the dispatch commits
 
         def leased(effects: list[Effect] | None, error: str | None) -> None:
+            if effects is None and self.leading:
+                self._wants_dispatch = True  # not proposed (a full queue?): the next flush tries again
             runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for effect in effects or []:
                 if isinstance(effect, Leased):
                     runs[effect.worker].append(effect.task)
             for conn, (worker_id, _, slots) in zip(offered, offers, strict=True):
                 granted = runs.get(worker_id, [])
-                if self.workers.by_id.get(worker_id) is not conn:
+                if self.workers.by_id.get(worker_id) is not conn or not conn.connected:
                     # The worker said hello again (or left) meanwhile: its new hello counted its slots
-                    # afresh, so these leases were granted against slots it no longer offers.
+                    # afresh, so these leases were granted against slots it no longer offers. Or it
+                    # became unreachable: its coming hello must not find leases it never heard of.
                     if granted:
                         self.proposer.add(C.lost(worker_id, [(t["id"], t["attempt"]) for t in granted],
                                                  counts=False), self._after_requeue)
@@ -505,9 +508,11 @@ class Coordinator:
         # Read without the replication lock, as the dispatch path does: dict lookups and list(dict)
         # are atomic under the GIL, and waiting for a batch being applied would only delay this.
         machine = self.replication.machine
-        if not machine.has_ready(list(machine.queued), now):
-            return  # the common case: one look, whatever the number of workers
-        if any(conn.credit > 0 and conn.connected and not conn.draining and machine.has_ready(conn.actors, now)
+        ready = {actor for actor in list(machine.queued) if machine.has_ready([actor], now)}
+        if not ready:
+            return  # the common case: one look at the counters, whatever the number of workers
+        # Else a scan of set checks (an actor no connected worker serves keeps `ready` non-empty).
+        if any(conn.credit > 0 and conn.connected and not conn.draining and not ready.isdisjoint(conn.actors)
                for conn in self.workers.by_id.values()):
             self._wants_dispatch = True
             self._schedule_drain()

@@ -45,3 +45,11 @@ def test_another_password_or_cipher_is_refused() -> None:
         RaftCipher("other").decrypt(token)
     with pytest.raises(ValueError, match="not a qrt Raft message"):
         RaftCipher("secret").extract_timestamp(b"gAAAAAB" + b"x" * 60)  # what Fernet sends
+
+
+def test_forged_senders_are_not_remembered() -> None:
+    receiver = RaftCipher("secret")
+    forged = RaftCipher("other").encrypt_at_time(b"payload", 1)  # a salt of its own, a key it cannot have
+    with pytest.raises(InvalidTag):
+        receiver.decrypt(forged)
+    assert receiver._receiving == {}  # a flood of forged salts cannot evict the real senders' keys
