@@ -1,0 +1,38 @@
+"""The answer to `status`: this node's view of Raft, the nodes, the workers and the queues (read-only)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..replication import Replication
+from .workers import WorkerTable
+
+
+def cluster_status(listen: str, leading: bool, replication: Replication, workers: WorkerTable) -> dict[str, Any]:
+    """This node's view: Raft, the nodes, the workers the leader knows, the queues' depths."""
+    raft = replication.status()
+    now = time.monotonic()
+    with replication.reading() as machine:
+        nodes = [{"raft": addr, "url": url, "leader": addr == raft["leader"],
+                  "reachable": addr == raft["self"] or raft["connected"].get(addr, False)}
+                 for addr, url in sorted(machine.nodes.items())]
+        leader_url = machine.nodes.get(raft["leader"] or "")
+        queues = machine.depth()
+        for actor in machine.actors:
+            queues.setdefault(actor, {"queued": 0, "delayed": 0, "running": 0})
+        running = {w: len(ids) for w, ids in machine.leases.items()}
+        dlq, applied, digest = len(machine.dlq), machine.applied, machine.digest
+    served = {a for w in workers.by_id.values() if w.connected for a in w.actors}
+    for actor, row in queues.items():
+        row["served"] = actor in served
+    rows = [
+        {"id": w.id, "actors": w.actors, "free": w.credit, "concurrency": w.concurrency,
+         "running": running.get(w.id, 0), "seen_ago": round(now - w.last_seen, 2),
+         "draining": w.draining, "connected": w.connected}
+        for w in workers.by_id.values()
+    ]
+    return {"node": listen, "raft": raft["self"], "is_leader": leading, "leader": leader_url,
+            "term": raft["term"], "commit_index": raft["commit_index"], "last_applied": raft["last_applied"],
+            "applied_batches": applied, "digest": digest, "nodes": nodes, "workers": rows,
+            "queues": queues, "dead_letters": dlq}
