@@ -19,7 +19,7 @@ from typing import Any
 from qrt.local import wait_until
 
 from .compare import infra
-from .compare.workloads import descendants, kill
+from .compare.workloads import ENV_REDIS_URL, descendants, kill
 from .harness import REPO_ROOT, proc_cpu_seconds
 
 CELERY_HEARTBEAT_S = 2.0  # Heart's default interval
@@ -44,7 +44,7 @@ def measure(counts: list[int], idle: float) -> list[dict[str, Any]]:
 def _measure_one(python: str, redis_binary: str, k: int, idle: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="qrt-celery-membership-") as workdir, \
             infra.redis_server(redis_binary, workdir) as (url, port):
-        env = {**os.environ, "PYTHONPATH": REPO_ROOT, "QRT_BENCH_REDIS_URL": url}
+        env = {**os.environ, "PYTHONPATH": REPO_ROOT, ENV_REDIS_URL: url}
         procs = [subprocess.Popen([python, "-m", "celery", "-A", "bench.compare.celery_app", "worker",
                                    "--pool", "solo", "-l", "warning", "-n", f"member{i}@%h"],
                                   env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

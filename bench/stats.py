@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from statistics import median as median  # re-exported: the comparison takes its medians here
 
 
 def percentiles(values_ms: list[float]) -> dict[str, float]:
@@ -28,13 +28,6 @@ def busiest_window(stamps: list[float], width: float = 1.0) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
-
-
-def median(values: Sequence[float]) -> float:
-    """The middle value (the mean of the two middle ones for an even count)."""
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
 def sustained_rate(stamps: list[float], width: float = 1.0) -> float | None:

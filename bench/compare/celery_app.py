@@ -24,18 +24,16 @@ from typing import Any
 from celery import Celery
 
 from .stamps import ended, started
-from .workloads import RATE_LIMIT
+from .workloads import ENV_CELERY_PROFILE, ENV_REDIS_URL, RATE_LIMIT, PeerSystem
 
-ENV_REDIS = "QRT_BENCH_REDIS_URL"
-ENV_PROFILE = "QRT_BENCH_CELERY_PROFILE"
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "reliable": {"task_acks_late": True, "worker_prefetch_multiplier": 1, "task_reject_on_worker_lost": True},
 }
 
-_redis = os.environ.get(ENV_REDIS, "redis://127.0.0.1:6379")
+_redis = os.environ.get(ENV_REDIS_URL, "redis://127.0.0.1:6379")
 app = Celery("cmp", broker=f"{_redis}/0", backend=f"{_redis}/1")
-app.conf.update(broker_connection_retry_on_startup=True, **PROFILES[os.environ.get(ENV_PROFILE, "default")])
+app.conf.update(broker_connection_retry_on_startup=True, **PROFILES[os.environ.get(ENV_CELERY_PROFILE, "default")])
 
 
 @app.task(name="cmp.noop", ignore_result=True)
@@ -74,25 +72,16 @@ def rated(tag: str) -> None:
 TASKS = {"noop": noop, "echo": echo, "sleep": sleep, "work": work, "rated": rated}
 
 
-class CelerySystem:
+class CelerySystem(PeerSystem):
     def __init__(self, redis_url: str, profile: str) -> None:
-        self.env = {ENV_REDIS: redis_url, ENV_PROFILE: profile}
+        self.env = {ENV_REDIS_URL: redis_url, ENV_CELERY_PROFILE: profile}
 
     def worker_command(self, concurrency: int) -> list[str]:
         return [sys.executable, "-m", "celery", "-A", __name__, "worker", "-c", str(concurrency),
                 "-l", "warning", "-n", f"cmp-{uuid.uuid4().hex[:8]}@%h"]
 
-    def worker_env(self) -> dict[str, str]:
-        return self.env
-
     def submit(self, kind: str, tag: str, *args: Any) -> Any:
         return TASKS[kind].delay(tag, *args)
-
-    def submit_all(self, kind: str, tags: list[str], *args: Any) -> None:
-        # Celery has no batched publish (a group publishes its tasks one by one too).
-        task = TASKS[kind]
-        for tag in tags:
-            task.delay(tag, *args)
 
     def result(self, handle: Any, timeout: float) -> Any:
         return handle.get(timeout=timeout)

@@ -25,11 +25,9 @@ from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend as ResultsBackend
 
 from .stamps import ended, started
-from .workloads import RATE_LIMIT
+from .workloads import ENV_REDIS_URL, RATE_LIMIT, PeerSystem
 
-ENV_REDIS = "QRT_BENCH_REDIS_URL"
-
-_redis = os.environ.get(ENV_REDIS, "redis://127.0.0.1:6379")
+_redis = os.environ.get(ENV_REDIS_URL, "redis://127.0.0.1:6379")
 broker = RedisBroker(url=f"{_redis}/0")
 broker.add_middleware(Results(backend=ResultsBackend(url=f"{_redis}/1")))
 dramatiq.set_broker(broker)
@@ -73,24 +71,15 @@ def rated(tag: str) -> None:
 ACTORS = {"noop": noop, "echo": echo, "sleep": sleep, "work": work, "rated": rated}
 
 
-class DramatiqSystem:
+class DramatiqSystem(PeerSystem):
     def __init__(self, redis_url: str) -> None:
-        self.env = {ENV_REDIS: redis_url}
+        self.env = {ENV_REDIS_URL: redis_url}
 
     def worker_command(self, concurrency: int) -> list[str]:
         return [sys.executable, "-m", "dramatiq", __name__, "--processes", "1", "--threads", str(concurrency)]
 
-    def worker_env(self) -> dict[str, str]:
-        return self.env
-
     def submit(self, kind: str, tag: str, *args: Any) -> Any:
         return ACTORS[kind].send(tag, *args)
-
-    def submit_all(self, kind: str, tags: list[str], *args: Any) -> None:
-        # Dramatiq has no batched enqueue (a group enqueues its messages one by one too).
-        actor = ACTORS[kind]
-        for tag in tags:
-            actor.send(tag, *args)
 
     def result(self, handle: Any, timeout: float) -> Any:
         return handle.get_result(block=True, timeout=int(timeout * 1000))

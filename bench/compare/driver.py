@@ -16,7 +16,7 @@ import traceback
 from typing import Any
 
 from .stamps import StampLog
-from .workloads import WORKLOADS, Run, System, Workers, sizes
+from .workloads import ENV_CELERY_PROFILE, ENV_REDIS_URL, WORKLOADS, Run, System, Workers, sizes
 
 
 def make_system(name: str, coordinators: list[str], redis_url: str) -> System:
@@ -26,13 +26,13 @@ def make_system(name: str, coordinators: list[str], redis_url: str) -> System:
 
         return QrtSystem(coordinators)
     if name.startswith("celery-"):
-        os.environ["QRT_BENCH_REDIS_URL"] = redis_url
-        os.environ["QRT_BENCH_CELERY_PROFILE"] = name.removeprefix("celery-")
+        os.environ[ENV_REDIS_URL] = redis_url
+        os.environ[ENV_CELERY_PROFILE] = name.removeprefix("celery-")
         from .celery_app import CelerySystem
 
         return CelerySystem(redis_url, name.removeprefix("celery-"))
     if name == "dramatiq":
-        os.environ["QRT_BENCH_REDIS_URL"] = redis_url
+        os.environ[ENV_REDIS_URL] = redis_url
         from .dramatiq_app import DramatiqSystem
 
         return DramatiqSystem(redis_url)

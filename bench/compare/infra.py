@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from qrt.local import free_port
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 PEERS_VENV = os.path.join(REPO_ROOT, ".venv-peers")
@@ -59,12 +61,6 @@ def ensure_redis_server() -> str:
                            "install it (Debian/Ubuntu: apt-get install redis-server), or run only qrt "
                            "(--systems qrt-1,qrt-3)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def redis_command(port: int, *args: str) -> bytes:

@@ -40,6 +40,27 @@ class System(Protocol):
 
 RATE_LIMIT = 50  # per second, for `rated`
 
+# How the driver configures the peers' apps: each reads these when imported (a worker's too).
+ENV_REDIS_URL = "QRT_BENCH_REDIS_URL"
+ENV_CELERY_PROFILE = "QRT_BENCH_CELERY_PROFILE"
+
+
+class PeerSystem:
+    """What Celery's and Dramatiq's sides share: their settings reach the workers in `env`, and
+    neither has a batched enqueue (their groups, too, enqueue one message at a time)."""
+
+    env: dict[str, str]
+
+    def worker_env(self) -> dict[str, str]:
+        return self.env
+
+    def submit(self, kind: str, tag: str, *args: Any) -> Any:
+        raise NotImplementedError
+
+    def submit_all(self, kind: str, tags: list[str], *args: Any) -> None:
+        for tag in tags:
+            self.submit(kind, tag, *args)
+
 # Full sizes (the issue's) and the quick ones of a smoke run (`--quick`).
 SIZES: dict[str, dict[str, Any]] = {
     "w1": {"tasks": 20_000, "concurrency": 8, "timeout": 180.0},
