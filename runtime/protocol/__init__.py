@@ -15,8 +15,8 @@ from typing import Any
 
 import msgpack
 
-from .defaults import MAX_FRAME_BYTES
-from .errors import ProtocolError
+from ..defaults import MAX_FRAME_BYTES
+from ..errors import ProtocolError
 
 VERSION = 1
 
