@@ -190,6 +190,16 @@ def run_benchmark(name: str, params: dict[str, Any], timeout: float,
     return report
 
 
+def fail_check(report: dict[str, Any], message: str) -> None:
+    """A check the benchmark itself depends on failed (lost tasks, a broken limit): the exit status is 1."""
+    report.setdefault("failed_checks", []).append(message)
+
+
+def miss_target(report: dict[str, Any], message: str) -> None:
+    """A figure below its target: reported, not a failure."""
+    report.setdefault("targets_missed", []).append(message)
+
+
 def emit(report: dict[str, Any], save: bool = True) -> int:
     """Print the report as one JSON object; save a copy; the exit status says whether it completed."""
     if save:

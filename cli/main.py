@@ -12,7 +12,7 @@ import click
 
 from qrt import defaults
 from qrt.client import Client, resolve_coordinators
-from qrt.errors import QrtError, RemoteError, TaskCancelled, TaskFailed
+from qrt.errors import InvalidArgument, QrtError, RemoteError, TaskCancelled, TaskFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,11 +25,46 @@ def coordinator_option(fn: F) -> F:
     )(fn)
 
 
-def _client(coordinators: tuple[str, ...]) -> Client:
-    try:
-        return Client(list(coordinators) or None)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+class ClusterCommand(click.Command):
+    """A command that talks to the cluster.
+
+    It takes --coordinator (listed after its own options); while it runs, its context holds a
+    `Client` for those coordinators, which `pass_client` hands to it and which is closed when the
+    command ends, however it ends; and qrt's errors become click's here, in this one place, so that
+    no command catches them. The client is made when the command is invoked, not while its options
+    are parsed: an option that fails to parse must not leave a client (and its thread) open.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        coordinator_option(self)  # click's option decorators append to a Command's params
+
+    def invoke(self, ctx: click.Context) -> Any:
+        coordinators = ctx.params.pop("coordinators")
+        try:
+            ctx.obj = ctx.with_resource(Client(list(coordinators) or None))
+        except ValueError as exc:  # an address that is not a tcp:// URL
+            raise click.UsageError(str(exc), ctx) from None
+        try:
+            return super().invoke(ctx)
+        except InvalidArgument as exc:  # the library refused an argument before sending anything
+            raise click.UsageError(str(exc), ctx) from None
+        except RemoteError as exc:  # the coordinator's own words, without its error code
+            raise click.ClickException(exc.message) from None
+        except QrtError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class ClusterGroup(click.Group):
+    """A group whose commands are `ClusterCommand`s and whose subgroups are `ClusterGroup`s;
+    a command that needs no client says `cls=click.Command`."""
+
+    command_class = ClusterCommand
+    group_class = type
+
+
+pass_client = click.make_pass_decorator(Client)
+"""Give a `ClusterCommand`'s callback its client as first argument."""
 
 
 def _json_arg(text: str | None, what: str, kind: type) -> Any:
@@ -49,23 +84,13 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
-def _run(fn: Callable[[], Any]) -> Any:
-    """Run a library call; turn qrt's errors into a message and exit 1, without a traceback."""
-    try:
-        return fn()
-    except RemoteError as exc:  # the coordinator's own words, without its error code
-        raise click.ClickException(exc.message) from None
-    except QrtError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ClusterGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="qrt")
 def main() -> None:
     """qrt: a task queue with a Raft-replicated coordinator and global flow control."""
 
 
-@main.command()
+@main.command(cls=click.Command)
 @click.option("--listen", default=defaults.COORDINATOR_URL, show_default=True, metavar="URL",
               help="Endpoint for clients and workers.")
 @click.option("--data-dir", default=defaults.DATA_DIR, show_default=True, type=click.Path(file_okay=False),
@@ -83,21 +108,18 @@ def main() -> None:
 def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], raft_password_file: Any,
                 max_frame_bytes: int, log_level: str) -> None:
     """Run one coordinator node (one node alone when no --peer is given)."""
-    from qrt.coordinator import run_coordinator
-    from qrt.replication import local_only
+    from qrt.coordinator.node import run_coordinator
+    from qrt.replication import check_cluster
 
     for address in (raft, *peers):
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise click.BadParameter(f"{address!r} is not HOST:PORT", param_hint="--raft/--peer")
-    if (len(peers) + 1) % 2 == 0:
-        raise click.UsageError(f"{len(peers) + 1} nodes: a Raft cluster needs an odd number (1, 3 or 5); "
-                               "an even one tolerates no more failures than one node fewer")
     password = raft_password_file.read().strip() if raft_password_file else None
-    if raft_password_file and not password:
-        raise click.UsageError("the Raft password file is empty")
-    if password is None and not all(local_only(a) for a in (raft, *peers)):
-        raise click.UsageError("--raft-password-file is required when any Raft address is not loopback")
+    try:
+        check_cluster(raft, list(peers), password)
+    except ValueError as exc:
+        raise click.UsageError(f"{exc} (see --peer and --raft-password-file)") from None
     if not listen.startswith("tcp://"):
         raise click.BadParameter("must be a tcp:// URL", param_hint="--listen")
     _setup_logging(log_level)
@@ -107,7 +129,7 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
         raise click.ClickException(f"cannot start the coordinator: {exc}") from None
 
 
-@main.command()
+@main.command(cls=click.Command)
 @click.argument("modules", nargs=-1, required=True)
 @coordinator_option
 @click.option("--concurrency", default=defaults.WORKER_CONCURRENCY, show_default=True, type=click.IntRange(1),
@@ -145,8 +167,6 @@ def _print_result(client: Client, task_id: str, timeout: float | None) -> None:
     except TaskCancelled:
         click.echo(json.dumps({"id": task_id, "state": "cancelled"}), err=True)
         sys.exit(1)
-    except QrtError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(value))
 
 
@@ -157,51 +177,46 @@ def _print_result(client: Client, task_id: str, timeout: float | None) -> None:
 @click.option("--delay", type=click.FloatRange(0), help="Seconds before the task is due.")
 @click.option("--wait", is_flag=True, help="Wait and print the JSON result (exit 1 on failure).")
 @click.option("--timeout", type=click.FloatRange(0), help="With --wait: seconds to wait (an error without --wait).")
-@coordinator_option
-def submit(actor: str, json_args: str | None, json_kwargs: str | None, delay: float | None, wait: bool,
-           timeout: float | None, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def submit(client: Client, actor: str, json_args: str | None, json_kwargs: str | None, delay: float | None,
+           wait: bool, timeout: float | None) -> None:
     """Submit a task to ACTOR with JSON_ARGS (a JSON array); print its id."""
     if timeout is not None and not wait:
         raise click.UsageError("--timeout applies to --wait; add --wait, or use `qrt wait ID --timeout S`")
     args = _json_arg(json_args, "JSON_ARGS", list)
     kwargs = _json_arg(json_kwargs, "--kwargs", dict)
-    with _client(coordinators) as client:
-        handle = _run(lambda: client.submit_with(actor, args, kwargs, delay=delay))
-        if not wait:
-            click.echo(handle.id)
-            return
-        _print_result(client, handle.id, timeout)
+    handle = client.submit_with(actor, args, kwargs, delay=delay)
+    if not wait:
+        click.echo(handle.id)
+        return
+    _print_result(client, handle.id, timeout)
 
 
 @main.command("wait")
 @click.argument("task_id")
 @click.option("--timeout", type=click.FloatRange(0), help="Seconds to wait.")
-@coordinator_option
-def wait_cmd(task_id: str, timeout: float | None, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def wait_cmd(client: Client, task_id: str, timeout: float | None) -> None:
     """Wait for a task and print its JSON result (exit 1 on failure)."""
-    with _client(coordinators) as client:
-        _print_result(client, task_id, timeout)
+    _print_result(client, task_id, timeout)
 
 
 @main.command()
 @click.argument("task_id")
-@coordinator_option
-def cancel(task_id: str, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def cancel(client: Client, task_id: str) -> None:
     """Cancel a task: a queued one never runs, a running async one is cancelled."""
-    with _client(coordinators) as client:
-        done = _run(lambda: client.cancel(task_id))
-    if not done:
+    if not client.cancel(task_id):
         raise click.ClickException(f"task {task_id} is not queued, delayed or running: nothing to cancel")
     click.echo(f"cancelled {task_id}")
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-@coordinator_option
-def status(as_json: bool, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def status(client: Client, as_json: bool) -> None:
     """Leader, term, nodes, connected workers, queue depth per actor."""
-    with _client(coordinators) as client:
-        st = _run(client.status)
+    st = client.status()
     st.pop("rid", None)
     st.pop("t", None)
     st.pop("v", None)
@@ -232,11 +247,10 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(0))
-@coordinator_option
-def dlq_list(as_json: bool, limit: int, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def dlq_list(client: Client, as_json: bool, limit: int) -> None:
     """The newest dead letters first."""
-    with _client(coordinators) as client:
-        reply = _run(lambda: client.dlq_list(limit))
+    reply = client.dlq_list(limit)
     if as_json:
         click.echo(json.dumps(reply["entries"], indent=2))
         return
@@ -248,11 +262,10 @@ def dlq_list(as_json: bool, limit: int, coordinators: tuple[str, ...]) -> None:
 
 @dlq.command("show")
 @click.argument("task_id")
-@coordinator_option
-def dlq_show(task_id: str, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def dlq_show(client: Client, task_id: str) -> None:
     """One dead letter in full, with its traceback."""
-    with _client(coordinators) as client:
-        click.echo(json.dumps(_run(lambda: client.dlq_show(task_id)), indent=2))
+    click.echo(json.dumps(client.dlq_show(task_id), indent=2))
 
 
 def _ids_or_all(task_id: str | None, all_: bool) -> list[str] | None:
@@ -264,12 +277,10 @@ def _ids_or_all(task_id: str | None, all_: bool) -> list[str] | None:
 @dlq.command("replay")
 @click.argument("task_id", required=False)
 @click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
-@coordinator_option
-def dlq_replay(task_id: str | None, all_: bool, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def dlq_replay(client: Client, task_id: str | None, all_: bool) -> None:
     """Put a dead letter (or all) back in its queue, with fresh retries."""
-    ids = _ids_or_all(task_id, all_)
-    with _client(coordinators) as client:
-        n = _run(lambda: client.dlq_replay(ids))
+    n = client.dlq_replay(_ids_or_all(task_id, all_))
     if n == 0 and task_id:
         raise click.ClickException(f"no dead letter with id {task_id!r}")
     click.echo(f"replayed {n}")
@@ -278,12 +289,10 @@ def dlq_replay(task_id: str | None, all_: bool, coordinators: tuple[str, ...]) -
 @dlq.command("purge")
 @click.argument("task_id", required=False)
 @click.option("--all", "all_", is_flag=True, help="Delete every dead letter.")
-@coordinator_option
-def dlq_purge(task_id: str | None, all_: bool, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def dlq_purge(client: Client, task_id: str | None, all_: bool) -> None:
     """Delete a dead letter (or all)."""
-    ids = _ids_or_all(task_id, all_)
-    with _client(coordinators) as client:
-        n = _run(lambda: client.dlq_purge(ids))
+    n = client.dlq_purge(_ids_or_all(task_id, all_))
     if n == 0 and task_id:
         raise click.ClickException(f"no dead letter with id {task_id!r}")
     click.echo(f"purged {n}")
@@ -296,11 +305,10 @@ def limits() -> None:
 
 @limits.command("show")
 @click.option("--json", "as_json", is_flag=True)
-@coordinator_option
-def limits_show(as_json: bool, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def limits_show(client: Client, as_json: bool) -> None:
     """The limits in force per actor, and what operators overrode."""
-    with _client(coordinators) as client:
-        view = _run(client.limits)
+    view = client.limits()
     if as_json:
         click.echo(json.dumps(view, indent=2))
         return
@@ -319,35 +327,21 @@ def limits_show(as_json: bool, coordinators: tuple[str, ...]) -> None:
 @click.option("--key", "key_value", metavar="VALUE", help="A value of the actor's keyed rate limit (a string).")
 @click.option("--concurrency", type=click.IntRange(1), help="Actor-wide limit of tasks running at once.")
 @click.option("--weight", type=click.IntRange(1), help="With --key: that value's tasks per round-robin turn.")
-@coordinator_option
-def limits_set(actor: str, rate: str | None, key_value: str | None, concurrency: int | None, weight: int | None,
-               coordinators: tuple[str, ...]) -> None:
+@pass_client
+def limits_set(client: Client, actor: str, rate: str | None, key_value: str | None, concurrency: int | None,
+               weight: int | None) -> None:
     """Override ACTOR's limits until `qrt limits reset ACTOR`."""
-    from qrt.state.limits import parse_rate
-
-    if rate is None and concurrency is None and weight is None:
-        raise click.UsageError("give --rate, --concurrency or --key VALUE --weight N")
-    if weight is not None and key_value is None:
-        raise click.UsageError("--weight needs --key VALUE: it sets that value's tasks per round-robin turn")
-    if key_value is not None and rate is None and weight is None:
-        raise click.UsageError("--key goes with --rate (that value's rate) or --weight (its share of turns)")
-    if rate is not None:
-        try:
-            parse_rate(rate)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--rate") from None
-    with _client(coordinators) as client:
-        _run(lambda: client.set_limits(actor, rate=rate, key=key_value, concurrency=concurrency, weight=weight))
+    # Which combinations make sense, and what a rate looks like, is the library's to say (InvalidArgument).
+    client.set_limits(actor, rate=rate, key=key_value, concurrency=concurrency, weight=weight)
     click.echo(f"limits of {actor} set")
 
 
 @limits.command("reset")
 @click.argument("actor")
-@coordinator_option
-def limits_reset(actor: str, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def limits_reset(client: Client, actor: str) -> None:
     """Drop the overrides of ACTOR: what its workers registered holds again."""
-    with _client(coordinators) as client:
-        changed = _run(lambda: client.reset_limits(actor))
+    changed = client.reset_limits(actor)
     click.echo(f"limits of {actor} reset" if changed else f"{actor} had no override")
 
 
@@ -358,36 +352,33 @@ def queue() -> None:
 
 @queue.command("pause")
 @click.argument("actor")
-@coordinator_option
-def queue_pause(actor: str, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def queue_pause(client: Client, actor: str) -> None:
     """Start none of ACTOR's tasks (they stay queued) until resumed."""
-    with _client(coordinators) as client:
-        _run(lambda: client.pause(actor))
+    client.pause(actor)
     click.echo(f"{actor} paused")
 
 
 @queue.command("resume")
 @click.argument("actor")
-@coordinator_option
-def queue_resume(actor: str, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def queue_resume(client: Client, actor: str) -> None:
     """Start ACTOR's tasks again."""
-    with _client(coordinators) as client:
-        _run(lambda: client.resume(actor))
+    client.resume(actor)
     click.echo(f"{actor} resumed")
 
 
 @queue.command("purge")
 @click.argument("actor")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@coordinator_option
-def queue_purge(actor: str, yes: bool, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def queue_purge(client: Client, actor: str, yes: bool) -> None:
     """Cancel every queued and delayed task of ACTOR (running ones finish)."""
-    with _client(coordinators) as client:
-        row = _run(client.status)["queues"].get(actor, {"queued": 0, "delayed": 0})
-        waiting = row["queued"] + row["delayed"]
-        if not yes:
-            click.confirm(f"{actor} has {waiting} queued or delayed tasks; cancel them all?", abort=True)
-        n = _run(lambda: client.purge(actor))
+    row = client.status()["queues"].get(actor, {"queued": 0, "delayed": 0})
+    waiting = row["queued"] + row["delayed"]
+    if not yes:
+        click.confirm(f"{actor} has {waiting} queued or delayed tasks; cancel them all?", abort=True)
+    n = client.purge(actor)
     click.echo(f"purged {n} tasks of {actor}")
 
 
@@ -409,42 +400,34 @@ def _when(ts: float) -> str:
 @click.argument("json_args", required=False)
 @click.option("--kwargs", "json_kwargs", metavar="JSON", help="Keyword arguments as a JSON object.")
 @click.option("--tz", default="UTC", show_default=True, help="IANA time zone of EXPR, e.g. Europe/Paris.")
-@coordinator_option
-def cron_add(name: str, actor: str, expr: str, json_args: str | None, json_kwargs: str | None, tz: str,
-             coordinators: tuple[str, ...]) -> None:
+@pass_client
+def cron_add(client: Client, name: str, actor: str, expr: str, json_args: str | None, json_kwargs: str | None,
+             tz: str) -> None:
     """Fire ACTOR with JSON_ARGS at each time of EXPR ("*/5 * * * *", or 6 fields, seconds first)."""
-    from qrt.state.cron import CronExpr
-
-    try:
-        CronExpr.parse(expr, tz)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="EXPR/--tz") from None
     args = _json_arg(json_args, "JSON_ARGS", list)
     kwargs = _json_arg(json_kwargs, "--kwargs", dict)
-    with _client(coordinators) as client:
-        _run(lambda: client.cron_add(name, actor, expr, args, kwargs, tz))
-        entry = next(e for e in _run(client.cron_list) if e["name"] == name)
+    # A bad EXPR or --tz is the library's to say (InvalidArgument), before anything is sent.
+    client.cron_add(name, actor, expr, args, kwargs, tz)
+    entry = next(e for e in client.cron_list() if e["name"] == name)
     click.echo(f"cron {name}: {actor} at {expr!r} ({tz}); next fire {_when(entry['next_fire'])}")
 
 
 @cron.command("remove")
 @click.argument("name")
-@coordinator_option
-def cron_remove(name: str, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def cron_remove(client: Client, name: str) -> None:
     """Remove the cron entry NAME."""
-    with _client(coordinators) as client:
-        if not _run(lambda: client.cron_remove(name)):
-            raise click.ClickException(f"no cron entry named {name!r}")
+    if not client.cron_remove(name):
+        raise click.ClickException(f"no cron entry named {name!r}")
     click.echo(f"cron {name} removed")
 
 
 @cron.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@coordinator_option
-def cron_list(as_json: bool, coordinators: tuple[str, ...]) -> None:
+@pass_client
+def cron_list(client: Client, as_json: bool) -> None:
     """Every entry: schedule, next and last fire, missed fires."""
-    with _client(coordinators) as client:
-        entries = _run(client.cron_list)
+    entries = client.cron_list()
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return

@@ -3,6 +3,7 @@
 from .actor import Actor, Concurrency, RateLimit, TaskInfo, actor, current_task
 from .client import AsyncClient, AsyncTaskHandle, Client, TaskHandle
 from .errors import (
+    ClientClosed,
     InvalidArgument,
     NoLeader,
     NonRetryable,
@@ -23,6 +24,7 @@ __all__ = [
     "AsyncClient",
     "AsyncTaskHandle",
     "Client",
+    "ClientClosed",
     "Concurrency",
     "InvalidArgument",
     "NoLeader",

@@ -37,14 +37,34 @@ LEASE_TIMEOUT = 5.0
 WORKER_FENCE_AFTER = 4.0
 # A worker or client that hears nothing from its coordinator this long tries the next address.
 SILENCE_BEFORE_FAILOVER = 1.5
+# After `no_leader` or `unavailable`, a client sends the request again this much later: an election
+# takes 0.4-2.5 s (measured), so a few quick retries find the new leader soon after it is elected.
+NO_LEADER_RETRY = 0.2
+# A worker whose hello met `no_leader` says hello again this much later. Only then: a hello repeated
+# while its welcome is on the way would make the leader recount slots that a `run` already took.
+HELLO_RETRY = 0.5
+# A worker's outcomes not acknowledged this long are sent again (the leader may have died before
+# committing them): an ack normally comes within a commit, milliseconds (docs/protocol.md, §8).
+RESEND_AFTER = 1.0
+# How long a client request may go without any leader answering before it fails with NoLeader
+# (`Client(timeout=...)`): several elections' worth, and every address tried several times.
+REQUEST_TIMEOUT = 15.0
+# Longest a single `wait` is held by the coordinator; result() repeats waits up to its timeout. Short,
+# because a wait held by a leader that dies is noticed only this long (plus the silence) later.
+WAIT_CHUNK = 5.0
 # Slots per worker process: enough to keep async I/O handlers busy, small enough to spread load.
 WORKER_CONCURRENCY = 8
 # On SIGTERM a worker finishes what it runs for this long, then gives the rest back to the queue.
 DRAIN_TIMEOUT = 60.0
 
 # Largest frame accepted: big enough for any sane payload, small enough that one client cannot
-# exhaust the coordinator's memory. ZeroMQ itself drops connections beyond 4x this.
+# exhaust the coordinator's memory.
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+# Largest frame on the client/worker port at all, both ways (ZeroMQ's MAXMSGSIZE: it drops a peer that
+# sends more). What the coordinator sends may be larger than what it accepts (a `run` of one task whose
+# arguments fill a frame, a dead letter with its arguments and traceback), so clients and workers accept
+# up to this; so does a worker from its process-isolated children (an outcome holds one result).
+MAX_PEER_FRAME_BYTES = 4 * MAX_FRAME_BYTES
 
 # Raft (pysyncobj). Its default batching waits for a timer: ~10 commits/s (measured, DESIGN.md).
 RAFT_APPEND_ENTRIES_USE_BATCH = False

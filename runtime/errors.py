@@ -10,11 +10,12 @@ class QrtError(Exception):
 class ProtocolError(QrtError):
     """A frame that does not follow docs/protocol.md; `code` is one of protocol.ErrorCode."""
 
-    def __init__(self, code: str, message: str, rid: int | None = None) -> None:
+    def __init__(self, code: str, message: str, rid: int | None = None, field: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.rid = rid  # the request id, when the frame was readable enough to have one
+        self.field = field  # the offending field's path (e.g. "tasks[0].actor"), for bad_field
 
 
 class RemoteError(QrtError):
@@ -28,6 +29,11 @@ class RemoteError(QrtError):
 
 class NoLeader(QrtError):
     """No coordinator answered as leader in time: the cluster is down, electing, or misaddressed."""
+
+
+class ClientClosed(QrtError, RuntimeError):
+    """The client was closed: it sends nothing more (make a new one). A request still waiting for its
+    answer when the client closed fails with this too. (A RuntimeError as well, as `Client` raised.)"""
 
 
 class InvalidArgument(QrtError, TypeError):

@@ -22,11 +22,11 @@ from . import defaults
 from .lifetime import die_with_parent
 from .raft_cipher import RaftCipher
 from .state import StateMachine
-from .state.model import Effect
+from .state.model import Applied
 
 log = logging.getLogger("qrt.replication")
 
-ProposeCallback = Callable[[list[list[Effect]] | None, str | None], None]
+ProposeCallback = Callable[[Applied | None, str | None], None]
 
 # Longest wait for an event in one tick: bounds timer precision (elections, heartbeats) when idle.
 TICK_WAIT = 0.02
@@ -42,7 +42,7 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
         self.machine = StateMachine()
 
     @replicated  # type: ignore[misc, untyped-decorator]
-    def apply(self, payload: bytes) -> list[list[Effect]]:
+    def apply(self, payload: bytes) -> Applied:
         if self._frozen:  # the snapshot's fork has happened (it follows _serialize at once)
             gc.unfreeze()
             self._frozen = False
@@ -67,6 +67,18 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
 def local_only(address: str) -> bool:
     host = address.rsplit(":", 1)[0]
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def check_cluster(self_address: str, peers: list[str], password: str | None) -> None:
+    """The rules a cluster's shape must follow; ValueError naming the one broken."""
+    if (len(peers) + 1) % 2 == 0:
+        raise ValueError(f"{len(peers) + 1} nodes: a Raft cluster needs an odd number (1, 3 or 5); "
+                         "an even one tolerates no more failures than one node fewer")
+    if password is not None and not password:
+        raise ValueError("the Raft password is empty")
+    if password is None and not all(local_only(a) for a in [self_address, *peers]):
+        raise ValueError("a Raft password is required when any node is not on loopback "
+                         "(pysyncobj unpickles what its port receives)")
 
 
 def _die_with_forking_parent() -> None:
@@ -99,9 +111,7 @@ class Replication:
 
     def __init__(self, self_address: str, peers: list[str], data_dir: str, password: str | None,
                  on_state_changed: Callable[[], None] | None = None) -> None:
-        if password is None and not all(local_only(a) for a in [self_address, *peers]):
-            raise ValueError("a Raft password is required when any node is not on loopback "
-                             "(pysyncobj unpickles what its port receives)")
+        check_cluster(self_address, peers, password)
         os.makedirs(data_dir, exist_ok=True)
         self.log = ReplicatedLog()
         tag = self_address.replace(":", "_")

@@ -27,11 +27,14 @@ from typing import Any
 
 from .actor import Actor, registry
 from .client import ActorRef, SubmitOptions, make_envelope, raise_for_result
+from .coordinator.roster import WorkerTable
 from .errors import ResultTimeout
-from .protocol import Outcome, parse_envelope
-from .state import StateMachine, TaskState
+from .operator import cron_request, limits_request
+from .protocol import Envelope, Outcome
+from .state import StateMachine, TaskState, views
 from .state import commands as C
-from .state.model import Leased
+from .state.model import Applied, Leased
+from .worker import outcomes
 from .worker.runner import run_handler
 
 # 2030-01-01T00:00:00Z: a fixed start, so that tests (and cron schedules in them) are repeatable.
@@ -82,14 +85,18 @@ class VirtualCluster:
         self.machine = StateMachine()
         self.now = start.timestamp() if isinstance(start, datetime.datetime) else float(start)
         self.actors = {a.name: a for a in actors} if actors is not None else dict(registry)
-        self.free = {f"virtual-worker-{i}": concurrency for i in range(workers)}
+        # The leader's view of its workers, and its policy for offering them (least loaded first).
+        self.workers = WorkerTable()
+        for i in range(workers):
+            name = f"virtual-worker-{i}"
+            self.workers.hello(name, name.encode(), list(self.actors), concurrency, concurrency)
         self.durations = dict(durations or {})
         self.running: list[tuple[float, str, Outcome]] = []  # (finishes at, worker, outcome)
         self.history: list[Start] = []
         self._seq = 0
         self._loop = asyncio.new_event_loop()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qrt-virtual")
-        self._apply(C.register_actors({name: a.options() for name, a in self.actors.items()}))
+        self._apply(C.RegisterActors({name: a.options() for name, a in self.actors.items()}))
 
     def close(self) -> None:
         self._loop.close()
@@ -113,8 +120,8 @@ class VirtualCluster:
         """As `Client.submit_with`; `eta` and `expires` datetimes are read on the virtual clock."""
         envelope = make_envelope(actor, args, kwargs,
                                  SubmitOptions(delay, eta, expires, priority, idempotency_key))
-        envelope = parse_envelope(envelope.to_wire(), "task")  # the coordinator's own validation
-        [accepted] = self._apply(C.submit([envelope]))[1]
+        envelope = Envelope.from_wire(envelope.to_wire(), "task")  # the coordinator's own validation
+        [accepted] = self._apply(C.Submit([envelope])).effects()[0]
         self._dispatch_and_finish()
         return VirtualTask(self, accepted.ids[0])  # type: ignore[union-attr]
 
@@ -122,33 +129,30 @@ class VirtualCluster:
         return VirtualTask(self, task_id)
 
     def cancel(self, task_id: str) -> None:
-        self._apply(C.cancel(task_id))
+        self._apply(C.Cancel(task_id))
 
     # -- what an operator does --------------------------------------------------------------
 
     def set_limits(self, actor: str, rate: str | None = None, key: Any = None, concurrency: int | None = None,
                    weight: int | None = None) -> None:
         """As `Client.set_limits`."""
-        from .state.limits import parse_rate
-
-        self._apply(C.operator_limits(actor, None if rate is None else parse_rate(rate), key, concurrency, weight))
+        request = limits_request(actor, rate, key, concurrency, weight)
+        self._apply(C.operator_limits(actor, request.rate, request.key, request.concurrency, request.weight))
 
     def reset_limits(self, actor: str) -> None:
-        self._apply(C.reset_limits(actor))
+        self._apply(C.ResetLimits(actor))
 
     def pause(self, actor: str) -> None:
-        self._apply(C.pause(actor, True))
+        self._apply(C.Pause(actor, True))
 
     def resume(self, actor: str) -> None:
-        self._apply(C.pause(actor, False))
+        self._apply(C.Pause(actor, False))
 
     def cron_add(self, name: str, actor: ActorRef, expr: str, args: list[Any] | tuple[Any, ...] = (),
                  kwargs: dict[str, Any] | None = None, tz: str = "UTC") -> None:
-        from .state.cron import CronExpr
-
-        CronExpr.parse(expr, tz)
-        envelope = make_envelope(actor, args, kwargs)
-        self._apply(C.cron_add(name, envelope.actor, expr, tz, envelope.args, envelope.kwargs))
+        """As `Client.cron_add`."""
+        r = cron_request(name, actor, expr, args, kwargs, tz)
+        self._apply(C.CronAdd(r.name, r.actor, r.expr, r.tz, r.args, r.kwargs))
 
     def cron_list(self) -> list[dict[str, Any]]:
         return [entry.view() for entry in self.machine.cron.entries.values()]
@@ -180,7 +184,8 @@ class VirtualCluster:
             self.advance(upcoming - self.now)
 
     def _next_event(self) -> float | None:
-        times = [t for t in (self.machine.next_due(), *(r[0] for r in self.running)) if t is not None and t > self.now]
+        times = [t for t in (views.next_due(self.machine), *(r[0] for r in self.running))
+                 if t is not None and t > self.now]
         return min(times, default=None)
 
     def starts(self, actor: str | None = None) -> list[Start]:
@@ -189,7 +194,7 @@ class VirtualCluster:
 
     # -- the simulated coordinator and workers -----------------------------------------------
 
-    def _apply(self, *commands: C.Command) -> list[list[Any]]:
+    def _apply(self, *commands: C.Command) -> Applied:
         return self.machine.apply_batch(C.pack_batch(1, self.now, list(commands)))
 
     def _dispatch_and_finish(self) -> None:
@@ -198,10 +203,18 @@ class VirtualCluster:
             done = [r for r in self.running if r[0] <= self.now]
             self.running = [r for r in self.running if r[0] > self.now]
             for _, worker, outcome in done:
-                self._apply(C.finish(worker, [outcome]))
-                self.free[worker] += 1
-            offers = [(w, sorted(self.actors), n) for w, n in self.free.items() if n > 0]
-            leased = [e for e in self._apply(C.dispatch(offers))[1] if isinstance(e, Leased)] if offers else []
+                self._apply(C.Finish(worker, [outcome]))
+                self.workers.by_id[worker].credit += 1
+            offered = self.workers.offerable()
+            leased: list[Leased] = []
+            if offered:
+                command = self.workers.reserve(offered)
+                leased = [e for e in self._apply(command).effects()[0] if isinstance(e, Leased)]
+                for conn, offer in zip(offered, command.offers, strict=True):
+                    granted = [e for e in leased if e.worker == conn.id]
+                    conn.credit += offer.slots - len(granted)
+                    if granted:
+                        conn.last_run = self.now
             for effect in leased:
                 self._start(effect)
             if not done and not leased:
@@ -209,16 +222,12 @@ class VirtualCluster:
 
     def _start(self, effect: Leased) -> None:
         task, worker = effect.task, effect.worker
-        self.free[worker] -= 1
-        self.history.append(Start(self.now, task["id"], task["actor"], task["attempt"], worker))
+        self.history.append(Start(self.now, task.id, task.actor, task.attempt, worker))
         outcome = self._loop.run_until_complete(
-            run_handler(self.actors[task["actor"]], task, self._executor, lambda _: None))
-        duration = self.durations.get(task["actor"], 0.0)
-        if duration > task["timeout"]:
-            duration = task["timeout"]
-            outcome = {"id": task["id"], "attempt": task["attempt"], "ok": False, "error_type": "timeout",
-                       "message": f"ran longer than its timeout of {task['timeout']} s (virtual)"}
-        self.running.append((self.now + duration, worker, Outcome(
-            outcome["id"], outcome["attempt"], outcome["ok"], outcome.get("value"), outcome.get("error_type", ""),
-            outcome.get("message", ""), outcome.get("traceback", ""), outcome.get("retry_delay"),
-            outcome.get("retryable", True))))
+            run_handler(self.actors[task.actor], task, self._executor, lambda _: None))
+        duration = self.durations.get(task.actor, 0.0)
+        if duration > task.timeout:
+            duration = task.timeout
+            outcome = outcomes.error(task.id, task.attempt, "timeout",
+                                     f"ran longer than its timeout of {task.timeout} s (virtual)")
+        self.running.append((self.now + duration, worker, outcome))

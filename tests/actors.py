@@ -62,7 +62,10 @@ async def sleep_then(seconds: float, value: object = None) -> dict[str, object]:
 
 
 @qrt.actor(result_ttl=0)
-async def no_result() -> int:
+async def no_result(release_file: str) -> int:
+    """Stores no result, and returns only once `release_file` exists: a test can be waiting by then."""
+    while not os.path.exists(release_file):
+        await asyncio.sleep(0.01)  # ok-sleep: the handler polls for the test's go-ahead
     return 1
 
 

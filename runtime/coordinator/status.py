@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 from ..replication import Replication
-from .workers import WorkerTable
+from ..state import views
+from .roster import WorkerTable
 
 
 def cluster_status(listen: str, leading: bool, replication: Replication, workers: WorkerTable) -> dict[str, Any]:
@@ -18,7 +19,7 @@ def cluster_status(listen: str, leading: bool, replication: Replication, workers
                   "reachable": addr == raft["self"] or raft["connected"].get(addr, False)}
                  for addr, url in sorted(machine.nodes.items())]
         leader_url = machine.nodes.get(raft["leader"] or "")
-        queues = machine.depth()
+        queues = views.depth(machine)
         for actor in machine.actors:
             queues.setdefault(actor, {"queued": 0, "delayed": 0, "running": 0})
         running = {w: len(ids) for w, ids in machine.leases.items()}

@@ -1,62 +1,126 @@
-"""The leader's in-memory view of connected workers: free slots and lease timers.
-
-None of this is replicated (DESIGN.md, "Lease expiry is the leader's, in memory"): a new leader
-rebuilds it from the leases in the state machine and from workers saying hello again.
-"""
+"""Workers' messages, hello to bye, as the leader handles them (its view of them: roster.py)."""
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, field
 
+from .. import defaults
+from .. import protocol as P
+from ..replication import Replication
+from ..state import commands as C
+from ..state import views
+from ..state.model import Effect
+from .dispatch import Dispatcher
+from .proposer import Proposer
+from .roster import WorkerConn, WorkerTable
+from .router import Router
 
-@dataclass(slots=True)
-class WorkerConn:
-    id: str
-    identity: bytes  # ZeroMQ routing id
-    actors: list[str] = field(default_factory=list)
-    credit: int = 0  # free slots the worker offered and the leader has not filled yet
-    concurrency: int = 0
-    last_seen: float = field(default_factory=time.monotonic)
-    draining: bool = False
-    connected: bool = True  # False: known only from its leases (after an election), or a `run` to it failed
-    since: float = 0.0  # batches applied when it said hello: leases granted later may be on their way
-    last_run: float = 0.0  # when it was last sent tasks (monotonic): among equals, the longest idle goes first
+log = logging.getLogger("qrt.coordinator")
 
+class WorkerDesk:
+    """The worker messages: hello, heartbeat, done, credit, drain, bye; and silent workers' leases."""
 
-class WorkerTable:
-    def __init__(self) -> None:
-        self.by_id: dict[str, WorkerConn] = {}
+    def __init__(self, replication: Replication, proposer: Proposer, router: Router, workers: WorkerTable,
+                 dispatcher: Dispatcher) -> None:
+        self.replication = replication
+        self.proposer = proposer
+        self.router = router
+        self.workers = workers
+        self.dispatcher = dispatcher
 
-    def hello(self, worker_id: str, identity: bytes, actors: list[str], slots: int, concurrency: int) -> WorkerConn:
-        conn = WorkerConn(worker_id, identity, sorted(actors), slots, concurrency)
-        self.by_id[worker_id] = conn
+    def handle(self, identity: bytes, msg: P.WorkerMessage) -> None:
+        if isinstance(msg, P.Hello):
+            self._hello(identity, msg)
+            return
+        conn = self._known(identity)
+        if conn is None:
+            return
+        if isinstance(msg, P.Heartbeat):
+            self._send(conn.identity, P.Hb())
+        elif isinstance(msg, P.Done):
+            self._done(conn, msg)
+        elif isinstance(msg, P.Credit):
+            if not conn.draining:
+                conn.credit += msg.n
+                self.dispatcher.poke()
+        elif isinstance(msg, P.Drain):
+            conn.draining = True
+            conn.credit = 0
+            log.info("worker %s is draining", conn.id)
+        else:
+            self._bye(conn, msg)
+
+    def _send(self, identity: bytes, message: P.Message) -> None:
+        self.router.send(identity, message.encode())
+
+    def _known(self, identity: bytes) -> WorkerConn | None:
+        conn = self.workers.seen(identity.decode(errors="replace"))
+        if conn is None or not conn.connected:
+            # This leader has not heard its hello (it was elected since): ask for one.
+            self._send(identity, P.Error(P.ErrorCode.NOT_HELLO, "say hello first: this leader does not know you"))
+            return None
         return conn
 
-    def ghost(self, worker_id: str) -> None:
-        """A worker that holds leases but has not said hello to this leader: its timer starts now."""
-        if worker_id not in self.by_id:
-            self.by_id[worker_id] = WorkerConn(worker_id, worker_id.encode(), connected=False)
+    def _hello(self, identity: bytes, msg: P.Hello) -> None:
+        if identity != msg.worker_id.encode():
+            self._send(identity, P.Error(P.ErrorCode.BAD_FIELD, "field 'worker_id' must equal the socket's "
+                                         "ZeroMQ routing id", field="worker_id"))
+            return
+        previous = self.workers.by_id.get(msg.worker_id)
+        # A lease granted since this worker's previous hello may be a `run` still on its way to it:
+        # the worker cannot list it yet, so only older unlisted leases count as vanished.
+        since = previous.hello_batch if previous is not None and previous.connected else None
+        conn = self.workers.hello(msg.worker_id, identity, [a.name for a in msg.actors], msg.slots, msg.concurrency)
+        self.proposer.add(C.RegisterActors({a.name: a.options for a in msg.actors}), None)
+        still_running = set(msg.running)
+        with self.replication.reading() as machine:
+            conn.hello_batch = machine.applied
+            vanished = [(tid, attempt) for tid, attempt in views.leases_of(machine, msg.worker_id)
+                        if (tid, attempt) not in still_running
+                        and (since is None or machine.tasks[tid].leased_in <= since)]
+            now = max(machine.now, time.time())
+        if vanished:  # granted by an earlier leader, but the worker never got them (or fenced itself)
+            self.dispatcher.requeue(msg.worker_id, vanished)
+        self.dispatcher.poke()
+        log.info("worker %s joined: %d free slots, actors %s", msg.worker_id, msg.slots,
+                 ", ".join(a.name for a in msg.actors))
+        self._send(identity, P.Welcome(msg.worker_id, defaults.HEARTBEAT_INTERVAL, defaults.LEASE_TIMEOUT, now))
 
-    def seen(self, worker_id: str) -> WorkerConn | None:
-        conn = self.by_id.get(worker_id)
+    def _done(self, conn: WorkerConn, msg: P.Done) -> None:
+        if not conn.draining:
+            conn.credit += msg.credit
+        ack = P.Ack([o.id for o in msg.outcomes]).encode()
+        identity = conn.identity
+
+        def finished(effects: list[Effect] | None, error: str | None) -> None:
+            if effects is not None:  # else no ack: the worker sends the outcomes again
+                self.router.send(identity, ack)
+        self.proposer.add(C.Finish(conn.id, msg.outcomes), finished)
+        self.dispatcher.poke()
+
+    def _bye(self, conn: WorkerConn, msg: P.Bye) -> None:
+        self.workers.remove(conn.id)
+        farewell = P.Ack([tid for tid, _ in msg.running], bye=True).encode()
+        identity = conn.identity
+        log.info("worker %s left, giving back %d running tasks", conn.id, len(msg.running))
+
+        def given_back(effects: list[Effect] | None, error: str | None) -> None:
+            if effects is not None:  # else no ack: the worker says bye again, or its leases expire
+                self.router.send(identity, farewell)
+        # All its leases, not only those it lists: a `run` may have crossed its `bye` (its earlier
+        # `done` reports are ahead of this in the log, so finished tasks stay finished).
+        self.dispatcher.requeue(conn.id, None, then=given_back)
+
+    def cancel_running(self, worker: str, task_id: str) -> None:
+        """Tell a worker to stop a task that was cancelled while it ran."""
+        conn = self.workers.by_id.get(worker)
         if conn is not None:
-            conn.last_seen = time.monotonic()
-        return conn
+            self._send(conn.identity, P.CancelRun(task_id))
 
-    def silent_since(self, deadline: float) -> list[WorkerConn]:
-        return [w for w in self.by_id.values() if w.last_seen < deadline]
-
-    def with_credit(self) -> list[WorkerConn]:
-        """Workers that can take tasks, least loaded first (most free slots, then longest without a
-        task): the state machine fills offers in this order, so light load spreads over every worker
-        instead of keeping the first one busy and the others idle."""
-        ready = [w for w in self.by_id.values() if w.credit > 0 and w.connected and not w.draining]
-        ready.sort(key=lambda w: (-w.credit, w.last_run))
-        return ready
-
-    def remove(self, worker_id: str) -> None:
-        self.by_id.pop(worker_id, None)
-
-    def clear(self) -> None:
-        self.by_id.clear()
+    def expire_silent(self) -> None:
+        """A worker silent for the lease timeout is gone: its leases expire, counting a loss."""
+        for conn in self.workers.silent_since(time.monotonic() - defaults.LEASE_TIMEOUT):
+            self.workers.remove(conn.id)
+            log.warning("worker %s silent for %.0f s: its leases expire", conn.id, defaults.LEASE_TIMEOUT)
+            self.dispatcher.requeue(conn.id, None, counts=True)

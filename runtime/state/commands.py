@@ -1,87 +1,153 @@
 """Commands of the replicated log, and the batch that carries them through Raft.
 
-A command is a msgpack list ``[kind, ...fields]`` built by the functions below; the coordinator
+Each kind of command is a record below (read by name in the state machine's handlers). In the log
+a command is a msgpack list ``[kind, ...fields]``, in the record's field order; the coordinator
 proposes many at once as one batch ``[term, timestamp, [command, ...]]`` (group commit: one Raft
 entry for many client requests). The leader stamps the batch; a replica never reads a clock.
+
+The log's bytes are a contract: replicas of different versions, and the digest that compares
+replicas, read the same bytes. A submit's tasks are written as their envelopes' ``to_wire()`` maps
+and a finish's outcomes as 9-element lists. Reading a batch builds the records without validating
+again: every field was validated at the edge (protocol) before it was proposed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
 import msgpack
 
 from ..protocol import Envelope, Outcome
 
-Command = list[Any]
 
-SUBMIT = "submit"
-DISPATCH = "dispatch"
-FINISH = "finish"
-LOST = "lost"
-CANCEL = "cancel"
-REGISTER_ACTORS = "register_actors"
-REGISTER_NODE = "register_node"
-DLQ_REPLAY = "dlq_replay"
-DLQ_PURGE = "dlq_purge"
-TICK = "tick"
-SET_LIMITS = "set_limits"
-RESET_LIMITS = "reset_limits"
-PAUSE = "pause"
-CRON_ADD = "cron_add"
-CRON_REMOVE = "cron_remove"
-PURGE_QUEUE = "purge_queue"
+class _Record:
+    """Written as ``[KIND, *fields]``; a record whose fields need more says so in `to_wire`."""
+
+    __slots__ = ()
+    KIND: ClassVar[str]
+    __match_args__: ClassVar[tuple[str, ...]]  # the dataclass's fields, in order
+
+    def to_wire(self) -> list[Any]:
+        return [self.KIND, *(getattr(self, name) for name in self.__match_args__)]
+
+    @classmethod
+    def from_wire(cls, raw: list[Any]) -> Any:
+        return cls(*raw[1:])
 
 
-def submit(envelopes: list[Envelope]) -> Command:
-    return [SUBMIT, [e.to_wire() for e in envelopes]]
+@dataclass(frozen=True, slots=True)
+class Submit(_Record):
+    KIND: ClassVar[str] = "submit"
+    tasks: list[Envelope]
+
+    def to_wire(self) -> list[Any]:
+        return [self.KIND, [e.to_wire() for e in self.tasks]]
+
+    @classmethod
+    def from_wire(cls, raw: list[Any]) -> Submit:
+        return cls([_envelope(w) for w in raw[1]])
 
 
-def dispatch(offers: list[tuple[str, list[str], int]]) -> Command:
-    """Offers of free slots: (worker id, actors it serves, how many tasks it can take now)."""
-    return [DISPATCH, [[w, actors, n] for w, actors, n in offers]]
+class Offer(NamedTuple):
+    """Free slots of one worker: it serves `actors` and can take `slots` tasks now."""
+
+    worker: str
+    actors: list[str]
+    slots: int
 
 
-def finish(worker: str, outcomes: list[Outcome]) -> Command:
-    return [FINISH, worker, [
-        [o.id, o.attempt, o.ok, o.value, o.error_type, o.message, o.traceback, o.retry_delay, o.retryable]
-        for o in outcomes
-    ]]
+@dataclass(frozen=True, slots=True)
+class Dispatch(_Record):
+    KIND: ClassVar[str] = "dispatch"
+    offers: list[Offer]  # least loaded first: tasks are spread over them in this order
+
+    @classmethod
+    def from_wire(cls, raw: list[Any]) -> Dispatch:
+        return cls([Offer(w, actors, n) for w, actors, n in raw[1]])
 
 
-def lost(worker: str, leases: list[tuple[str, int]] | None = None, counts: bool = True) -> Command:
-    """The worker's leases are void; `leases` None means all of them.
+@dataclass(frozen=True, slots=True)
+class Finish(_Record):
+    KIND: ClassVar[str] = "finish"
+    worker: str
+    outcomes: list[Outcome]
 
-    `counts` is True when the worker died or vanished (the task's loss counter grows, and a task
-    lost too often is dead-lettered as a poison task), False when a draining worker hands its
-    unfinished tasks back.
+    def to_wire(self) -> list[Any]:
+        return [self.KIND, self.worker, [
+            [o.id, o.attempt, o.ok, o.value, o.error_type, o.message, o.traceback, o.retry_delay, o.retryable]
+            for o in self.outcomes
+        ]]
+
+    @classmethod
+    def from_wire(cls, raw: list[Any]) -> Finish:
+        return cls(raw[1], [
+            Outcome(id=i, attempt=attempt, ok=ok, value=value, error_type=error_type, message=message,
+                    traceback=tb, retry_delay=retry_delay, retryable=retryable)
+            for i, attempt, ok, value, error_type, message, tb, retry_delay, retryable in raw[2]
+        ])
+
+
+@dataclass(frozen=True, slots=True)
+class Lost(_Record):
+    """The worker's leases are void.
+
+    `leases` None means all of them. `counts` is True when the worker died or vanished (the
+    task's loss counter grows, and a task lost too often is dead-lettered as a poison task), False
+    when a draining worker hands its unfinished tasks back.
     """
-    return [LOST, worker, None if leases is None else [list(x) for x in leases], counts]
+
+    KIND: ClassVar[str] = "lost"
+    worker: str
+    leases: list[tuple[str, int]] | None = None  # (task id, attempt)
+    counts: bool = True
+
+    @classmethod
+    def from_wire(cls, raw: list[Any]) -> Lost:
+        _, worker, leases, counts = raw
+        return cls(worker, None if leases is None else [(t, a) for t, a in leases], counts)
 
 
-def cancel(task_id: str) -> Command:
-    return [CANCEL, task_id]
+@dataclass(frozen=True, slots=True)
+class Cancel(_Record):
+    KIND: ClassVar[str] = "cancel"
+    task_id: str
 
 
-def register_actors(actors: dict[str, dict[str, Any]]) -> Command:
-    return [REGISTER_ACTORS, actors]
+@dataclass(frozen=True, slots=True)
+class RegisterActors(_Record):
+    KIND: ClassVar[str] = "register_actors"
+    actors: dict[str, dict[str, Any]]  # actor -> the options its workers declare
 
 
-def register_node(raft_address: str, url: str) -> Command:
-    return [REGISTER_NODE, raft_address, url]
+@dataclass(frozen=True, slots=True)
+class RegisterNode(_Record):
+    KIND: ClassVar[str] = "register_node"
+    raft_address: str
+    url: str
 
 
-def dlq_replay(ids: list[str] | None) -> Command:
-    return [DLQ_REPLAY, ids]
+@dataclass(frozen=True, slots=True)
+class DlqReplay(_Record):
+    KIND: ClassVar[str] = "dlq_replay"
+    ids: list[str] | None  # None: every dead letter
 
 
-def dlq_purge(ids: list[str] | None) -> Command:
-    return [DLQ_PURGE, ids]
+@dataclass(frozen=True, slots=True)
+class DlqPurge(_Record):
+    KIND: ClassVar[str] = "dlq_purge"
+    ids: list[str] | None  # None: every dead letter
 
 
-def set_limits(actor: str, rate_limits: list[list[Any]] | None = None, concurrency: list[list[Any]] | None = None,
-               key_rate: tuple[Any, int, float] | None = None, rate: tuple[int, float] | None = None,
-               cap: int | None = None, weight: tuple[Any, int] | None = None) -> Command:
+@dataclass(frozen=True, slots=True)
+class Tick(_Record):
+    """Nothing but the passage of time: promotes due tasks and drops expired results."""
+
+    KIND: ClassVar[str] = "tick"
+
+
+@dataclass(frozen=True, slots=True)
+class SetLimits(_Record):
     """An operator's limits for `actor`, winning over what workers register until reset.
 
     `rate_limits` / `concurrency` replace the registered lists (None: keep them); `rate` (n, period)
@@ -89,52 +155,140 @@ def set_limits(actor: str, rate_limits: list[list[Any]] | None = None, concurren
     (value, n, period) sets the rate of one value of the actor's keyed rate limit; `weight`
     (value, n) gives the lanes of that key value n tasks per round-robin turn.
     """
-    return [SET_LIMITS, actor, rate_limits, concurrency, None if key_rate is None else list(key_rate),
-            None if rate is None else list(rate), cap, None if weight is None else list(weight)]
+
+    KIND: ClassVar[str] = "set_limits"
+    actor: str
+    rate_limits: list[list[Any]] | None = None
+    concurrency: list[list[Any]] | None = None
+    key_rate: tuple[Any, int, float] | None = None
+    rate: tuple[int, float] | None = None
+    cap: int | None = None
+    weight: tuple[Any, int] | None = None
+
+    @classmethod
+    def from_wire(cls, raw: list[Any]) -> SetLimits:
+        _, actor, rate_limits, concurrency, key_rate, rate, cap, weight = raw
+        return cls(actor, rate_limits, concurrency, _tuple(key_rate), _tuple(rate), cap, _tuple(weight))
+
+
+@dataclass(frozen=True, slots=True)
+class ResetLimits(_Record):
+    KIND: ClassVar[str] = "reset_limits"
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pause(_Record):
+    """A paused actor's tasks stay queued (and keep arriving) but none starts."""
+
+    KIND: ClassVar[str] = "pause"
+    actor: str
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CronAdd(_Record):
+    """An operator's cron entry (validated before it is proposed: cron_expr.CronExpr.parse)."""
+
+    KIND: ClassVar[str] = "cron_add"
+    name: str
+    actor: str
+    expr: str
+    tz: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CronRemove(_Record):
+    KIND: ClassVar[str] = "cron_remove"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeQueue(_Record):
+    """Cancel every queued and delayed task of `actor` (running ones finish)."""
+
+    KIND: ClassVar[str] = "purge_queue"
+    actor: str
+
+
+Command = (Submit | Dispatch | Finish | Lost | Cancel | RegisterActors | RegisterNode | DlqReplay | DlqPurge
+           | Tick | SetLimits | ResetLimits | Pause | CronAdd | CronRemove | PurgeQueue)
+
+_KINDS: dict[str, type[Command]] = {cls.KIND: cls for cls in (
+    Submit, Dispatch, Finish, Lost, Cancel, RegisterActors, RegisterNode, DlqReplay, DlqPurge, Tick, SetLimits,
+    ResetLimits, Pause, CronAdd, CronRemove, PurgeQueue)}
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A command in the log that this version cannot read (an unknown kind, or fields that do not
+    fit its record): it fails alone, and the batch's other commands still apply."""
+
+    kind: str  # as the log names it ("?" when it names none)
+    raw: Any
+    reason: str
+
+
+# -- what an operator asks, as a command ---------------------------------------------------------
 
 
 def operator_limits(actor: str, rate: tuple[int, float] | None, key: Any, concurrency: int | None,
-                    weight: int | None) -> Command:
+                    weight: int | None) -> SetLimits:
     """What `qrt limits set` asks, as a set_limits command: `rate` is actor-wide, or with `key` the
     rate of that key value; `weight` (with `key`) is that value's tasks per round-robin turn."""
-    return set_limits(actor, rate=rate if key is None else None, cap=concurrency,
-                      key_rate=None if key is None or rate is None else (key, *rate),
-                      weight=None if weight is None else (key, weight))
+    return SetLimits(actor, rate=rate if key is None else None, cap=concurrency,
+                     key_rate=None if key is None or rate is None else (key, *rate),
+                     weight=None if weight is None else (key, weight))
 
 
-def pause(actor: str, paused: bool) -> Command:
-    """A paused actor's tasks stay queued (and keep arriving) but none starts."""
-    return [PAUSE, actor, paused]
+# -- the batch ---------------------------------------------------------------------------------
 
 
-def purge_queue(actor: str) -> Command:
-    """Cancel every queued and delayed task of `actor` (running ones finish)."""
-    return [PURGE_QUEUE, actor]
-
-
-def reset_limits(actor: str) -> Command:
-    return [RESET_LIMITS, actor]
-
-
-def cron_add(name: str, actor: str, expr: str, tz: str, args: list[Any], kwargs: dict[str, Any]) -> Command:
-    """An operator's cron entry (validated before it is proposed: cron.CronExpr.parse)."""
-    return [CRON_ADD, name, actor, expr, tz, args, kwargs]
-
-
-def cron_remove(name: str) -> Command:
-    return [CRON_REMOVE, name]
-
-
-def tick() -> Command:
-    """Nothing but the passage of time: promotes due tasks and drops expired results."""
-    return [TICK]
-
-
-def pack_batch(term: int, timestamp: float, commands: list[Command]) -> bytes:
-    packed: bytes = msgpack.packb([term, timestamp, commands], use_bin_type=True)
+def pack_batch(term: int, timestamp: float, commands: list[Command], refs: list[int] | None = None) -> bytes:
+    """One Raft entry: ``[term, timestamp, [command, ...], [ref, ...]]``. A ref is the proposer's
+    number for a command, so that each command's effects find who waits for them; without refs
+    (tests, tools) the commands are numbered 1, 2, ..."""
+    batch: list[Any] = [term, timestamp, [c.to_wire() for c in commands]]
+    if refs is not None:
+        if len(refs) != len(commands):
+            raise ValueError(f"{len(refs)} refs for {len(commands)} commands")
+        batch.append(refs)
+    packed: bytes = msgpack.packb(batch, use_bin_type=True)
     return packed
 
 
-def unpack_batch(payload: bytes) -> tuple[int, float, list[Command]]:
-    term, timestamp, commands = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    return term, timestamp, commands
+def unpack_batch(payload: bytes) -> tuple[int, float, list[Command | Unreadable], list[int]]:
+    """The batch's stamp, its commands (one that cannot be read becomes `Unreadable`) and their refs."""
+    term, timestamp, raw, *rest = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    refs = rest[0] if rest else list(range(1, len(raw) + 1))
+    return term, timestamp, [_command(r) for r in raw], refs
+
+
+def _command(raw: Any) -> Command | Unreadable:
+    kind = raw[0] if isinstance(raw, list) and raw and isinstance(raw[0], str) else "?"
+    cls = _KINDS.get(kind)
+    if cls is None:
+        return Unreadable(kind, raw, f"unknown command {kind!r}")
+    try:
+        command: Command = cls.from_wire(raw)
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        return Unreadable(kind, raw, f"its fields do not fit the record ({type(exc).__name__}: {exc})")
+    return command
+
+
+def _envelope(wire: dict[str, Any]) -> Envelope:
+    """An envelope from its `to_wire()` map (absent optional fields were falsy)."""
+    if len(wire) == 4:  # id, actor, args and kwargs only: most tasks (a quarter of the cost of the rest)
+        return Envelope(wire["id"], wire["actor"], wire["args"], wire["kwargs"])
+    return Envelope(
+        id=wire["id"], actor=wire["actor"], args=wire["args"], kwargs=wire["kwargs"], keys=wire.get("keys") or {},
+        delay=wire.get("delay", 0.0), priority=wire.get("priority", 0), eta=wire.get("eta"),
+        expires_in=wire.get("expires_in"), expires_at=wire.get("expires_at"),
+        idempotency_key=wire.get("idempotency_key"),
+    )
+
+
+def _tuple(value: Any) -> Any:
+    return None if value is None else tuple(value)

@@ -1,123 +1,117 @@
-"""Cron expressions: parse "*/5 * * * *" (or 6 fields, seconds first) and find the next fire time.
+"""Cron entries in the replicated state: which fire when, fired once per scheduled time.
 
-Pure: the next time after a leader timestamp is computed from the expression and the time zone's
-rules (zoneinfo), so every replica computes the same one.
+The entries live in the state machine, so a new leader continues exactly where the old one
+stopped: a scheduled time is fired by the batch whose leader timestamp first passes it, and the
+task it creates has an id made of the entry and the time, so it can never exist twice. An entry
+keeps its expression parsed (cron_expr.py) from the command that put it.
 """
 
 from __future__ import annotations
 
-import datetime
-import zoneinfo
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-_MONTHS = {name: i for i, name in enumerate(
-    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], start=1)}
-_DAYS = {name: i for i, name in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
-# (name, lowest, highest, names)
-_FIELDS = [("second", 0, 59, {}), ("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
-           ("month", 1, 12, _MONTHS), ("day of week", 0, 7, _DAYS)]
-# How far ahead to look for a match before calling an expression impossible ("0 0 30 2 *").
-SEARCH_DAYS = 366 * 5
+from .cron_expr import CronExpr
 
-
-def _value(text: str, names: dict[str, int], field: str) -> int:
-    if text.lower() in names:
-        return names[text.lower()]
-    if not text.isdigit():
-        raise ValueError(f"{field} value {text!r} is not a number")
-    return int(text)
+# A fire this late still counts as on time; later, a "skip" entry counts it as missed instead.
+ON_TIME_GRACE = 60.0
+# Counting the fires missed during a long outage stops here (a per-second schedule, a day down).
+MAX_MISSED_COUNTED = 10_000
 
 
-def _parse_field(text: str, field: str, low: int, high: int, names: dict[str, int]) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        body, _, step_text = part.partition("/")
-        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
-        if step_text and step is None:
-            raise ValueError(f"{field} step {step_text!r} must be a positive number")
-        if body == "*":
-            start, end = low, high
-        elif "-" in body:
-            a, _, b = body.partition("-")
-            start, end = _value(a, names, field), _value(b, names, field)
+@dataclass(slots=True)
+class CronEntry:
+    name: str
+    actor: str
+    schedule: CronExpr  # pickled as its text and time zone (CronExpr.__reduce__)
+    args: list[Any]
+    kwargs: dict[str, Any]
+    source: str  # "actor" (declared with @qrt.actor(cron=...)) or "operator" (qrt cron add)
+    next_fire: float = 0.0
+    last_fire: float = 0.0
+    missed: int = 0
+
+    def view(self) -> dict[str, Any]:
+        return {"name": self.name, "actor": self.actor, "expr": self.schedule.text, "tz": self.schedule.tz,
+                "args": self.args, "kwargs": self.kwargs, "source": self.source, "next_fire": self.next_fire,
+                "last_fire": self.last_fire, "missed": self.missed}
+
+
+@dataclass(slots=True)
+class Fire:
+    entry: CronEntry
+    at: float
+
+    @property
+    def task_id(self) -> str:
+        """Unique per entry and time; a long name is hashed so the id fits the 200-character limit."""
+        name = self.entry.name
+        if len(name) > 150:
+            name = hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+        return f"cron:{name}:{int(self.at)}"
+
+
+class CronTable:
+    def __init__(self) -> None:
+        self.entries: dict[str, CronEntry] = {}
+
+    def put(self, name: str, actor: str, expr: str, tz: str, args: list[Any], kwargs: dict[str, Any], *,
+            source: str, now: float) -> None:
+        """Add or change an entry; an unchanged schedule keeps its parsed form and its fire times.
+        ValueError for an invalid `expr` or `tz` (validated before it was proposed)."""
+        old = self.entries.get(name)
+        if old is not None and (old.schedule.text, old.schedule.tz) == (expr, tz):
+            self.entries[name] = CronEntry(name, actor, old.schedule, args, kwargs, source,
+                                           old.next_fire, old.last_fire, old.missed)
         else:
-            start = _value(body, names, field)
-            end = high if step else start
-        if not low <= start <= end <= high:
-            raise ValueError(f"{field} {part!r} is outside {low}-{high}")
-        values.update(range(start, end + 1, step or 1))
-    return frozenset(values)
+            schedule = CronExpr.parse(expr, tz)
+            self.entries[name] = CronEntry(name, actor, schedule, args, kwargs, source,
+                                           schedule.next_after(now) or 0.0)
+
+    def remove(self, name: str) -> bool:
+        return self.entries.pop(name, None) is not None
+
+    def next_fire(self) -> float | None:
+        times = [e.next_fire for e in self.entries.values() if e.next_fire]
+        return min(times) if times else None
+
+    def due(self, now: float, missed_policy: Callable[[str], str]) -> list[Fire]:
+        """The fires due by `now`, one per entry: the latest scheduled time; earlier ones are missed.
+
+        `missed_policy(actor)` is "run" or "skip": whether a fire later than the grace still runs.
+        """
+        fires = []
+        for entry in self.entries.values():
+            if not entry.next_fire or entry.next_fire > now:
+                continue
+            expr = entry.schedule
+            latest = entry.next_fire
+            for _ in range(MAX_MISSED_COUNTED):
+                later = expr.next_after(latest)
+                if later is None or later > now:
+                    break
+                latest = later
+                entry.missed += 1
+            else:  # a very long outage: stop counting, but still find the latest time due
+                latest = _latest_due(expr, latest, now)
+            if missed_policy(entry.actor) == "skip" and now - latest > ON_TIME_GRACE:
+                entry.missed += 1
+            else:
+                fires.append(Fire(entry, latest))
+                entry.last_fire = latest
+            entry.next_fire = expr.next_after(latest) or 0.0
+        return fires
 
 
-@dataclass(frozen=True)
-class CronExpr:
-    text: str
-    tz: str
-    seconds: frozenset[int]
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
-    any_day: bool  # day of month is "*"
-    any_weekday: bool  # day of week is "*"
-
-    @classmethod
-    def parse(cls, text: str, tz: str = "UTC") -> CronExpr:
-        """ValueError, naming the field, for anything that is not a valid expression or time zone."""
-        if not isinstance(text, str):
-            raise ValueError(f"a cron expression must be a string, not {type(text).__name__}")
-        parts = text.split()
-        if len(parts) == 5:
-            parts = ["0", *parts]
-        if len(parts) != 6:
-            raise ValueError(f"cron expression {text!r} must have 5 fields (minute hour day month weekday) "
-                             "or 6 (with seconds first)")
-        try:
-            zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as 'Europe/Paris')") from None
-        try:
-            sets = [_parse_field(part, name, low, high, names)
-                    for part, (name, low, high, names) in zip(parts, _FIELDS, strict=True)]
-        except ValueError as exc:
-            raise ValueError(f"cron expression {text!r}: {exc}") from None
-        weekdays = frozenset(d % 7 for d in sets[5])
-        expr = cls(text, tz, sets[0], sets[1], sets[2], sets[3], sets[4], weekdays,
-                   parts[3] == "*", parts[5] == "*")
-        if expr.next_after(0.0) is None:
-            raise ValueError(f"cron expression {text!r} never fires")
-        return expr
-
-    def _day_matches(self, day: datetime.date) -> bool:
-        if day.month not in self.months:
-            return False
-        in_month = day.day in self.days
-        in_week = (day.isoweekday() % 7) in self.weekdays
-        if self.any_day or self.any_weekday:  # classic cron: both restricted means either matches
-            return in_month and in_week
-        return in_month or in_week
-
-    def next_after(self, after: float) -> float | None:
-        """The first fire time strictly after `after` (epoch seconds), or None if there is none."""
-        zone = zoneinfo.ZoneInfo(self.tz)
-        start = datetime.datetime.fromtimestamp(int(after) + 1, zone).replace(tzinfo=None)
-        day = start.date()
-        for _ in range(SEARCH_DAYS):
-            if self._day_matches(day):
-                first = day == start.date()
-                for hour in sorted(self.hours):
-                    if first and hour < start.hour:
-                        continue
-                    for minute in sorted(self.minutes):
-                        if first and (hour, minute) < (start.hour, start.minute):
-                            continue
-                        for second in sorted(self.seconds):
-                            local = datetime.datetime(day.year, day.month, day.day, hour, minute, second)
-                            if local < start:
-                                continue
-                            fire = local.replace(tzinfo=zone).timestamp()
-                            if fire > after:  # a local time skipped by a DST change maps past it
-                                return fire
-            day += datetime.timedelta(days=1)
-        return None
+def _latest_due(expr: CronExpr, after: float, now: float) -> float:
+    """The last scheduled time in (after, now]: look back from `now` over ever longer spans."""
+    for span in (1.0, 60.0, 3600.0, 86400.0, 31 * 86400.0, 366 * 86400.0):
+        start = max(after, now - span)
+        candidate = expr.next_after(start)
+        if candidate is not None and candidate <= now:
+            while (later := expr.next_after(candidate)) is not None and later <= now:
+                candidate = later
+            return candidate
+    return after

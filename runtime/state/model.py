@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol import RunTask
+
 
 class TaskState:
     NEW = "new"  # being created by a submit: not yet queued, delayed or expired
@@ -53,7 +55,7 @@ class Task:
     priority: int
     order: int  # FIFO position among equal priorities; kept when a lost task goes back to the queue
     submitted_at: float
-    state: str = TaskState.QUEUED
+    state: str = TaskState.NEW  # changed only by StateMachine._move (transitions.MOVES)
     eta: float = 0.0
     attempt: int = 0  # deliveries so far; the handler sees it as current_task().attempt
     failures: int = 0  # handler failures so far (timeouts included); compared with `retries`
@@ -101,7 +103,7 @@ class Accepted:
 @dataclass(slots=True)
 class Leased:
     worker: str
-    task: dict[str, Any]  # the body of the "run" entry sent to the worker
+    task: RunTask  # what the worker is sent in `run`
 
 
 @dataclass(slots=True)
@@ -142,4 +144,29 @@ class Count:
     ids: list[str] = field(default_factory=list)
 
 
-Effect = Accepted | Leased | Finished | Retrying | Requeued | CancelRunning | Count
+@dataclass(slots=True)
+class Internal:
+    """The command raised inside the state machine (a bug, or a command this version cannot read):
+    it keeps what it did before the error, and the batch's other commands still apply."""
+
+    command: str  # its kind ("submit", "finish", ...)
+    message: str  # names the command and the error, for the requester's `internal` error reply
+
+
+Effect = Accepted | Leased | Finished | Retrying | Requeued | CancelRunning | Count | Internal
+
+
+@dataclass(slots=True)
+class Applied:
+    """What applying one batch did: the effects of time passing, and each command's effects under
+    the reference its proposer gave it (commands proposed without one are numbered 1, 2, ...)."""
+
+    time: list[Effect]
+    by_ref: dict[int, list[Effect]]
+
+    def all_effects(self) -> list[Effect]:
+        return [*self.time, *(e for effects in self.by_ref.values() for e in effects)]
+
+    def effects(self) -> list[list[Effect]]:
+        """Each command's effects, in the batch's order."""
+        return list(self.by_ref.values())

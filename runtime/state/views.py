@@ -1,1 +1,70 @@
-"""(being written: issue 9)"""
+"""Read-only questions the coordinator asks the state machine (under the replication lock, except
+where a caller says otherwise). Nothing here changes the machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .limits import INFINITY
+from .machine import StateMachine
+
+
+def has_ready(m: StateMachine, actors: list[str], now: float) -> bool:
+    """Whether a dispatch for `actors` at leader time `now` could lease anything."""
+    return any(m.queued_count.get(a, 0) > 0 and m.blocked_until.get(a, 0.0) <= now and a not in m.paused
+               for a in actors)
+
+
+def ready_actors(m: StateMachine, now: float) -> set[str]:
+    """The actors a dispatch at leader time `now` could lease a task of. Safe to call without the
+    replication lock (one look at the counters): list(dict) and dict lookups are atomic under the
+    GIL, and a batch applied meanwhile only makes the answer one batch old."""
+    return {actor for actor in list(m.queued_count) if has_ready(m, [actor], now)}
+
+
+def next_due(m: StateMachine) -> float | None:
+    """When the earliest delayed task becomes due or queued task expires (may be early: stale entries)."""
+    times = [heap[0][0] for heap in (m.delay_heap, m.start_deadlines) if heap]
+    # Only blocks still ahead: a past one is lifted by the next dispatch (counting it would have
+    # the leader propose empty ticks back to back: ~880 a second, measured).
+    times += [t for a, t in m.blocked_until.items() if m.now < t != INFINITY and m.queued_count.get(a)]
+    cron = m.cron.next_fire()
+    if cron is not None:
+        times.append(cron)
+    return min(times) if times else None
+
+
+def next_expiry(m: StateMachine) -> float | None:
+    """When the earliest finished task's record (and result) is due to be dropped."""
+    return m.expiry[0][0] if m.expiry else None
+
+
+def leases_of(m: StateMachine, worker: str) -> list[tuple[str, int]]:
+    """The (task id, attempt) of every lease `worker` holds."""
+    return [(tid, m.tasks[tid].attempt) for tid in m.leases.get(worker, {})]
+
+
+def limits_view(m: StateMachine) -> dict[str, dict[str, Any]]:
+    """Per actor with limits: what workers registered, the operator's override, and what holds."""
+    out: dict[str, dict[str, Any]] = {}
+    for actor in sorted(set(m.actors) | set(m.overrides) | set(m.paused)):
+        rates, caps = m.limits(actor)
+        registered = m.actors.get(actor) or {}
+        out[actor] = {
+            "rate_limits": [[r.n, r.period, r.key] for r in rates],
+            "concurrency": [[c.n, c.key] for c in caps],
+            "registered": {k: registered.get(k, []) for k in ("rate_limits", "concurrency")},
+            "override": m.overrides.get(actor, {}),
+            "running": m.flow.running.get((actor, "", None), 0),
+            "paused": actor in m.paused,
+        }
+    return out
+
+
+def depth(m: StateMachine) -> dict[str, dict[str, int]]:
+    """Per actor: queued, delayed and running counts, from counters (a scan of a million tasks
+    under the apply lock took 300 ms, measured)."""
+    running = {bucket[0]: n for bucket, n in m.flow.running.items() if not bucket[1]}
+    actors = set(m.queued_count) | set(m.delayed_count) | set(running)
+    return {actor: {"queued": m.queued_count.get(actor, 0), "delayed": m.delayed_count.get(actor, 0),
+                    "running": running.get(actor, 0)} for actor in sorted(actors)}

@@ -31,8 +31,10 @@ import msgpack
 
 from .. import defaults
 from ..actor import Actor, TaskInfo, _current, registry
+from ..errors import ProtocolError
 from ..lifetime import die_with_parent
-from .runner import outcome_error, outcome_of_exception, outcome_ok, outcome_timed_out
+from ..protocol import Outcome, RunTask
+from . import outcomes
 
 log = logging.getLogger("qrt.worker")
 
@@ -48,7 +50,7 @@ KILL_WAIT = 5.0
 # How often a bounded wait for a child's exit looks again (waitpid with WNOHANG).
 EXIT_POLL = 0.01
 # A child's outcome carries a result that fits a frame: anything much larger is garbage.
-MAX_MESSAGE_BYTES = 4 * defaults.MAX_FRAME_BYTES
+MAX_MESSAGE_BYTES = defaults.MAX_PEER_FRAME_BYTES
 _HEADER = struct.Struct("!I")  # every message: its length (4 bytes, big-endian), then msgpack
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -82,29 +84,27 @@ class ChildPool:
         self._children: set[_Child] = set()  # every child not being stopped: idle, busy or starting
         self._closed = False
 
-    async def run(self, actor: Actor[Any, Any], task: dict[str, Any]) -> dict[str, Any]:
-        """Run one ``run`` entry in a child and return its outcome; raises only CancelledError."""
-        task_id, attempt, timeout = task["id"], task["attempt"], float(task["timeout"])
-        request = {"id": task_id, "attempt": attempt, "args": task.get("args", []), "kwargs": task.get("kwargs", {})}
+    async def run(self, actor: Actor[Any, Any], task: RunTask) -> Outcome:
+        """Run one task of a ``run`` in a child and return its outcome; raises only CancelledError."""
         try:
             child = await self._checkout(actor)
         except _ChildFailed as exc:
-            return outcome_error(task_id, attempt, exc.error_type, str(exc), "", retryable=exc.retryable)
+            return outcomes.error(task.id, task.attempt, exc.error_type, str(exc), retryable=exc.retryable)
         try:
-            async with asyncio.timeout(timeout):
-                outcome = await _call(child, request)
+            async with asyncio.timeout(task.timeout):
+                outcome = await _call(child, task)
         except TimeoutError:
             log.warning("%s (task %s) ran past its timeout of %s s: killing its child process %s",
-                        actor.name, task_id, timeout, child.pid)
+                        actor.name, task.id, task.timeout, child.pid)
             await self._stop(child)
-            return outcome_timed_out(actor, task_id, attempt, timeout)
+            return outcomes.timed_out(actor.name, task.id, task.attempt, task.timeout)
         except _ChildFailed:
             how = await self._bury(child)
-            log.warning("the child process running %s (task %s) %s", actor.name, task_id, how)
+            log.warning("the child process running %s (task %s) %s", actor.name, task.id, how)
             message = f"the child process running {actor.name} {how}; a fresh one takes its place"
-            return outcome_error(task_id, attempt, "ChildDied", message, "")
+            return outcomes.error(task.id, task.attempt, "ChildDied", message)
         except BaseException:  # cancelled (the leader's cancel, fencing, drain): the handler goes with its task
-            log.info("%s (task %s) cancelled: killing its child process %s", actor.name, task_id, child.pid)
+            log.info("%s (task %s) cancelled: killing its child process %s", actor.name, task.id, child.pid)
             await self._stop(child)
             raise
         await self._checkin(child, actor)
@@ -215,14 +215,18 @@ class ChildPool:
                 log.error("child process %s survived SIGKILL for %s s", child.pid, KILL_WAIT)
 
 
-async def _call(child: _Child, request: dict[str, Any]) -> dict[str, Any]:
-    data = msgpack.packb(request, use_bin_type=True)
+async def _call(child: _Child, task: RunTask) -> Outcome:
+    """Send the task to the child and read back its outcome (both as their wire maps)."""
+    data = msgpack.packb(task.to_wire(), use_bin_type=True)
     child.writer.write(_HEADER.pack(len(data)) + data)
     try:
         await child.writer.drain()
     except ConnectionError as exc:
         raise _ChildFailed("ChildDied", str(exc)) from None
-    return await _read(child)
+    try:
+        return Outcome.from_wire(await _read(child), "outcome")
+    except ProtocolError as exc:
+        raise _ChildFailed("ChildDied", f"garbage from the child: {exc.message}") from None
 
 
 async def _read(child: _Child) -> dict[str, Any]:
@@ -269,18 +273,17 @@ def _child_main(sock: socket.socket, module: str, name: str, parent: int) -> Non
             return
         _send(stream, {"pid": os.getpid()})
         while (request := _receive(stream)) is not None:
-            _send(stream, _run(actor, request))
+            _send(stream, _run(actor, RunTask.from_wire(request, "task")).to_wire())
     except OSError:  # the worker is gone (BrokenPipeError): so are we
         return
 
 
-def _run(actor: Actor[Any, Any], request: dict[str, Any]) -> dict[str, Any]:
-    task_id, attempt = request["id"], request["attempt"]
-    token = _current.set(TaskInfo(task_id, actor.name, attempt))
+def _run(actor: Actor[Any, Any], task: RunTask) -> Outcome:
+    token = _current.set(TaskInfo(task.id, actor.name, task.attempt))
     try:
-        return outcome_ok(task_id, attempt, actor.fn(*request["args"], **request["kwargs"]))
+        return outcomes.ok(task.id, task.attempt, actor.fn(*task.args, **task.kwargs))
     except Exception as exc:
-        return outcome_of_exception(task_id, attempt, exc)
+        return outcomes.of_exception(task.id, task.attempt, exc)
     finally:
         _current.reset(token)
 

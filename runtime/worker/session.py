@@ -1,15 +1,18 @@
-"""A worker process's session with the coordinator: hello, credit, run, done, heartbeat, drain.
+"""A worker process's session with the coordinator: hello, credit, run, done, heartbeat, drain, bye.
 
 It announces its actors and free slots, runs what it is sent (never more than its free slots),
 reports outcomes until the leader acknowledges them (so a failover neither loses nor doubles a
 report: a repeated report of a finished lease is ignored by the state machine), heartbeats once a
-second, follows redirects, and fences itself when no leader has answered for a while.
+second, follows the leader (`transport.LeaderLink`), and fences itself when no leader has answered
+for a while. It reads top to bottom: the life cycle, the timer, what arrives, what it runs, what it
+reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import socket
@@ -19,24 +22,79 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .. import defaults, protocol
+from .. import defaults
 from ..actor import Actor
 from ..errors import ProtocolError
-from ..transport import Link
+from ..protocol import (
+    Ack,
+    ActorSpec,
+    Bye,
+    CancelRun,
+    Credit,
+    Done,
+    Drain,
+    Error,
+    ErrorCode,
+    Hb,
+    Heartbeat,
+    Hello,
+    Outcome,
+    Redirect,
+    Run,
+    RunTask,
+    Welcome,
+    WorkerMessage,
+    parse_for_worker,
+)
+from ..transport import LeaderLink
+from . import outcomes
 from .isolation import ChildPool
-from .runner import outcome_error, run_handler
+from .runner import run_handler
 
 log = logging.getLogger("qrt.worker")
 
-# Outcomes not acknowledged this long are sent again (the leader may have died before committing).
-RESEND_AFTER = 1.0
+# How often the session looks at its clocks (heartbeat, resends, silence, fencing): a tenth of the
+# heartbeat interval, so each of them is late by at most that.
 TIMER_INTERVAL = 0.1
+# A leaving worker waits this long for the leader to take back its tasks and acknowledge its last
+# reports; then it goes anyway (what was not taken back expires as a lease would).
+BYE_WAIT = 3.0
+
+
+class Standing(enum.Enum):
+    """The session's standing with the leader (one at a time), and how it moves.
+
+    GREETING   `hello` sent to the node the link is connected to; no `welcome` yet. Outcomes wait in
+               `unacked` (all resent on welcome); no heartbeat, `done` or `credit` (the slots freed
+               meanwhile are offered on welcome).
+               welcome -> WELCOMED;  error no_leader -> NO_LEADER;  error not_hello -> GREETING (hello again)
+    NO_LEADER  that node knows no leader yet: hello again HELLO_RETRY later -> GREETING.
+    WELCOMED   the leader knows this worker: heartbeats, `done`, `credit`.
+               error not_hello (a new leader, or it expired us) -> GREETING;  error no_leader -> NO_LEADER
+    Any of those three -> GREETING on every (re)connection (a redirect, or failover after silence:
+    hello to the new node) and on fencing (a hello that no longer lists the cancelled tasks).
+    LEAVING    `bye` sent: only acks are read; nothing is sent (no heartbeat, no hello, no resend).
+               ack with bye -> LEFT
+    LEFT       the leader took back what was handed back; the session ends.
+    """
+
+    GREETING = "greeting"
+    NO_LEADER = "no_leader"
+    WELCOMED = "welcomed"
+    LEAVING = "leaving"
+    LEFT = "left"
 
 
 @dataclass(slots=True)
 class Running:
-    attempt: int
+    attempt: int  # the newest attempt leased to us: the outcome is reported under it
     job: asyncio.Task[None]
+
+
+@dataclass(slots=True)
+class Report:
+    outcome: Outcome
+    sent_at: float  # when it last left (or was queued to leave) in a `done`
 
 
 class Worker:
@@ -52,41 +110,42 @@ class Worker:
         # Also its ZeroMQ routing id (at most 255 bytes): keep it short and ASCII.
         host = socket.gethostname().encode("ascii", "replace").decode()[:60]
         self.id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.standing = Standing.GREETING
+        self.draining = False  # since `stop`: no new tasks, whichever leader we talk to
         self.running: dict[str, Running] = {}
         self.busy_threads = 0  # sync handlers timed out or cancelled whose thread still holds a slot
-        self.unacked: dict[str, tuple[dict[str, Any], float]] = {}  # task id -> (outcome, sent at)
-        self._outbox: list[dict[str, Any]] = []
+        self.unacked: dict[str, Report] = {}  # task id -> its outcome until the leader acknowledges it
+        self._specs = [ActorSpec(a.name, a.options()) for a in actors.values()]
+        self._outbox: list[Outcome] = []  # outcomes of this loop pass: they leave in one `done`
         self._outbox_credit = 0
         self._flush_scheduled = False
-        self._endpoint = 0
-        self._welcomed = False
-        self._draining = False
-        self._last_heard = time.monotonic()  # the last frame from a leader (not a redirect)
-        self._last_connect = time.monotonic()
+        self._last_heard = 0.0  # the last frame from a leader (not a redirect, not an error)
         self._last_beat = 0.0
-        self._last_hello = 0.0
-        self._hello_again = False  # the last hello met "no leader yet": ask again shortly
+        self._hello_at = 0.0
         self._hello_slots = 0  # free slots announced in the last hello
-        self._bye_acked = False
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="qrt-handler")
         self._children = ChildPool(concurrency)  # for isolation="process"; none start until needed
         self._jobs: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._link: Link | None = None
+        self._link: LeaderLink | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then drain: finish within the drain timeout, give back the rest."""
         self._loop = asyncio.get_running_loop()
-        self._link = Link(self._loop, self._on_frame, identity=self.id.encode())
-        self._connect(self.coordinators[0])
+        self._last_heard = time.monotonic()
+        self._link = LeaderLink(self._loop, self.coordinators, self._on_message, self._hello,
+                                identity=self.id.encode())
         try:
+            self._link.start()  # connects, then says hello
             while not stop.is_set():
-                self._on_timer()
+                self._tick()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), TIMER_INTERVAL)
+                    async with asyncio.timeout(TIMER_INTERVAL):
+                        await stop.wait()
             await self._drain()
+            await self._leave()
         finally:
             for job in list(self._jobs):
                 job.cancel()
@@ -97,78 +156,49 @@ class Worker:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _drain(self) -> None:
+        """Take no more tasks; let the running ones finish, up to the drain timeout."""
         log.info("worker %s draining: %d running, up to %.0f s", self.id, len(self.running), self.drain_timeout)
-        self._draining = True
-        self._send({"t": "drain"})
+        self.draining = True
+        self._send(Drain())
         deadline = time.monotonic() + self.drain_timeout
         while self.running and time.monotonic() < deadline:
-            self._on_timer()
+            self._tick()
             await asyncio.sleep(TIMER_INTERVAL)
-        leftover = [[tid, r.attempt] for tid, r in self.running.items()]
+
+    async def _leave(self) -> None:
+        """Stop what still runs, hand it back with `bye`, and wait (briefly) for the leader to take it."""
+        leftover = [(task_id, r.attempt) for task_id, r in self.running.items()]
         for r in self.running.values():
             r.job.cancel()
         self.running.clear()
         self._flush()
-        # Hand back what is left and wait (briefly) for the leader to take it and our reports.
-        self._send({"t": "bye", "running": leftover})
-        bye_deadline = time.monotonic() + 3.0
-        self._bye_acked = False
-        while (self.unacked or not self._bye_acked) and time.monotonic() < bye_deadline:
-            self._on_timer()
+        self._send(Bye(leftover))
+        self.standing = Standing.LEAVING
+        deadline = time.monotonic() + BYE_WAIT
+        while (self.unacked or self.standing is not Standing.LEFT) and time.monotonic() < deadline:
             await asyncio.sleep(TIMER_INTERVAL)
         log.info("worker %s stopped (%d tasks given back)", self.id, len(leftover))
 
-    # -- connection -------------------------------------------------------------------------
+    # -- the timer --------------------------------------------------------------------------
 
-    def _connect(self, url: str) -> None:
+    def _tick(self) -> None:
         assert self._link is not None
-        self._welcomed = False
-        self._last_connect = time.monotonic()
-        self._link.connect(url)
-        self._hello()
-
-    def _hello(self) -> None:
-        self._last_hello = time.monotonic()
-        self._hello_slots = 0 if self._draining else self._free_slots()
-        self._send({
-            "t": "hello", "worker_id": self.id, "slots": self._hello_slots,
-            "concurrency": self.concurrency,
-            "actors": [{"name": a.name, "options": a.options()} for a in self.actors.values()],
-            # Finished but unacknowledged tasks too: their leases must stay, for the report we resend.
-            "running": [[tid, r.attempt] for tid, r in self.running.items()]
-                       + [[o["id"], o["attempt"]] for o, _ in self.unacked.values()],
-        })
-
-    def _free_slots(self) -> int:
-        return max(0, self.concurrency - len(self.running) - self.busy_threads)
-
-    def _send(self, body: dict[str, Any]) -> None:
-        assert self._link is not None
-        self._link.send(protocol.encode(body))
-
-    def _on_timer(self) -> None:
-        now = time.monotonic()
-        silent = now - self._last_heard
-        if silent > defaults.WORKER_FENCE_AFTER and self.running:
-            self._fence()
-        if silent > defaults.SILENCE_BEFORE_FAILOVER and now - self._last_connect > defaults.SILENCE_BEFORE_FAILOVER:
-            # No leader answers: try the next coordinator (the leader may be dead).
-            self._endpoint = (self._endpoint + 1) % len(self.coordinators)
-            self._connect(self.coordinators[self._endpoint])
+        if self.standing in (Standing.LEAVING, Standing.LEFT):
             return
-        if self._hello_again and not self._welcomed and now - self._last_hello > 0.5:
-            # No leader was elected when we last asked. Only then: a hello repeated while its
-            # welcome is on the way would make the leader recount slots a `run` already took.
-            self._hello_again = False
+        now = time.monotonic()
+        if now - self._last_heard > defaults.WORKER_FENCE_AFTER and self.running:
+            self._fence()
+        if self._link.tick(self._last_heard):
+            return  # no leader answers here: the link moved to the next node, and we said hello there
+        if self.standing is Standing.NO_LEADER and now - self._hello_at > defaults.HELLO_RETRY:
             self._hello()
-        if self._welcomed and now - self._last_beat >= defaults.HEARTBEAT_INTERVAL:
-            self._last_beat = now
-            self._send({"t": "heartbeat"})
-        stale = [o for o, sent in self.unacked.values() if now - sent > RESEND_AFTER]
-        if stale and self._welcomed:
-            self._send_done(stale, 0)
-            for o in stale:
-                self.unacked[o["id"]] = (o, now)
+        if self.standing is Standing.WELCOMED:
+            if now - self._last_beat >= defaults.HEARTBEAT_INTERVAL:
+                self._last_beat = now
+                self._send(Heartbeat())
+            stale = [report for report in self.unacked.values() if now - report.sent_at > defaults.RESEND_AFTER]
+            if stale:
+                self._resend(stale)
 
     def _fence(self) -> None:
         """No leader for too long: our leases are about to be granted elsewhere. Stop and stay silent."""
@@ -181,78 +211,95 @@ class Worker:
         # later one tells it they are gone, so it requeues them instead of waiting on us forever.
         self._hello()
 
-    # -- frames from the coordinator --------------------------------------------------------
+    # -- what arrives -----------------------------------------------------------------------
 
-    def _on_frame(self, frame: bytes) -> None:
+    def _hello(self) -> None:
+        """Introduce ourselves (again) to the node the link is connected to."""
+        self.standing = Standing.GREETING
+        self._hello_at = time.monotonic()
+        self._hello_slots = 0 if self.draining else self._free_slots()
+        # Finished but unacknowledged tasks too: their leases must stay, for the report we resend.
+        held = [(task_id, r.attempt) for task_id, r in self.running.items()]
+        held += [(report.outcome.id, report.outcome.attempt) for report in self.unacked.values()]
+        self._send(Hello(self.id, self._specs, self._hello_slots, self.concurrency, held))
+
+    def _on_message(self, raw: dict[str, Any]) -> None:
         try:
-            # The leader sends a `run` batch that may exceed one client frame; it is trusted that far.
-            msg = protocol.decode(frame, 4 * defaults.MAX_FRAME_BYTES)
+            message = parse_for_worker(raw)
         except ProtocolError as exc:
             log.warning("dropped a bad frame from the coordinator: %s", exc.message)
             return
-        kind = msg["t"]
-        if kind in ("welcome", "hb", "run", "ack", "cancel"):  # only a leader sends these
+        if isinstance(message, (Welcome, Hb, Run, Ack, CancelRun)):  # only a leader sends these
             self._last_heard = time.monotonic()
-        if kind == "run":
-            for task in msg.get("tasks", []):
-                self._start(task)
-        elif kind == "ack":
-            for task_id in msg.get("ids", []):
-                self.unacked.pop(task_id, None)
-            if msg.get("bye") is True:
-                self._bye_acked = True
-        elif kind == "cancel":
-            running = self.running.get(msg.get("id", ""))
-            if running is not None:
-                running.job.cancel()
-        elif kind == "welcome":
-            self._welcomed = True
-            freed = self._free_slots() - self._hello_slots  # slots freed while the hello travelled
-            if freed > 0 and not self._draining:
-                self._send({"t": "credit", "n": freed})
-            if self.unacked:
-                self._send_done([o for o, _ in self.unacked.values()], 0)
-            if self._draining:
-                self._send({"t": "drain"})
-            log.info("worker %s connected to leader %s", self.id, self._link.url if self._link else "")
-        elif kind == "redirect" and isinstance(msg.get("leader"), str):
-            log.info("redirected to the leader at %s", msg["leader"])
-            self._connect(msg["leader"])
-        elif kind == "error":
-            code = msg.get("code")
-            if code == protocol.ErrorCode.NOT_HELLO:
-                self._hello()
-            elif code == protocol.ErrorCode.NO_LEADER:
-                self._hello_again = True  # the timer asks again in 0.5 s
-            else:
-                log.error("coordinator error: %s: %s", code, msg.get("message"))
-
-    # -- running tasks ----------------------------------------------------------------------
-
-    def _start(self, task: dict[str, Any]) -> None:
-        task_id, attempt = task.get("id"), task.get("attempt")
-        if not isinstance(task_id, str) or not isinstance(attempt, int):
+        if self.standing in (Standing.LEAVING, Standing.LEFT):
+            if isinstance(message, Ack):
+                self._on_ack(message)
             return
-        existing = self.running.get(task_id)
+        match message:
+            case Run():
+                for task in message.tasks:
+                    self._start(task)
+            case Ack():
+                self._on_ack(message)
+            case CancelRun():
+                running = self.running.get(message.id)
+                if running is not None:
+                    running.job.cancel()
+            case Welcome():
+                self._on_welcome()
+            case Redirect():
+                log.info("redirected to the leader at %s", message.leader)
+                assert self._link is not None
+                self._link.follow(message.leader)  # then hello there
+            case Error():
+                self._on_error(message)
+
+    def _on_welcome(self) -> None:
+        self.standing = Standing.WELCOMED
+        freed = self._free_slots() - self._hello_slots  # slots freed while the hello travelled
+        if freed > 0 and not self.draining:
+            self._send(Credit(freed))
+        if self.unacked:
+            self._resend(list(self.unacked.values()))
+        if self.draining:
+            self._send(Drain())  # a hello clears the leader's drain flag
+        log.info("worker %s connected to leader %s", self.id, self._link.url if self._link else "")
+
+    def _on_ack(self, ack: Ack) -> None:
+        for task_id in ack.ids:
+            self.unacked.pop(task_id, None)
+        if ack.bye and self.standing is Standing.LEAVING:
+            self.standing = Standing.LEFT
+
+    def _on_error(self, error: Error) -> None:
+        if error.code == ErrorCode.NOT_HELLO:
+            self._hello()
+        elif error.code == ErrorCode.NO_LEADER:
+            self.standing = Standing.NO_LEADER  # the timer says hello again HELLO_RETRY after the last one
+        else:
+            log.error("coordinator error: %s: %s", error.code, error.message)
+
+    # -- what it runs -----------------------------------------------------------------------
+
+    def _start(self, task: RunTask) -> None:
+        existing = self.running.get(task.id)
         if existing is not None:
             # Leased again (our old lease expired while the handler kept running): the running
             # handler reports under the new attempt, and the slot this run took is offered back.
-            existing.attempt = max(existing.attempt, attempt)
-            self._send({"t": "credit", "n": 1})
+            existing.attempt = max(existing.attempt, task.attempt)
+            self._send(Credit(1))
             return
-        actor = self.actors.get(task.get("actor", ""))
+        actor = self.actors.get(task.actor)
         if actor is None:  # the coordinator only sends actors we announced; be safe anyway
-            message = f"actor {task.get('actor')!r} is not registered by this worker"
-            self._report(outcome_error(task_id, attempt, "UnknownActor", message, "", retryable=False), 1)
+            self._report(outcomes.unknown_actor(task.id, task.attempt, task.actor), 1)
             return
         assert self._loop is not None
         job = self._loop.create_task(self._execute(actor, task))
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
-        self.running[task_id] = Running(attempt, job)
+        self.running[task.id] = Running(task.attempt, job)
 
-    async def _execute(self, actor: Actor[Any, Any], task: dict[str, Any]) -> None:
-        task_id = task["id"]
+    async def _execute(self, actor: Actor[Any, Any], task: RunTask) -> None:
         overran = False
 
         def on_overrun(thread: asyncio.Future[Any]) -> None:
@@ -264,25 +311,29 @@ class Worker:
         try:
             outcome = await run_handler(actor, task, self._executor, on_overrun, self._children)
         except asyncio.CancelledError:
-            running = self.running.pop(task_id, None)
+            running = self.running.pop(task.id, None)
             if running is not None:  # cancelled at the leader's request: report it
-                error = outcome_error(task_id, running.attempt, "cancelled", "cancelled while running", "")
-                self._report(error, 0 if self._draining or overran else 1)
+                self._report(outcomes.cancelled(task.id, running.attempt), 0 if self.draining or overran else 1)
             return  # fenced or shutting down: report nothing, the lease decides
-        running = self.running.pop(task_id, None)
+        running = self.running.pop(task.id, None)
         if running is None:
             return  # fenced meanwhile: the leader may have given the task to another worker
-        outcome["attempt"] = running.attempt
-        self._report(outcome, 0 if self._draining or overran else 1)
+        outcome.attempt = running.attempt
+        self._report(outcome, 0 if self.draining or overran else 1)
 
     def _thread_freed(self) -> None:
         self.busy_threads -= 1
-        if not self._draining and self._welcomed:
-            self._send({"t": "credit", "n": 1})
+        if not self.draining and self.standing is Standing.WELCOMED:
+            self._send(Credit(1))
 
-    def _report(self, outcome: dict[str, Any], credit: int) -> None:
+    def _free_slots(self) -> int:
+        return max(0, self.concurrency - len(self.running) - self.busy_threads)
+
+    # -- what it reports --------------------------------------------------------------------
+
+    def _report(self, outcome: Outcome, credit: int) -> None:
         """Queue an outcome; all outcomes of one loop pass leave in one ``done`` frame."""
-        self.unacked[outcome["id"]] = (outcome, time.monotonic())
+        self.unacked[outcome.id] = Report(outcome, time.monotonic())
         self._outbox.append(outcome)
         self._outbox_credit += credit
         if not self._flush_scheduled and self._loop is not None:
@@ -291,21 +342,29 @@ class Worker:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._welcomed:
-            # Between leaders: outcomes wait in `unacked` (sent again on welcome), and the next
-            # hello counts the freed slots.
-            self._outbox, self._outbox_credit = [], 0
-            return
-        if self._outbox or self._outbox_credit:
-            self._send_done(self._outbox, self._outbox_credit)
-            self._outbox = []
-            self._outbox_credit = 0
+        outbox, credit = self._outbox, self._outbox_credit
+        self._outbox, self._outbox_credit = [], 0
+        # Not welcomed (between leaders, or leaving): the outcomes wait in `unacked` (sent again on
+        # welcome), and the next hello, or the welcome, counts the freed slots.
+        if self.standing is Standing.WELCOMED and (outbox or credit):
+            self._send_done(outbox, credit)
 
-    def _send_done(self, outcomes: list[dict[str, Any]], credit: int) -> None:
-        frame = protocol.encode({"t": "done", "outcomes": outcomes, "credit": credit})
-        if len(frame) <= defaults.MAX_FRAME_BYTES or len(outcomes) <= 1:
+    def _resend(self, reports: list[Report]) -> None:
+        """Send unacknowledged outcomes again, with credit 0 (the first `done` carried it)."""
+        self._send_done([report.outcome for report in reports], 0)
+        now = time.monotonic()
+        for report in reports:
+            report.sent_at = now
+
+    def _send_done(self, batch: list[Outcome], credit: int) -> None:
+        frame = Done(batch, credit).encode()
+        if len(frame) <= defaults.MAX_FRAME_BYTES or len(batch) <= 1:
             assert self._link is not None
             self._link.send(frame)
             return
-        for i, outcome in enumerate(outcomes):  # too big together: one frame each
-            self._send({"t": "done", "outcomes": [outcome], "credit": credit if i == 0 else 0})
+        for i, outcome in enumerate(batch):  # too big together: one frame each
+            self._send(Done([outcome], credit if i == 0 else 0))
+
+    def _send(self, message: WorkerMessage) -> None:
+        assert self._link is not None
+        self._link.send(message.encode())

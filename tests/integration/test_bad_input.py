@@ -31,28 +31,16 @@ def ask(sock: zmq.Socket, frame: bytes) -> dict[str, Any]:  # type: ignore[type-
     return reply
 
 
-@pytest.mark.parametrize(("frame", "code", "text"), [
-    (b"\xc1garbage", "bad_frame", "not valid msgpack"),
-    (msgpack.packb([1, 2]), "bad_frame", "must be a msgpack map"),
-    (msgpack.packb({"t": "submit"}), "bad_version", "version"),
-    (msgpack.packb({"v": 1, "t": "fly"}), "unknown_type", "fly"),
-    (msgpack.packb({"v": 1, "t": "submit", "rid": 7}), "bad_field", "'tasks'"),
-    (msgpack.packb({"v": 1, "t": "submit", "rid": 7, "tasks": [{"id": "x", "actor": 5}]}), "bad_field",
-     "'tasks[0].actor' must be str"),
-    (msgpack.packb({"v": 1, "t": "submit", "rid": 7, "tasks": [{"id": "x", "actor": "a", "args": 3}]}),
-     "bad_field", "'tasks[0].args'"),
-    (msgpack.packb({"v": 1, "t": "submit", "rid": 7, "tasks": [{"id": "x", "actor": "a", "delay": -1}]}),
-     "bad_field", "must not be negative"),
-    (msgpack.packb({"v": 1, "t": "wait", "rid": "seven", "id": "x"}), "bad_field", "'rid'"),
-    (msgpack.packb({"v": 1, "t": "hello", "worker_id": "w", "actors": [{"name": "a", "options": {"retires": 1}}],
-                    "slots": 1, "concurrency": 1}), "bad_field", "unknown option 'retires'"),
-    (msgpack.packb({"v": 1, "t": "done", "outcomes": [{"id": "x"}]}), "bad_field", "'outcomes[0].ok'"),
-])
-def test_malformed_frame_gets_an_error_naming_the_problem(raw: zmq.Socket, frame: bytes, code: str,  # type: ignore[type-arg]
-                                                          text: str, cluster: LocalCluster) -> None:
-    reply = ask(raw, frame)
-    assert reply["t"] == "error" and reply["code"] == code, reply
-    assert text in reply["message"]
+def test_a_malformed_frame_gets_an_error_naming_the_field_and_the_node_keeps_serving(
+        raw: zmq.Socket, cluster: LocalCluster) -> None:  # type: ignore[type-arg]
+    # Which frames are refused, and how, is the protocol's decision: tests/unit/test_protocol.py
+    # checks them all without a node. This proves the coordinator sends that error and goes on.
+    reply = ask(raw, msgpack.packb({"v": 1, "t": "submit", "rid": 7, "tasks": [{"id": "x", "actor": 5}]}))
+    assert (reply["t"], reply["code"], reply.get("rid")) == ("error", "bad_field", 7), reply
+    assert "field 'tasks[0].actor' must be str, not int" in reply["message"]
+    assert ask(raw, b"\xc1garbage")["code"] == "bad_frame"
+    with qrt.Client(cluster.urls) as client:
+        assert client.submit(actors.add, 2, 3).result(timeout=10) == 5
 
 
 def test_oversized_frame_is_refused_and_the_node_keeps_serving(raw: zmq.Socket, cluster: LocalCluster) -> None:  # type: ignore[type-arg]
@@ -60,6 +48,7 @@ def test_oversized_frame_is_refused_and_the_node_keeps_serving(raw: zmq.Socket, 
                            "tasks": [{"id": "big", "actor": "a", "args": ["x" * (17 * 1024 * 1024)]}]})
     reply = ask(raw, frame)
     assert reply["code"] == "too_large"
+    assert reply.get("rid") == 1  # read from the frame's first bytes, though it was never decoded
     with qrt.Client(cluster.urls) as client:
         assert client.submit(actors.add, 2, 2).result(timeout=10) == 4
 

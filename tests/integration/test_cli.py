@@ -38,7 +38,7 @@ def test_every_command_has_help(command: list[str]) -> None:
     (["submit", "a", "--delay", "-1"], "-1"),
     (["coordinator", "--peer", "127.0.0.1:9"], "odd number"),
     (["coordinator", "--raft", "10.1.2.3:7701", "--peer", "127.0.0.1:1", "--peer", "127.0.0.1:2"],
-     "--raft-password-file is required"),
+     "a Raft password is required"),
     (["coordinator", "--raft", "nonsense"], "HOST:PORT"),
     (["worker", "no_such_module_xyz"], "cannot import module 'no_such_module_xyz'"),
     (["dlq", "replay"], "either a task ID or --all"),
@@ -48,6 +48,37 @@ def test_bad_arguments_give_a_message_and_no_traceback(args: list[str], message:
     result = CliRunner().invoke(main, args)
     assert result.exit_code != 0
     assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["worker", "tests.actors"], ["submit", "a"], ["wait", "x"], ["status"],
+                                     ["cancel", "x"], ["dlq", "list"], ["dlq", "show", "x"],
+                                     ["dlq", "replay", "--all"], ["dlq", "purge", "--all"], ["limits", "show"],
+                                     ["limits", "set", "a", "--concurrency", "1"], ["limits", "reset", "a"],
+                                     ["queue", "pause", "a"], ["queue", "resume", "a"], ["queue", "purge", "a"],
+                                     ["cron", "add", "n", "a", "* * * * *"], ["cron", "remove", "n"],
+                                     ["cron", "list"]])
+def test_every_command_that_talks_to_the_cluster_uses_its_coordinator_option(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--coordinator", "localhost:7700"])
+    assert result.exit_code != 0 and "'localhost:7700' must be a URL" in result.output
+    assert "Traceback" not in result.output
+
+
+NOWHERE = "tcp://127.0.0.1:9"  # nothing listens there: a command that sent a request would fail with NoLeader
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["limits", "set", "tests.actors.add"], "rate"),
+    (["limits", "set", "tests.actors.add", "--weight", "2"], "key"),
+    (["limits", "set", "tests.actors.add", "--key", "k"], "key"),
+    (["limits", "set", "tests.actors.add", "--rate", "5 per s"], "'5 per s'"),
+    (["cron", "add", "hb", "tests.actors.add", "61 * * * *"], "outside 0-59"),
+    (["cron", "add", "hb", "tests.actors.add", "* * * * *", "--tz", "Mars/Olympus"], "'Mars/Olympus'"),
+])
+def test_the_library_refuses_bad_limits_and_cron_before_sending(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, [*args, "--coordinator", NOWHERE])
+    assert result.exit_code == 2, result.output  # a usage error, not NoLeader (exit 1): nothing was sent
+    assert message in result.output.partition("Error: ")[2]
     assert "Traceback" not in result.output
 
 
@@ -97,7 +128,7 @@ def test_cancel_command(cluster: LocalCluster) -> None:
 
 
 def test_client_command_without_a_coordinator_fails_cleanly() -> None:
-    result = qrt_cmd("status", "--coordinator", "tcp://127.0.0.1:9", timeout=60)
+    result = qrt_cmd("status", "--coordinator", NOWHERE, timeout=60)
     assert result.returncode == 1
     assert "no coordinator leader answered" in result.stderr and "Traceback" not in result.stderr
 

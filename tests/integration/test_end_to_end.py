@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import datetime
 import time
+from pathlib import Path
 
 import pytest
 
@@ -95,15 +97,26 @@ def test_result_timeout_is_a_timeout_error(cluster: LocalCluster) -> None:
             task.result(timeout=0.2)
 
 
-def test_unknown_task_and_unstored_result_are_not_found(cluster: LocalCluster) -> None:
-    with qrt.Client(cluster.urls) as client:
-        with pytest.raises(qrt.TaskNotFound):
-            client.task("no-such-task").result(timeout=5)
-        task = client.submit(actors.no_result)
-        with contextlib.suppress(qrt.TaskNotFound):  # answered while waiting, or already gone: never stored
-            assert task.result(timeout=10) == 1
-        with pytest.raises(qrt.TaskNotFound):
-            client.task(task.id).result(timeout=5)
+def test_an_unknown_task_is_not_found(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client, pytest.raises(qrt.TaskNotFound):
+        client.task("no-such-task").result(timeout=5)
+
+
+async def test_an_unstored_result_reaches_only_the_clients_already_waiting(cluster: LocalCluster,
+                                                                          tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    async with qrt.AsyncClient(cluster.urls) as client:
+        task = await client.submit(actors.no_result, str(release))
+        async with asyncio.TaskGroup() as group:
+            waiting = group.create_task(task.result(timeout=10))
+            await asyncio.sleep(0)  # its `wait` is sent
+            # The coordinator handles one client's requests in order: once the status is answered,
+            # the wait sent before it is held there. Only then may the handler return.
+            await client.status()
+            release.touch()
+        assert waiting.result() == 1
+        with pytest.raises(qrt.TaskNotFound):  # result_ttl=0: nothing was kept for a later wait
+            await client.task(task.id).result(timeout=5)
 
 
 def test_cancelled_delayed_task_never_runs(cluster: LocalCluster) -> None:
@@ -163,20 +176,31 @@ async def test_sequential_round_trips_never_stall(cluster: LocalCluster) -> None
             assert await task.result(timeout=3) == i + 1
 
 
-def test_submit_with_options(cluster: LocalCluster) -> None:
-    import datetime
-
+def test_eta_holds_a_task_until_its_time(cluster: LocalCluster) -> None:
     with qrt.Client(cluster.urls) as client:
-        now = datetime.datetime.now(datetime.UTC)
-        soon = client.submit_with(actors.add, (1, 2), eta=now + datetime.timedelta(seconds=0.5))
-        assert soon.result(timeout=10) == 3
+        eta = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=0.5)
+        task = client.submit_with(actors.add, (1, 2), eta=eta)
+        assert task.result(timeout=10) == 3
+        assert datetime.datetime.now(datetime.UTC) >= eta  # ignoring its eta, it would be done in a few ms
+
+
+def test_an_idempotency_key_gives_back_the_first_task(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
         first = client.submit_with(actors.add, (2, 2), idempotency_key="once")
         again = client.submit_with(actors.add, (9, 9), idempotency_key="once")
         assert again.id == first.id and again.result(timeout=10) == 4
+
+
+def test_a_task_not_started_before_it_expires_fails_as_expired(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
         doomed = client.submit_with("nobody.serves.this", (), expires=0.2)
         with pytest.raises(qrt.TaskExpired) as info:
             doomed.result(timeout=10)
         assert isinstance(info.value, qrt.TaskFailed) and info.value.error_type == "expired"
+
+
+def test_bad_submit_options_are_refused_naming_the_option(cluster: LocalCluster) -> None:
+    with qrt.Client(cluster.urls) as client:
         with pytest.raises(qrt.InvalidArgument, match="naive datetime"):
             client.submit_with(actors.add, (1, 1), eta=datetime.datetime.now())
         with pytest.raises(qrt.InvalidArgument, match="priority"):

@@ -13,16 +13,16 @@ from qrt.local import free_port, wait_until
 from qrt.protocol import Envelope
 from qrt.replication import Replication
 from qrt.state import commands as C
-from qrt.state.model import Effect
+from qrt.state.model import Applied, Effect
 
 
 def commit(replication: Replication, *commands: C.Command) -> list[list[Effect]]:
     done = threading.Event()
     out: list[list[list[Effect]] | None] = []
 
-    def callback(effects: list[list[Effect]] | None, error: str | None) -> None:
+    def callback(applied: Applied | None, error: str | None) -> None:
         assert error is None, error
-        out.append(effects)
+        out.append(None if applied is None else applied.effects())
         done.set()
 
     replication.propose(C.pack_batch(replication.term, replication.machine.now + 1, list(commands)), callback)
@@ -37,12 +37,12 @@ def test_state_survives_a_restart_after_a_snapshot(tmp_path: Path) -> None:
     try:
         wait_until(first.is_leader, 10, what="leadership")
         for i in range(50):
-            commit(first, C.submit([Envelope(f"t{i}", "a", [i], {})]))
+            commit(first, C.Submit([Envelope(f"t{i}", "a", [i], {})]))
         first.sync.forceLogCompaction()
         wait_until(lambda: any(p.name.endswith(".dump") and p.stat().st_size > 0 for p in tmp_path.iterdir()),
                    10, what="a snapshot on disk")
         for i in range(50, 60):  # after the snapshot: only in the journal
-            commit(first, C.submit([Envelope(f"t{i}", "a", [i], {})]))
+            commit(first, C.Submit([Envelope(f"t{i}", "a", [i], {})]))
         digest = first.machine.digest
     finally:
         first.destroy()
@@ -63,7 +63,7 @@ def test_one_node_commit_is_fast(tmp_path: Path) -> None:
         wait_until(replication.is_leader, 10, what="leadership")
         started = time.perf_counter()
         for _ in range(100):
-            commit(replication, C.tick())
+            commit(replication, C.Tick())
         assert (time.perf_counter() - started) / 100 < 0.01
     finally:
         replication.destroy()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qrt.protocol import Envelope, Outcome
+from qrt.protocol import Envelope, Outcome, RunTask
 from qrt.state import StateMachine
 from qrt.state import commands as C
 from qrt.state.model import Effect, Leased
@@ -22,24 +22,24 @@ class Driver:
         """The effects of each command (those of time passing are kept in `self.time_effects`)."""
         payload = C.pack_batch(self.term, self.now, list(commands))
         self.log.append(payload)
-        results = self.machine.apply_batch(payload)
-        self.time_effects = results[0]
-        return results[1:]
+        applied = self.machine.apply_batch(payload)
+        self.time_effects = applied.time
+        return applied.effects()
 
     def submit(self, task_id: str, actor: str = "a", delay: float = 0.0, priority: int = 0,
                args: list[Any] | None = None) -> None:
-        self.apply(C.submit([Envelope(task_id, actor, args or [], {}, delay=delay, priority=priority)]))
+        self.apply(C.Submit([Envelope(task_id, actor, args or [], {}, delay=delay, priority=priority)]))
 
-    def dispatch(self, worker: str = "w1", actors: list[str] | None = None, n: int = 1) -> list[dict[str, Any]]:
-        effects = self.apply(C.dispatch([(worker, actors or ["a"], n)]))[0]
+    def dispatch(self, worker: str = "w1", actors: list[str] | None = None, n: int = 1) -> list[RunTask]:
+        effects = self.apply(C.Dispatch([C.Offer(worker, actors or ["a"], n)]))[0]
         return [e.task for e in effects if isinstance(e, Leased)]
 
-    def finish(self, task: dict[str, Any], worker: str = "w1", ok: bool = True, value: Any = None,
+    def finish(self, task: RunTask, worker: str = "w1", ok: bool = True, value: Any = None,
                error_type: str = "ValueError", retryable: bool = True,
                retry_delay: float | None = None) -> list[Effect]:
-        outcome = Outcome(task["id"], task["attempt"], ok, value, "" if ok else error_type, "boom", "",
+        outcome = Outcome(task.id, task.attempt, ok, value, "" if ok else error_type, "boom", "",
                           retry_delay, retryable)
-        return self.apply(C.finish(worker, [outcome]))[0]
+        return self.apply(C.Finish(worker, [outcome]))[0]
 
     def state(self, task_id: str) -> str | None:
         task = self.machine.tasks.get(task_id)

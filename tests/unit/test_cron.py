@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import pickle
 
 import pytest
 
 from qrt.state import commands as C
-from qrt.state.cron import CronExpr
+from qrt.state.cron_expr import CronExpr
 
 from .statehelp import Driver
 
@@ -47,11 +48,11 @@ def test_unknown_time_zone() -> None:
 def test_an_entry_fires_once_per_scheduled_time_whatever_the_batches() -> None:
     d = Driver()
     d.now = at(2026, 11, 25, 10, 0, 0)
-    d.apply(C.cron_add("beat", "a", "*/10 * * * * *", "UTC", [1], {}))
+    d.apply(C.CronAdd("beat", "a", "*/10 * * * * *", "UTC", [1], {}))
     fired = []
     for _ in range(60):  # batches every 0.5 s for 30 s: fires at :10, :20, :30
         d.now += 0.5
-        d.apply(C.tick())
+        d.apply(C.Tick())
         fired += [t for t in d.machine.tasks if t.startswith("cron:")]
     assert sorted(set(fired)) == [f"cron:beat:{int(at(2026, 11, 25, 10, 0, s))}" for s in (10, 20, 30)]
     assert d.machine.tasks[fired[0]].args == [1]
@@ -61,9 +62,9 @@ def test_an_entry_fires_once_per_scheduled_time_whatever_the_batches() -> None:
 def test_an_outage_fires_the_latest_time_once_and_counts_the_rest_as_missed() -> None:
     d = Driver()
     d.now = at(2026, 11, 25, 10, 0, 0)
-    d.apply(C.cron_add("beat", "a", "* * * * *", "UTC", [], {}))
+    d.apply(C.CronAdd("beat", "a", "* * * * *", "UTC", [], {}))
     d.now = at(2026, 11, 25, 10, 5, 30)  # no leader for five and a half minutes
-    d.apply(C.tick())
+    d.apply(C.Tick())
     entry = d.machine.cron.entries["beat"]
     assert entry.missed == 4 and entry.last_fire == at(2026, 11, 25, 10, 5)
     assert [t for t in d.machine.tasks if t.startswith("cron:")] == [f"cron:beat:{int(at(2026, 11, 25, 10, 5))}"]
@@ -73,34 +74,34 @@ def test_an_outage_fires_the_latest_time_once_and_counts_the_rest_as_missed() ->
 def test_actors_declare_entries_and_a_skip_policy_skips_late_fires() -> None:
     d = Driver()
     d.now = at(2026, 11, 25, 10, 0, 0)
-    d.apply(C.register_actors({"a": {"cron": "0 * * * *", "missed": "skip"}}))
+    d.apply(C.RegisterActors({"a": {"cron": "0 * * * *", "missed": "skip"}}))
     assert d.machine.cron.entries["a"].source == "actor"
     d.now = at(2026, 11, 25, 11, 5)  # 5 minutes late: skipped
-    d.apply(C.tick())
+    d.apply(C.Tick())
     assert not [t for t in d.machine.tasks if t.startswith("cron:")]
     assert d.machine.cron.entries["a"].missed == 1
-    d.apply(C.register_actors({"a": {}}))
+    d.apply(C.RegisterActors({"a": {}}))
     assert "a" not in d.machine.cron.entries
 
 
 def test_a_delayed_task_missed_during_an_outage_is_skipped_only_if_its_actor_says_so() -> None:
     d = Driver()
-    d.apply(C.register_actors({"skipper": {"missed": "skip"}}))
+    d.apply(C.RegisterActors({"skipper": {"missed": "skip"}}))
     d.submit("runs", delay=10)
     d.submit("skipped", actor="skipper", delay=10)
     d.now += 10 + 3600
-    d.apply(C.tick())
+    d.apply(C.Tick())
     assert d.state("runs") == "queued" and d.state("skipped") == "expired"
 
 
 def test_a_very_long_outage_still_fires_once() -> None:
     d = Driver()
     d.now = at(2026, 11, 25, 10, 0, 0)
-    d.apply(C.cron_add("beat", "a", "* * * * * *", "UTC", [], {}))
+    d.apply(C.CronAdd("beat", "a", "* * * * * *", "UTC", [], {}))
     d.now += 25_000.5  # more missed seconds than are counted one by one
-    d.apply(C.tick())
+    d.apply(C.Tick())
     d.now += 0.1
-    d.apply(C.tick())
+    d.apply(C.Tick())
     assert len([t for t in d.machine.tasks if t.startswith("cron:")]) == 1
     assert d.machine.cron.entries["beat"].last_fire == int(d.now - 0.1)
 
@@ -108,11 +109,35 @@ def test_a_very_long_outage_still_fires_once() -> None:
 def test_long_entry_names_give_ids_within_the_limit_and_operators_cannot_take_an_actors_name() -> None:
     d = Driver()
     d.now = at(2026, 11, 25, 10, 0, 0)
-    d.apply(C.cron_add("n" * 200, "a", "* * * * * *", "UTC", [], {}))
-    d.apply(C.register_actors({"own": {"cron": "* * * * *"}}))
-    [effects] = d.apply(C.cron_add("own", "a", "* * * * * *", "UTC", [], {}))
+    d.apply(C.CronAdd("n" * 200, "a", "* * * * * *", "UTC", [], {}))
+    d.apply(C.RegisterActors({"own": {"cron": "* * * * *"}}))
+    [effects] = d.apply(C.CronAdd("own", "a", "* * * * * *", "UTC", [], {}))
     assert effects[-1].n == 0 and d.machine.cron.entries["own"].source == "actor"
     d.now += 1
-    d.apply(C.tick())
+    d.apply(C.Tick())
     [task_id] = [t for t in d.machine.tasks if t.startswith("cron:")]
     assert len(task_id) <= 200
+
+
+def test_an_entry_parses_its_expression_once_when_put_and_pickles_as_its_text(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    d = Driver()
+    d.now = at(2026, 11, 25, 10, 0, 0)
+    d.apply(C.CronAdd("beat", "a", "*/10 * * * * *", "Europe/Paris", [], {}))
+    d.apply(C.RegisterActors({"own": {"cron": "* * * * *"}}))
+
+    def parse_again(text: str, tz: str = "UTC") -> CronExpr:
+        raise AssertionError(f"{text!r} parsed again")
+    monkeypatch.setattr(CronExpr, "parse", parse_again)
+    d.apply(C.RegisterActors({"own": {"cron": "* * * * *"}}))  # a worker's hello again: unchanged
+    for _ in range(3):
+        d.now += 10
+        d.apply(C.Tick())
+    assert len([t for t in d.machine.tasks if t.startswith("cron:beat:")]) == 3
+    monkeypatch.undo()
+
+    entry = d.machine.cron.entries["beat"]
+    snapshot = pickle.dumps(d.machine)  # what a Raft snapshot holds
+    assert b"frozenset" not in snapshot  # the expression, not its parsed sets
+    restored = pickle.loads(snapshot).cron.entries["beat"]
+    assert restored.schedule == entry.schedule and restored.view() == entry.view()

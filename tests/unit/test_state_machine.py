@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from qrt import defaults
 from qrt.protocol import Envelope
 from qrt.state import commands as C
+from qrt.state import views
 from qrt.state.backoff import backoff_delay
-from qrt.state.model import Accepted, CancelRunning, Finished, Leased, Retrying
+from qrt.state.model import Accepted, CancelRunning, Finished, Internal, Leased, Retrying
 
 from .statehelp import Driver
 
@@ -17,8 +19,8 @@ def test_submitted_task_is_leased_to_a_free_slot_and_its_result_kept() -> None:
     d = Driver()
     d.submit("t1", args=[1, 2])
     [run] = d.dispatch()
-    assert run["id"] == "t1" and run["attempt"] == 1 and run["args"] == [1, 2]
-    assert run["timeout"] == defaults.TASK_TIMEOUT
+    assert run.id == "t1" and run.attempt == 1 and run.args == [1, 2]
+    assert run.timeout == defaults.TASK_TIMEOUT
     assert d.state("t1") == "running"
     effects = d.finish(run, value=3)
     assert isinstance(effects[0], Finished) and effects[0].summary["value"] == 3
@@ -28,7 +30,7 @@ def test_submitted_task_is_leased_to_a_free_slot_and_its_result_kept() -> None:
 def test_a_resubmitted_id_is_accepted_once_and_runs_once() -> None:
     d = Driver()
     d.submit("t1")
-    effects = d.apply(C.submit([Envelope("t1", "a", [], {})]))
+    effects = d.apply(C.Submit([Envelope("t1", "a", [], {})]))
     assert effects[0] == [Accepted(["t1"])]
     assert len(d.dispatch(n=5)) == 1
 
@@ -38,15 +40,15 @@ def test_dispatch_never_leases_more_than_the_offered_slots() -> None:
     for i in range(5):
         d.submit(f"t{i}")
     assert len(d.dispatch(n=2)) == 2
-    assert d.machine.queued["a"] == 3
+    assert d.machine.queued_count["a"] == 3
 
 
 def test_dispatch_spreads_a_batch_over_the_offers_in_turn() -> None:
     d = Driver()
     for i in range(5):
         d.submit(f"t{i}")
-    effects = d.apply(C.dispatch([("w1", ["a"], 4), ("w2", ["a"], 4)]))[0]
-    leased = [(e.worker, e.task["id"]) for e in effects if isinstance(e, Leased)]
+    effects = d.apply(C.Dispatch([C.Offer("w1", ["a"], 4), C.Offer("w2", ["a"], 4)]))[0]
+    leased = [(e.worker, e.task.id) for e in effects if isinstance(e, Leased)]
     assert leased == [("w1", "t0"), ("w2", "t1"), ("w1", "t2"), ("w2", "t3"), ("w1", "t4")]
 
 
@@ -54,7 +56,7 @@ def test_dispatch_only_leases_actors_the_worker_serves() -> None:
     d = Driver()
     d.submit("t1", actor="b")
     assert d.dispatch(actors=["a"], n=1) == []
-    assert [r["id"] for r in d.dispatch(actors=["a", "b"])] == ["t1"]
+    assert [r.id for r in d.dispatch(actors=["a", "b"])] == ["t1"]
 
 
 def test_higher_priority_first_then_oldest() -> None:
@@ -62,7 +64,7 @@ def test_higher_priority_first_then_oldest() -> None:
     d.submit("low")
     d.submit("high", priority=5)
     d.submit("low2")
-    assert [r["id"] for r in d.dispatch(n=3)] == ["high", "low", "low2"]
+    assert [r.id for r in d.dispatch(n=3)] == ["high", "low", "low2"]
 
 
 def test_delayed_task_is_not_leased_before_its_eta() -> None:
@@ -72,12 +74,12 @@ def test_delayed_task_is_not_leased_before_its_eta() -> None:
     d.now += 9.9
     assert d.dispatch() == []
     d.now += 0.2
-    assert [r["id"] for r in d.dispatch()] == ["t1"]
+    assert [r.id for r in d.dispatch()] == ["t1"]
 
 
 def test_failure_retries_with_backoff_then_dead_letters() -> None:
     d = Driver()
-    d.apply(C.register_actors({"a": {"retries": 2}}))
+    d.apply(C.RegisterActors({"a": {"retries": 2}}))
     d.submit("t1")
     for failure in (1, 2):
         [run] = d.dispatch()
@@ -87,7 +89,7 @@ def test_failure_retries_with_backoff_then_dead_letters() -> None:
         assert d.state("t1") == "delayed"
         d.now += effect.delay
     [run] = d.dispatch()
-    assert run["attempt"] == 3
+    assert run.attempt == 3
     [effect] = d.finish(run, ok=False)
     assert isinstance(effect, Finished) and effect.summary["state"] == "failed"
     assert "t1" in d.machine.dlq and d.machine.tasks["t1"].error.type == "ValueError"
@@ -120,15 +122,15 @@ def test_retry_request_uses_its_own_delay() -> None:
 
 def test_lost_worker_requeues_without_using_a_retry_even_with_zero_retries() -> None:
     d = Driver()
-    d.apply(C.register_actors({"a": {"retries": 0}}))
+    d.apply(C.RegisterActors({"a": {"retries": 0}}))
     d.submit("t1")
     for loss in range(1, defaults.MAX_WORKER_LOSSES + 1):
         assert len(d.dispatch(worker=f"w{loss}")) == 1
-        d.apply(C.lost(f"w{loss}"))
+        d.apply(C.Lost(f"w{loss}"))
         assert d.state("t1") == "queued"
         assert d.machine.tasks["t1"].failures == 0
     assert len(d.dispatch(worker="last")) == 1
-    d.apply(C.lost("last"))
+    d.apply(C.Lost("last"))
     assert d.state("t1") == "failed"
     assert d.machine.tasks["t1"].error.type == "worker_lost"
 
@@ -137,7 +139,7 @@ def test_drained_tasks_go_back_without_counting_as_lost() -> None:
     d = Driver()
     d.submit("t1")
     [run] = d.dispatch()
-    d.apply(C.lost("w1", [("t1", run["attempt"])], counts=False))
+    d.apply(C.Lost("w1", [("t1", run.attempt)], counts=False))
     assert d.state("t1") == "queued" and d.machine.tasks["t1"].losses == 0
 
 
@@ -145,7 +147,7 @@ def test_a_stale_report_after_the_lease_moved_is_ignored() -> None:
     d = Driver()
     d.submit("t1")
     [first] = d.dispatch(worker="w1")
-    d.apply(C.lost("w1"))
+    d.apply(C.Lost("w1"))
     [second] = d.dispatch(worker="w2")
     assert d.finish(first, worker="w1", value="stale") == []
     assert d.state("t1") == "running"
@@ -157,17 +159,17 @@ def test_a_stale_report_after_the_lease_moved_is_ignored() -> None:
 
 def test_result_expires_after_its_ttl_and_ttl_zero_keeps_none() -> None:
     d = Driver()
-    d.apply(C.register_actors({"a": {"result_ttl": 60}, "b": {"result_ttl": 0}}))
+    d.apply(C.RegisterActors({"a": {"result_ttl": 60}, "b": {"result_ttl": 0}}))
     d.submit("t1")
     d.submit("t2", actor="b")
     d.finish(d.dispatch()[0])
     d.finish(d.dispatch(actors=["b"])[0])
     assert "t2" not in d.machine.tasks
     d.now += 59
-    d.apply(C.tick())
+    d.apply(C.Tick())
     assert "t1" in d.machine.tasks
     d.now += 2
-    d.apply(C.tick())
+    d.apply(C.Tick())
     assert "t1" not in d.machine.tasks
 
 
@@ -177,12 +179,12 @@ def test_cancel_queued_delayed_and_running() -> None:
     d.submit("later", delay=5)
     d.submit("r", actor="b")
     [run] = d.dispatch(actors=["b"])
-    d.apply(C.cancel("q"), C.cancel("later"))
+    d.apply(C.Cancel("q"), C.Cancel("later"))
     assert d.state("q") == d.state("later") == "cancelled"
     assert d.dispatch(n=5) == []
     d.now += 10
     assert d.dispatch(n=5) == []
-    [effects] = d.apply(C.cancel("r"))
+    [effects] = d.apply(C.Cancel("r"))
     assert any(isinstance(e, CancelRunning) and e.worker == "w1" for e in effects)
     d.finish(run, ok=False, error_type="cancelled")
     assert d.state("r") == "cancelled"
@@ -190,38 +192,44 @@ def test_cancel_queued_delayed_and_running() -> None:
 
 def test_dlq_replay_and_purge() -> None:
     d = Driver()
-    d.apply(C.register_actors({"a": {"retries": 0}}))
+    d.apply(C.RegisterActors({"a": {"retries": 0}}))
     for tid in ("t1", "t2"):
         d.submit(tid)
         d.finish(d.dispatch()[0], ok=False)
     assert list(d.machine.dlq) == ["t1", "t2"]
-    d.apply(C.dlq_replay(["t1"]))
+    d.apply(C.DlqReplay(["t1"]))
     assert d.state("t1") == "queued" and list(d.machine.dlq) == ["t2"]
-    d.apply(C.dlq_purge(None))
+    d.apply(C.DlqPurge(None))
     assert "t2" not in d.machine.tasks and not d.machine.dlq
 
 
 def test_dlq_is_bounded_by_age() -> None:
     d = Driver()
-    d.apply(C.register_actors({"a": {"retries": 0}}))
+    d.apply(C.RegisterActors({"a": {"retries": 0}}))
     d.submit("t1")
     d.finish(d.dispatch()[0], ok=False)
     d.now += defaults.DLQ_MAX_AGE + 1
-    d.apply(C.tick())
+    d.apply(C.Tick())
     assert not d.machine.dlq and "t1" not in d.machine.tasks
 
 
-def test_a_command_that_raises_does_not_stop_the_batch() -> None:
+def test_a_command_that_cannot_be_read_fails_alone_with_an_internal_effect() -> None:
     d = Driver()
-    effects = d.apply(["no_such_command"], C.submit([Envelope("t1", "a", [], {})]))
-    assert effects[0] == [] and effects[1] == [Accepted(["t1"])]
+    submit = C.Submit([Envelope("t1", "a", [], {})]).to_wire()
+    payload = msgpack.packb([d.term, d.now, [["no_such_command"], ["cancel"], submit]], use_bin_type=True)
+    unknown, malformed, accepted = d.machine.apply_batch(payload).effects()
+    [unknown_failed], [malformed_failed] = unknown, malformed
+    assert isinstance(unknown_failed, Internal) and "no_such_command" in unknown_failed.message
+    assert isinstance(malformed_failed, Internal) and malformed_failed.command == "cancel"
+    assert "'cancel'" in malformed_failed.message and "do not fit" in malformed_failed.message
+    assert accepted == [Accepted(["t1"])] and d.state("t1") == "queued"
 
 
 def test_time_never_goes_backwards_across_leaders() -> None:
     d = Driver()
     d.submit("t1", delay=10)
     d.now -= 100  # a new leader whose clock is behind
-    d.apply(C.tick())
+    d.apply(C.Tick())
     assert d.machine.now == 1000.0
 
 
@@ -232,7 +240,7 @@ def test_replicas_applying_the_same_batches_agree(seed: int) -> None:
         d.submit(f"t{i}", delay=(i * seed) % 3)
     d.now += 5
     runs = d.dispatch(n=7)
-    d.apply(C.lost("w1", [(r["id"], r["attempt"]) for r in runs[:3]]))
+    d.apply(C.Lost("w1", [(r.id, r.attempt) for r in runs[:3]]))
     replica = Driver()
     for payload in d.log:
         replica.machine.apply_batch(payload)
@@ -242,41 +250,41 @@ def test_replicas_applying_the_same_batches_agree(seed: int) -> None:
 
 def test_eta_is_absolute_and_respected() -> None:
     d = Driver()
-    d.apply(C.submit([Envelope("t1", "a", [], {}, eta=d.now + 30)]))
+    d.apply(C.Submit([Envelope("t1", "a", [], {}, eta=d.now + 30)]))
     assert d.state("t1") == "delayed"
     d.now += 29
     assert d.dispatch() == []
     d.now += 1
-    assert [r["id"] for r in d.dispatch()] == ["t1"]
+    assert [r.id for r in d.dispatch()] == ["t1"]
 
 
 def test_a_task_not_started_before_it_expires_never_runs_and_waiters_hear_it() -> None:
     d = Driver()
-    d.apply(C.submit([Envelope("t1", "a", [], {}, expires_in=10)]))
-    d.apply(C.submit([Envelope("t2", "a", [], {}, expires_at=d.now + 100)]))
+    d.apply(C.Submit([Envelope("t1", "a", [], {}, expires_in=10)]))
+    d.apply(C.Submit([Envelope("t2", "a", [], {}, expires_at=d.now + 100)]))
     d.now += 11
-    d.apply(C.tick())
-    assert d.state("t1") == "expired" and d.machine.queued["a"] == 1
+    d.apply(C.Tick())
+    assert d.state("t1") == "expired" and d.machine.queued_count["a"] == 1
     assert any(isinstance(e, Finished) and e.id == "t1" and e.summary["state"] == "expired" for e in d.time_effects)
     [run] = d.dispatch(n=5)
-    assert run["id"] == "t2"
+    assert run.id == "t2"
     d.now += 200
-    d.apply(C.tick())
+    d.apply(C.Tick())
     assert d.state("t2") == "running"  # started in time: expiry no longer applies
 
 
 def test_idempotency_key_returns_the_first_task_while_it_is_kept() -> None:
     d = Driver()
-    d.apply(C.register_actors({"a": {"result_ttl": 60}}))
-    [first] = d.apply(C.submit([Envelope("t1", "a", [], {}, idempotency_key="order-7")]))
-    [second] = d.apply(C.submit([Envelope("t2", "a", [], {}, idempotency_key="order-7")]))
-    [other_actor] = d.apply(C.submit([Envelope("t3", "b", [], {}, idempotency_key="order-7")]))
+    d.apply(C.RegisterActors({"a": {"result_ttl": 60}}))
+    [first] = d.apply(C.Submit([Envelope("t1", "a", [], {}, idempotency_key="order-7")]))
+    [second] = d.apply(C.Submit([Envelope("t2", "a", [], {}, idempotency_key="order-7")]))
+    [other_actor] = d.apply(C.Submit([Envelope("t3", "b", [], {}, idempotency_key="order-7")]))
     assert first == second == [Accepted(["t1"])] and other_actor == [Accepted(["t3"])]
     assert "t2" not in d.machine.tasks
     d.finish(d.dispatch()[0])
     d.now += 61
-    d.apply(C.tick())
-    [third] = d.apply(C.submit([Envelope("t4", "a", [], {}, idempotency_key="order-7")]))
+    d.apply(C.Tick())
+    [third] = d.apply(C.Submit([Envelope("t4", "a", [], {}, idempotency_key="order-7")]))
     assert third == [Accepted(["t4"])]
 
 
@@ -284,23 +292,23 @@ def test_a_task_already_expired_at_submit_never_runs_and_counts_stay_exact() -> 
     """Regression: a fresh task looked QUEUED to _expire, which then decremented a count it never
     incremented (a KeyError that wedged every replica, or a queue that looked empty)."""
     d = Driver()
-    d.apply(C.submit([Envelope("late", "never-seen", [], {}, expires_at=d.now - 1)]))
+    d.apply(C.Submit([Envelope("late", "never-seen", [], {}, expires_at=d.now - 1)]))
     d.submit("real", actor="a")
-    d.apply(C.submit([Envelope("late2", "a", [], {}, expires_at=d.now - 1)]))
+    d.apply(C.Submit([Envelope("late2", "a", [], {}, expires_at=d.now - 1)]))
     d.now += 1
-    d.apply(C.tick())
+    d.apply(C.Tick())
     assert d.state("late") == d.state("late2") == "expired"
-    assert d.machine.queued["a"] == 1 and [r["id"] for r in d.dispatch()] == ["real"]
+    assert d.machine.queued_count["a"] == 1 and [r.id for r in d.dispatch()] == ["real"]
 
 
 def test_a_past_stall_is_not_a_reason_to_wake() -> None:
     """Regression: a lifted rate-limit stall kept next_due() in the past: empty ticks back to back."""
     d = Driver()
-    d.apply(C.register_actors({"a": {"rate_limits": [[1, 1.0, None]]}}))
+    d.apply(C.RegisterActors({"a": {"rate_limits": [[1, 1.0, None]]}}))
     d.submit("t1")
     d.submit("t2")
     assert len(d.dispatch(n=2)) == 1  # t2 stalls for a second
     d.now += 2
-    d.apply(C.tick())  # no free slot: nothing dispatches, the stall's time has passed
-    due = d.machine.next_due()
+    d.apply(C.Tick())  # no free slot: nothing dispatches, the stall's time has passed
+    due = views.next_due(d.machine)
     assert due is None or due > d.now

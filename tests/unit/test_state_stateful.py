@@ -9,8 +9,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from qrt.protocol import Outcome
-from qrt.state import StateMachine, TaskState
+from qrt.protocol import Outcome, RunTask
+from qrt.state import StateMachine, TaskState, views
 from qrt.state import commands as C
 from qrt.state.model import Leased
 
@@ -30,28 +30,28 @@ class QueueRules(RuleBasedStateMachine):
         self.purged: set[str] = set()
         self.expired: set[str] = set()  # finished tasks whose result TTL ran out
         self.slots = {w: 2 for w in WORKERS}  # free slots each worker offered
-        self.running: dict[str, dict[str, Any]] = {}  # task id -> run entry (what workers hold)
+        self.running: dict[str, tuple[str, RunTask]] = {}  # task id -> (worker, run entry): what workers hold
         self.next_id = 0
         self.caps = (3, 2)  # (cluster-wide, per tenant) concurrency of "c" in force
         self.starts: list[float] = []  # leader times of the starts of "c"
-        self.apply(C.register_actors({
+        self.apply(C.RegisterActors({
             "a": {"retries": 1, "result_ttl": 30}, "b": {"retries": 0},
             "c": {"retries": 1, "rate_limits": [[RATE_N, RATE_PERIOD, None]],
                   "concurrency": [[self.caps[0], None], [self.caps[1], "tenant"]]},
         }))
         # A cron entry on actor "b" (seconds 0, 7, ... 56); its fires are tasks "cron:every7:<time>".
-        self.apply(C.cron_add("every7", "b", "*/7 * * * * *", "UTC", [], {}))
+        self.apply(C.CronAdd("every7", "b", "*/7 * * * * *", "UTC", [], {}))
         self.cron_since = self.now
         self.fired: set[int] = set()
 
     def apply(self, *cmds: C.Command) -> list[list[Any]]:
         payload = C.pack_batch(1, self.now, list(cmds))
         self.replica.apply_batch(payload)
-        results = self.machine.apply_batch(payload)
+        applied = self.machine.apply_batch(payload)
         for task_id in self.machine.tasks:
             if task_id.startswith("cron:every7:"):
                 self.fired.add(int(task_id.rsplit(":", 1)[1]))
-        return results[1:]  # [0]: the effects of time passing
+        return applied.effects()
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -64,7 +64,7 @@ class QueueRules(RuleBasedStateMachine):
             self.next_id += 1
             keys = {"tenant": tenant} if actor == "c" else {}
             envs.append(Envelope(f"t{self.next_id}", actor, [], {}, keys=keys, delay=delay, priority=priority))
-        self.apply(C.submit(envs))
+        self.apply(C.Submit(envs))
         self.accepted.update(e.id for e in envs)
 
     @rule(key=st.sampled_from(["k1", "k2"]), expires=st.sampled_from([None, 1.0, 50.0]))
@@ -72,7 +72,7 @@ class QueueRules(RuleBasedStateMachine):
         from qrt.protocol import Envelope
         self.next_id += 1
         env = Envelope(f"t{self.next_id}", "a", [], {}, idempotency_key=key, expires_in=expires)
-        [effects] = self.apply(C.submit([env]))
+        [effects] = self.apply(C.Submit([env]))
         [accepted] = effects
         task_id = accepted.ids[0]
         self.accepted.add(task_id)
@@ -85,7 +85,7 @@ class QueueRules(RuleBasedStateMachine):
         if task_id in self.accepted:
             before = self.machine.tasks.get(task_id)
             state = None if before is None else before.state
-            self.apply(C.submit([Envelope(task_id, "a", [], {})]))
+            self.apply(C.Submit([Envelope(task_id, "a", [], {})]))
             if before is None:  # its record had expired: the id is free again, this is a new task
                 self.expired.discard(task_id)
                 self.purged.discard(task_id)
@@ -94,26 +94,26 @@ class QueueRules(RuleBasedStateMachine):
 
     @rule(caps=st.sampled_from([(3, 2), (2, 1), (5, 5)]))
     def operator_changes_limits(self, caps: tuple[int, int]) -> None:
-        self.apply(C.set_limits("c", concurrency=[[caps[0], None], [caps[1], "tenant"]]))
+        self.apply(C.SetLimits("c", concurrency=[[caps[0], None], [caps[1], "tenant"]]))
         self.caps = caps
 
     @rule(worker=st.sampled_from(WORKERS), actors=st.sampled_from([["a"], ["b"], ["c"], ["a", "b", "c"]]))
     def dispatch(self, worker: str, actors: list[str]) -> None:
         n = self.slots[worker]
-        effects = self.apply(C.dispatch([(worker, actors, n)]))[0]
+        effects = self.apply(C.Dispatch([C.Offer(worker, actors, n)]))[0]
         leased = [e for e in effects if isinstance(e, Leased)]
         assert len(leased) <= n, "leased more tasks than free slots"
         for e in leased:
-            assert e.worker == worker and e.task["actor"] in actors
-            task = self.machine.tasks[e.task["id"]]
+            assert e.worker == worker and e.task.actor in actors
+            task = self.machine.tasks[e.task.id]
             assert task.eta <= self.now, "leased a task that was not due"
-            self.running[e.task["id"]] = {**e.task, "worker": worker}
-            if e.task["actor"] == "c":
+            self.running[e.task.id] = (worker, e.task)
+            if e.task.actor == "c":
                 self.starts.append(self.now)
                 running_c = [t for t in self.machine.tasks.values()
                              if t.actor == "c" and t.state == TaskState.RUNNING]
                 assert len(running_c) <= self.caps[0], "cluster-wide concurrency exceeded"
-                tenant = self.machine.tasks[e.task["id"]].keys["tenant"]
+                tenant = self.machine.tasks[e.task.id].keys["tenant"]
                 assert sum(t.keys["tenant"] == tenant for t in running_c) <= self.caps[1], "per-tenant cap exceeded"
         self.slots[worker] -= len(leased)
 
@@ -121,15 +121,15 @@ class QueueRules(RuleBasedStateMachine):
     @rule(data=st.data(), ok=st.booleans(), retryable=st.booleans())
     def finish(self, data: st.DataObject, ok: bool, retryable: bool) -> None:
         task_id = data.draw(st.sampled_from(sorted(self.running)))
-        run = self.running.pop(task_id)
-        outcome = Outcome(task_id, run["attempt"], ok, 1 if ok else None, "" if ok else "E", "m", "", None, retryable)
-        self.apply(C.finish(run["worker"], [outcome]))
-        self.slots[run["worker"]] += 1
+        worker, run = self.running.pop(task_id)
+        outcome = Outcome(task_id, run.attempt, ok, 1 if ok else None, "" if ok else "E", "m", "", None, retryable)
+        self.apply(C.Finish(worker, [outcome]))
+        self.slots[worker] += 1
 
     @rule(worker=st.sampled_from(WORKERS))
     def worker_dies(self, worker: str) -> None:
-        self.apply(C.lost(worker))
-        for task_id in [t for t, r in self.running.items() if r["worker"] == worker]:
+        self.apply(C.Lost(worker))
+        for task_id in [t for t, (w, _) in self.running.items() if w == worker]:
             del self.running[task_id]
         self.slots[worker] = 2
 
@@ -138,30 +138,30 @@ class QueueRules(RuleBasedStateMachine):
     def stale_report(self, data: st.DataObject) -> None:
         """A report for an attempt that is not the current lease changes nothing."""
         task_id = data.draw(st.sampled_from(sorted(self.running)))
-        run = self.running[task_id]
+        worker, run = self.running[task_id]
         before = self.machine.tasks[task_id].state
-        self.apply(C.finish(run["worker"], [Outcome(task_id, run["attempt"] - 1, True, 0)]))
+        self.apply(C.Finish(worker, [Outcome(task_id, run.attempt - 1, True, 0)]))
         assert self.machine.tasks[task_id].state == before
 
     @rule(task_index=st.integers(0, 50))
     def cancel(self, task_index: int) -> None:
-        self.apply(C.cancel(f"t{task_index}"))
+        self.apply(C.Cancel(f"t{task_index}"))
 
     @rule(seconds=st.sampled_from([0.5, 3.0, 20.0, 400.0]))
     def time_passes(self, seconds: float) -> None:
         self.now += seconds
         before = {tid for tid, t in self.machine.tasks.items() if t.state in TaskState.TERMINAL}
-        self.apply(C.tick())
+        self.apply(C.Tick())
         self.expired |= {tid for tid in before if tid not in self.machine.tasks}
 
     @rule()
     def replay_all(self) -> None:
-        self.apply(C.dlq_replay(None))
+        self.apply(C.DlqReplay(None))
 
     @rule()
     def purge_all(self) -> None:
         self.purged |= set(self.machine.dlq)
-        self.apply(C.dlq_purge(None))
+        self.apply(C.DlqPurge(None))
 
     # -- invariants -------------------------------------------------------------------------
 
@@ -190,13 +190,13 @@ class QueueRules(RuleBasedStateMachine):
             if task.state in (TaskState.QUEUED, TaskState.DELAYED, TaskState.RUNNING):
                 row = scanned.setdefault(task.actor, {"queued": 0, "delayed": 0, "running": 0})
                 row[task.state] += 1
-        assert self.machine.depth() == scanned
+        assert views.depth(self.machine) == scanned
 
     @invariant()
     def queue_counts_are_exact(self) -> None:
         for actor in ACTORS:
             queued = sum(1 for t in self.machine.tasks.values() if t.actor == actor and t.state == TaskState.QUEUED)
-            assert self.machine.queued.get(actor, 0) == queued
+            assert self.machine.queued_count.get(actor, 0) == queued
 
     @invariant()
     def dead_letters_are_failed_tasks(self) -> None:
@@ -232,10 +232,10 @@ class QueueRules(RuleBasedStateMachine):
     @invariant()
     def a_stalled_actor_really_cannot_start_anything(self) -> None:
         """has_ready() says False only when a dispatch could not lease anything (no lost wake-ups)."""
-        if not self.machine.has_ready(["c"], self.now) and self.machine.queued.get("c"):
+        if not views.has_ready(self.machine, ["c"], self.now) and self.machine.queued_count.get("c"):
             probe = copy.deepcopy(self.machine)
-            payload = C.pack_batch(1, self.now, [C.dispatch([("probe", ["c"], 1)])])
-            assert not any(isinstance(e, Leased) for e in probe.apply_batch(payload)[1])
+            payload = C.pack_batch(1, self.now, [C.Dispatch([C.Offer("probe", ["c"], 1)])])
+            assert not any(isinstance(e, Leased) for e in probe.apply_batch(payload).effects()[0])
 
     @invariant()
     def cron_fires_each_scheduled_time_once_or_counts_it_missed(self) -> None:

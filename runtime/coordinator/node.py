@@ -1,0 +1,43 @@
+"""`run_coordinator`: one coordinator node in its own process, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvloop
+
+from .. import defaults
+from ..replication import Replication
+from .server import Coordinator
+
+log = logging.getLogger("qrt.coordinator")
+
+def run_coordinator(listen: str = defaults.COORDINATOR_URL, data_dir: str = defaults.DATA_DIR,
+                    raft: str = defaults.RAFT_ADDRESS, peers: list[str] | None = None,
+                    password: str | None = None, max_frame: int = defaults.MAX_FRAME_BYTES) -> None:
+    """Run one coordinator node until SIGTERM or SIGINT."""
+    uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame))
+
+
+async def _main(listen: str, data_dir: str, raft: str, peers: list[str], password: str | None,
+                max_frame: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    raft_changed = asyncio.Event()  # set from pysyncobj's thread, read on the loop
+
+    def state_changed() -> None:  # on pysyncobj's thread
+        loop.call_soon_threadsafe(raft_changed.set)
+
+    replication = Replication(raft, peers, data_dir, password, on_state_changed=state_changed)
+    try:
+        coordinator = Coordinator(listen, replication, max_frame)
+        log.info("coordinator listening on %s, raft %s, peers %s, data in %s", listen, raft,
+                 ",".join(peers) or "none", data_dir)
+        await coordinator.serve(stop, raft_changed)
+    finally:
+        replication.destroy()
+        log.info("coordinator on %s stopped", listen)

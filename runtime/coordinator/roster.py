@@ -1,0 +1,76 @@
+"""The leader's in-memory view of connected workers: free slots, lease timers, draining.
+
+None of this is replicated (DESIGN.md, "Lease expiry is the leader's, in memory"): a new leader
+rebuilds it from the leases in the state machine and from workers saying hello again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..state.commands import Dispatch, Offer
+
+# Before any hello: leases granted after this many batches may still be on their way to it.
+NEVER = -1
+
+
+@dataclass(slots=True)
+class WorkerConn:
+    id: str
+    identity: bytes  # ZeroMQ routing id
+    actors: list[str] = field(default_factory=list)
+    credit: int = 0  # free slots the worker offered and the leader has not filled yet
+    concurrency: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
+    draining: bool = False
+    connected: bool = True  # False: known only from its leases (after an election), or a `run` to it failed
+    # The batch (StateMachine.applied) at its hello: a lease granted later may be a `run` still on its way.
+    hello_batch: int = NEVER
+    last_run: float = 0.0  # when it was last sent tasks (monotonic): among equals, the longest idle goes first
+
+
+class WorkerTable:
+    def __init__(self) -> None:
+        self.by_id: dict[str, WorkerConn] = {}
+
+    def hello(self, worker_id: str, identity: bytes, actors: list[str], slots: int, concurrency: int) -> WorkerConn:
+        conn = WorkerConn(worker_id, identity, sorted(actors), slots, concurrency)
+        self.by_id[worker_id] = conn
+        return conn
+
+    def ghost(self, worker_id: str) -> None:
+        """A worker that holds leases but has not said hello to this leader: its timer starts now."""
+        if worker_id not in self.by_id:
+            self.by_id[worker_id] = WorkerConn(worker_id, worker_id.encode(), connected=False)
+
+    def seen(self, worker_id: str) -> WorkerConn | None:
+        conn = self.by_id.get(worker_id)
+        if conn is not None:
+            conn.last_seen = time.monotonic()
+        return conn
+
+    def silent_since(self, deadline: float) -> list[WorkerConn]:
+        return [w for w in self.by_id.values() if w.last_seen < deadline]
+
+    def offerable(self) -> list[WorkerConn]:
+        """The workers to offer, least loaded first (most free slots, then longest without a task):
+        the state machine fills offers in this order, so light load spreads over every worker
+        instead of keeping the first one busy and the others idle."""
+        ready = [w for w in self.by_id.values() if w.credit > 0 and w.connected and not w.draining]
+        ready.sort(key=lambda w: (-w.credit, w.last_run))
+        return ready
+
+    @staticmethod
+    def reserve(conns: list[WorkerConn]) -> Dispatch:
+        """The DISPATCH command for these workers' free slots, which stay reserved until it commits."""
+        command = Dispatch([Offer(w.id, w.actors, w.credit) for w in conns])
+        for w in conns:
+            w.credit = 0
+        return command
+
+    def remove(self, worker_id: str) -> None:
+        self.by_id.pop(worker_id, None)
+
+    def clear(self) -> None:
+        self.by_id.clear()

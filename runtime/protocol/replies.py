@@ -1,0 +1,182 @@
+"""What the coordinator answers a client (docs/protocol.md §5), typed both ways like the requests.
+
+`Redirect` and `Error` answer workers too. A client reads these with `parse_reply`, which checks
+every field: what arrives at a client is validated like what arrives at the coordinator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from ..errors import ProtocolError
+from . import validate as v
+from .messages import Message, rid_of
+
+
+@dataclass(slots=True)
+class Reply(Message):
+    rid: int
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        return cls(rid_of(m), **{name: read(m, name) for name, read in cls.READERS.items()})
+
+
+@dataclass(slots=True)
+class Accepted(Reply):
+    TYPE = "accepted"
+    ids: list[str]
+    now: float | None = None  # the leader's clock when it committed: `eta` and `expires_at` use it
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        return cls(rid_of(m), v.str_list(m, "ids"), v.get(m, "now", v.NUMBER, None))
+
+
+RESULT_STATES = ("succeeded", "failed", "cancelled", "expired", "not_found", "pending")
+
+
+@dataclass(slots=True)
+class Result(Reply):
+    """A task's state for a `wait`; when it ended, its summary (docs/protocol.md §7.7)."""
+
+    TYPE = "result"
+    id: str
+    state: str
+    actor: str | None = None
+    attempt: int | None = None
+    value: Any = None
+    error: dict[str, str] | None = None  # type, message, traceback
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @classmethod
+    def of(cls, rid: int, summary: dict[str, Any]) -> Result:
+        """From a task summary (state.model.Task.summary)."""
+        return cls(rid, **summary)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = Message.to_wire(self)
+        if self.state == "succeeded":
+            wire["value"] = self.value  # a handler may return nil: still a value
+        return wire
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        state = v.get(m, "state", str)
+        if state not in RESULT_STATES:
+            raise v.bad("state", f"must be one of {', '.join(RESULT_STATES)}")
+        error = v.get(m, "error", dict, None)
+        if error is not None:
+            error = {name: v.get(error, name, str, "", where="error.") for name in ("type", "message", "traceback")}
+        return cls(rid_of(m), v.get(m, "id", str), state, v.get(m, "actor", str, None), v.get(m, "attempt", int, None),
+                   m.get("value"), error, *(v.get(m, t, v.NUMBER, None)
+                                            for t in ("submitted_at", "started_at", "finished_at")))
+
+
+@dataclass(slots=True)
+class Counted(Reply):
+    """The ``ok`` of a command that changes things: how many it touched (and which, for the DLQ)."""
+
+    TYPE = "ok"
+    n: int
+    ids: list[str] | None = None
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        return cls(rid_of(m), v.nonneg(v.get(m, "n", int), "n"), v.str_list(m, "ids") if "ids" in m else None)
+
+
+@dataclass(slots=True)
+class StatusReply(Reply):
+    """The ``ok`` of `status`: this node's view (coordinator/status.py builds it)."""
+
+    TYPE = "ok"
+    status: dict[str, Any]
+    REQUIRED: ClassVar[dict[str, type | tuple[type, ...]]] = {
+        "node": str, "is_leader": bool, "term": int, "commit_index": int, "applied_batches": int, "digest": str,
+        "nodes": list, "workers": list, "queues": dict, "dead_letters": int, "now": v.NUMBER}
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.TYPE, "rid": self.rid, **self.status}
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        for name, types in cls.REQUIRED.items():
+            v.get(m, name, types)
+        v.get(m, "leader", str, None)
+        return cls(rid_of(m), {k: value for k, value in m.items() if k not in ("t", "v", "rid")})
+
+
+@dataclass(slots=True)
+class DlqPage(Reply):
+    TYPE = "ok"
+    total: int
+    entries: list[dict[str, Any]]
+    arguments_truncated: bool
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        entries = v.get(m, "entries", list)
+        if not all(isinstance(e, dict) for e in entries):
+            raise v.bad("entries", "must hold maps (task summaries)")
+        return cls(rid_of(m), v.get(m, "total", int), entries, v.get(m, "arguments_truncated", bool, False))
+
+
+@dataclass(slots=True)
+class DlqEntry(Reply):
+    TYPE = "ok"
+    entry: dict[str, Any]
+    READERS = {"entry": v.of_type(dict)}
+
+
+@dataclass(slots=True)
+class LimitsReply(Reply):
+    TYPE = "ok"
+    actors: dict[str, Any]
+    READERS = {"actors": v.of_type(dict)}
+
+
+@dataclass(slots=True)
+class CronEntries(Reply):
+    TYPE = "ok"
+    entries: list[dict[str, Any]]
+    READERS = {"entries": v.of_type(list)}
+
+
+@dataclass(slots=True)
+class Redirect(Message):
+    """To a client or worker that reached a follower: the leader's URL."""
+
+    TYPE = "redirect"
+    leader: str
+    rid: int | None = None
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        leader = v.get(m, "leader", str)
+        if not leader.startswith("tcp://"):
+            raise v.bad("leader", "must be a tcp:// URL")
+        return cls(leader, v.get(m, "rid", int, None))
+
+
+@dataclass(slots=True)
+class Error(Message):
+    """A refusal: `code` is an ErrorCode; `field` names the bad field of a `bad_field`."""
+
+    TYPE = "error"
+    code: str
+    message: str
+    rid: int | None = None
+    field: str | None = None
+
+    @classmethod
+    def of(cls, exc: ProtocolError) -> Error:
+        return cls(exc.code, exc.message, exc.rid, exc.field)
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        return cls(v.get(m, "code", str), v.get(m, "message", str, ""), v.get(m, "rid", int, None),
+                   v.get(m, "field", str, None))

@@ -1,0 +1,235 @@
+"""What the state machine replicates, and the one way a task changes state.
+
+`TaskStore` holds every replicated structure: the tasks, the queue, heap and counter of each state,
+leases, limits, schedules. `_move` is the only place a task's state changes: it checks the move
+against transitions.MOVES and keeps the per-state counters; `_enqueue`, `_delay`, `_lease` and
+`_terminate` also keep the structures of the state they enter. `_take_next` picks the task a free
+slot gets. The commands that drive all this are in machine.py, the read-only queries in views.py.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from .. import defaults
+from ..protocol import RunTask
+from .cron import CronTable
+from .lanes import ActorQueue, lane_of
+from .limits import INFINITY, Cap, FlowState, Rate, caps_from_wire, rates_from_wire
+from .model import NO_ARGS, NO_KWARGS, Effect, Finished, Lease, Leased, Task, TaskError, TaskState
+from .transitions import MOVES, IllegalMove
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "missed": "run",
+    "retries": defaults.RETRIES,
+    "timeout": defaults.TASK_TIMEOUT,
+    "result_ttl": defaults.RESULT_TTL,
+    "max_worker_losses": defaults.MAX_WORKER_LOSSES,
+}
+
+
+class TaskStore:
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        # Per actor, the heaps of (-priority, order, id) of QUEUED tasks, one per lane. Entries of
+        # tasks that left the queue another way (cancel, purge) stay behind and are skipped when
+        # they surface; the counts below are exact.
+        self.queues: dict[str, ActorQueue] = {}
+        self.queued_count: dict[str, int] = {}  # actor -> number of QUEUED tasks (no zeros)
+        self.delay_heap: list[tuple[float, int, str]] = []  # (eta, order, id) of DELAYED tasks (and stale ones)
+        self.delayed_count: dict[str, int] = {}  # actor -> number of DELAYED tasks (no zeros)
+        self.flow = FlowState()  # rate windows and running counts (RUNNING tasks), per actor and key value
+        # actor -> leader time before which no queued task of it may start (inf: until a lease
+        # ends or work arrives), so that an idle dispatch loop does not spin on blocked work
+        self.blocked_until: dict[str, float] = {}
+        self.overrides: dict[str, dict[str, Any]] = {}  # operators' limits, winning until reset
+        self.paused: dict[str, None] = {}  # actors whose queued tasks do not start
+        self.cron = CronTable()
+        self.expiry: list[tuple[float, str]] = []  # (expires_at, id) of finished tasks
+        self.leases: dict[str, dict[str, None]] = {}  # worker -> ordered set of task ids it runs
+        self.dlq: dict[str, float] = {}  # task id -> when it died, oldest first
+        self.start_deadlines: list[tuple[float, str]] = []  # (start_by, id) of tasks that may expire
+        self.idempotency: dict[str, str] = {}  # "actor\0key" -> the task id it stands for
+        self.actors: dict[str, dict[str, Any]] = {}  # registered options per actor
+        self.nodes: dict[str, str] = {}  # raft address -> client URL of each coordinator node
+        self.order = 0
+        self.now = 0.0  # the newest leader timestamp applied
+        self.term = 0
+        self.applied = 0  # batches applied
+        self.digest = ""  # hex chain hash of every batch applied, to compare replicas
+
+    # -- moves between states ---------------------------------------------------------------
+
+    def _move(self, task: Task, state: str) -> None:
+        """The one place a task's state changes: refuse a move MOVES lacks (before changing
+        anything), and keep the per-state counters. RUNNING is counted by `flow`, per lease."""
+        old = task.state
+        if state not in MOVES[old]:
+            raise IllegalMove(task.id, old, state)
+        actor = task.actor
+        if old == TaskState.QUEUED:
+            _uncount(self.queued_count, actor)
+        elif old == TaskState.DELAYED:
+            _uncount(self.delayed_count, actor)
+        if state == TaskState.QUEUED:
+            self.queued_count[actor] = self.queued_count.get(actor, 0) + 1
+        elif state == TaskState.DELAYED:
+            self.delayed_count[actor] = self.delayed_count.get(actor, 0) + 1
+        task.state = state
+
+    def _enqueue(self, task: Task, keep_order: bool = False) -> None:
+        self._move(task, TaskState.QUEUED)
+        if not keep_order:
+            self.order += 1
+            task.order = self.order
+        queue = self.queues.get(task.actor)
+        if queue is None:
+            queue = self.queues[task.actor] = ActorQueue()
+        queue.push(lane_of(task.keys), (-task.priority, task.order, task.id))
+        self.blocked_until.pop(task.actor, None)  # it may be permitted where the others were not
+
+    def _delay(self, task: Task, eta: float) -> None:
+        self._move(task, TaskState.DELAYED)
+        task.eta = eta
+        self.order += 1
+        heapq.heappush(self.delay_heap, (eta, self.order, task.id))
+
+    def _lease(self, task: Task, worker: str, effects: list[Effect]) -> None:
+        self._move(task, TaskState.RUNNING)
+        task.attempt += 1
+        task.lease = Lease(worker, task.attempt, self.term, self.now)
+        task.started_at = self.now
+        task.leased_in = self.applied
+        rates, caps = self.limits(task.actor, task.keys)
+        task.counted = self.flow.start(task.actor, task.keys, rates, caps, self.now)
+        self.leases.setdefault(worker, {})[task.id] = None
+        effects.append(Leased(worker, RunTask(task.id, task.actor, task.args, task.kwargs, task.attempt,
+                                              self._option(task, "timeout"), self.term)))
+
+    def _release(self, task: Task) -> None:
+        """End a RUNNING task's lease (its state moves next): its concurrency units come free."""
+        assert task.lease is not None
+        self.flow.release(task.counted)
+        task.counted = ()
+        self.blocked_until.pop(task.actor, None)  # a concurrency unit came free
+        held = self.leases.get(task.lease.worker)
+        if held is not None:
+            held.pop(task.id, None)
+            if not held:
+                del self.leases[task.lease.worker]
+        task.lease = None
+
+    def _terminate(self, task: Task, state: str, effects: list[Effect], result: Any = None,
+                   error: TaskError | None = None) -> None:
+        self._move(task, state)
+        task.result = result
+        task.error = error
+        task.finished_at = self.now
+        effects.append(Finished(task.id, task.summary()))
+        if state == TaskState.FAILED:
+            self.dlq[task.id] = self.now  # kept by the DLQ's bounds, not by result_ttl
+            return
+        task.args, task.kwargs, task.keys = NO_ARGS, NO_KWARGS, NO_KWARGS  # only a dead letter runs again
+        ttl = self._option(task, "result_ttl")
+        if ttl <= 0:
+            self._forget(task)
+            return
+        task.expires_at = self.now + ttl
+        heapq.heappush(self.expiry, (task.expires_at, task.id))
+
+    def _expire(self, task: Task, effects: list[Effect]) -> None:
+        """Not started before its `expires` time: it never runs."""
+        error = TaskError("expired", "not started before its expiry time")
+        self._terminate(task, TaskState.EXPIRED, effects, error=error)
+
+    def _forget(self, task: Task) -> None:
+        """Drop a finished task's record; its id and idempotency key may then be used again."""
+        del self.tasks[task.id]
+        if task.idempotency_key and self.idempotency.get(task.idempotency_key) == task.id:
+            del self.idempotency[task.idempotency_key]
+
+    # -- options and limits -----------------------------------------------------------------
+
+    def _option(self, task: Task, name: str) -> Any:
+        return self.actors.get(task.actor, DEFAULT_OPTIONS).get(name, DEFAULT_OPTIONS[name])
+
+    def limits(self, actor: str, keys: dict[str, Any] | None = None) -> tuple[list[Rate], list[Cap]]:
+        """The limits a task of `actor` with `keys` meets: an operator's override of each list, else
+        what its workers registered; a keyed rate may have its own figures for one key value."""
+        registered = self.actors.get(actor) or {}
+        override = self.overrides.get(actor) or {}
+        rates = rates_from_wire(override.get("rate_limits", registered.get("rate_limits")))
+        caps = caps_from_wire(override.get("concurrency", registered.get("concurrency")))
+        if "rate" in override:
+            rates = [r for r in rates if r.key] + [Rate(int(override["rate"][0]), float(override["rate"][1]))]
+        if "cap" in override:
+            caps = [c for c in caps if c.key] + [Cap(int(override["cap"]))]
+        key_rates = override.get("key_rates")
+        if key_rates and keys:
+            for i, rate in enumerate(rates):
+                own = key_rates.get(keys.get(rate.key)) if rate.key else None
+                if own is not None:
+                    rates[i] = Rate(int(own[0]), float(own[1]), rate.key)
+        return rates, caps
+
+    # -- choosing the next task -------------------------------------------------------------
+
+    def _take_next(self, actors: list[str]) -> Task | None:
+        """Take the next task for a slot serving `actors` off its queue (it is still QUEUED: the
+        caller leases it): permitted by its limits, then by priority, then round-robin between
+        lanes (lanes.py); across actors, higher priority, then older."""
+        best: tuple[tuple[int, int, str], str, str] | None = None  # (entry, actor, lane)
+        for actor in actors:
+            found = self._candidate(actor)
+            if found is not None and (best is None or found[0] < best[0]):
+                best = (found[0], actor, found[1])
+        if best is None:
+            return None
+        entry, actor, lane = best
+        self.queues[actor].take(lane, self._weight(actor, self.tasks[entry[2]].keys))
+        return self.tasks[entry[2]]
+
+    def _candidate(self, actor: str) -> tuple[tuple[int, int, str], str] | None:
+        queue = self.queues.get(actor)
+        if queue is None or not self.queued_count.get(actor) or self.blocked_until.get(actor, 0.0) > self.now \
+                or actor in self.paused:
+            return None
+        found: tuple[tuple[int, int, str], str] | None = None
+        wait = INFINITY
+        for lane, head in queue.heads(self._is_queued):
+            if found is not None and head[0] >= found[0][0]:
+                continue  # not a higher priority than the lane already chosen
+            task = self.tasks[head[2]]
+            rates, caps = self.limits(actor, task.keys)
+            until = self.flow.blocked_until(actor, task.keys, rates, caps, self.now) if rates or caps else 0.0
+            if until:
+                wait = min(wait, until)
+                continue
+            found = (head, lane)
+            if not queue.prioritised:
+                break  # all of priority 0: the first permitted lane in the round is the one
+        if found is None:
+            self.blocked_until[actor] = wait  # nothing can start before then (inf: before a release)
+        return found
+
+    def _weight(self, actor: str, keys: dict[str, Any]) -> int:
+        """Tasks per round-robin turn of the lane of `keys`: the weight of its first weighted value."""
+        weights = {**dict((self.actors.get(actor) or {}).get("weights", [])),
+                   **dict((self.overrides.get(actor) or {}).get("weights", []))}
+        for name in sorted(keys):
+            if keys[name] in weights:
+                return int(weights[keys[name]])
+        return 1
+
+    def _is_queued(self, entry: tuple[int, int, str]) -> bool:
+        task = self.tasks.get(entry[2])
+        return task is not None and task.state == TaskState.QUEUED and task.order == entry[1]
+
+
+def _uncount(counts: dict[str, int], actor: str) -> None:
+    left = counts[actor] - 1
+    if left:
+        counts[actor] = left
+    else:
+        del counts[actor]  # no zeros: the keys are the actors with such tasks

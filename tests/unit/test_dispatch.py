@@ -1,0 +1,248 @@
+"""Dispatch: which workers are offered, and what the leader does once a DISPATCH commits.
+
+The Dispatcher runs with the real Proposer, a real StateMachine behind a fake replication (the
+test commits each proposed batch) and a fake router that records the frames sent to each worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from qrt import defaults
+from qrt.coordinator.dispatch import Dispatcher
+from qrt.coordinator.proposer import Proposer
+from qrt.coordinator.roster import WorkerConn, WorkerTable
+from qrt.coordinator.router import Router
+from qrt.protocol import Envelope, Run, RunTask, decode, parse_for_worker
+from qrt.state import TaskState
+from qrt.state import commands as C
+from qrt.state.model import Effect
+
+from .fake_replication import FakeReplication, Proposal, readable, settle
+
+ACTORS: dict[str, dict[str, Any]] = {"mail": {"timeout": 30.0}, "image": {"timeout": 120.0}}
+
+
+class FakeRouter:
+    """What the Dispatcher uses of the Router: `max_frame`, and `send` (False for an unreachable peer)."""
+
+    def __init__(self, max_frame: int = defaults.MAX_FRAME_BYTES) -> None:
+        self.max_frame = max_frame
+        self.sent: list[tuple[bytes, bytes]] = []
+        self.unreachable: set[bytes] = set()
+
+    def send(self, identity: bytes, frame: bytes) -> bool:
+        if identity in self.unreachable:
+            return False
+        self.sent.append((identity, frame))
+        return True
+
+    def runs(self) -> list[tuple[bytes, list[RunTask]]]:
+        """Each frame sent, read as a worker reads it: must be a valid `run`."""
+        out = []
+        for identity, frame in self.sent:
+            message = parse_for_worker(decode(frame))
+            assert isinstance(message, Run), message
+            out.append((identity, message.tasks))
+        return out
+
+
+@dataclass
+class Leader:
+    repl: FakeReplication
+    dispatcher: Dispatcher
+    router: FakeRouter
+    workers: WorkerTable
+    batches: list[list[Effect]] = field(default_factory=list)
+
+    def submit(self, *ids: str, args: list[Any] | None = None) -> None:
+        """Tasks already committed: `m*` ids are mail tasks, the others image tasks."""
+        self.repl.seed(C.Submit([Envelope(i, "mail" if i.startswith("m") else "image", args or [], {}) for i in ids]))
+
+    def leases_of(self, worker: str) -> list[tuple[str, int]]:
+        return sorted((tid, self.repl.machine.tasks[tid].attempt) for tid in self.repl.machine.leases.get(worker, {}))
+
+    async def dispatch(self) -> Proposal:
+        """Poke, let the pass propose its DISPATCH, commit it and let its callback run."""
+        self.dispatcher.poke()
+        await settle()
+        (proposal,) = self.repl.pending
+        assert [type(c) for c in proposal.commands] == [C.Dispatch]
+        self.repl.commit(proposal)
+        await settle()
+        return proposal
+
+    def pending_commands(self) -> list[C.Command]:
+        return [c for p in self.repl.pending for c in readable(p.commands)]
+
+
+def make_leader(router: FakeRouter | None = None) -> Leader:
+    repl = FakeReplication()
+    repl.seed(C.RegisterActors(ACTORS))
+    router = router or FakeRouter()
+    workers = WorkerTable()
+    batches: list[list[Effect]] = []
+    proposer = Proposer(repl.as_replication(), asyncio.get_running_loop(), batches.append)
+    dispatcher = Dispatcher(repl.as_replication(), proposer, cast(Router, router), workers)
+    dispatcher.leading = True
+    return Leader(repl, dispatcher, router, workers, batches)
+
+
+def hello(table: WorkerTable, worker: str, slots: int, actors: tuple[str, ...] = ("mail",),
+          identity: bytes | None = None) -> WorkerConn:
+    return table.hello(worker, identity or worker.encode(), list(actors), slots, slots)
+
+
+# -- which workers are offered -----------------------------------------------------------------
+
+
+def test_offerable_puts_the_least_loaded_first_most_free_slots_then_longest_idle() -> None:
+    table = WorkerTable()
+    hello(table, "busy", 1)
+    hello(table, "recent", 2).last_run = 200.0
+    hello(table, "idle", 2).last_run = 100.0
+    hello(table, "free", 3).last_run = 300.0
+    assert [w.id for w in table.offerable()] == ["free", "idle", "recent", "busy"]
+
+
+def test_offerable_skips_draining_disconnected_and_full_workers() -> None:
+    table = WorkerTable()
+    hello(table, "draining", 5).draining = True
+    hello(table, "unreachable", 5).connected = False
+    hello(table, "full", 0)
+    table.ghost("ghost")  # known only from its leases, after an election
+    hello(table, "ready", 1)
+    assert [w.id for w in table.offerable()] == ["ready"]
+
+
+def test_reserve_offers_each_workers_slots_in_the_given_order_and_zeroes_its_credit() -> None:
+    table = WorkerTable()
+    both = hello(table, "both", 2, ("mail", "image"))
+    mail = hello(table, "mail-only", 3)
+    command = WorkerTable.reserve(table.offerable())
+    assert command == C.Dispatch([C.Offer("mail-only", ["mail"], 3), C.Offer("both", ["image", "mail"], 2)])
+    assert (both.credit, mail.credit) == (0, 0)
+    assert table.offerable() == []  # reserved until the dispatch commits
+
+
+# -- the Dispatcher --------------------------------------------------------------------------
+
+
+async def test_offer_proposes_nothing_unless_poked_while_leading() -> None:
+    leader = make_leader()
+    leader.submit("m1")
+    w1 = hello(leader.workers, "w1", 2)
+    leader.dispatcher.offer()
+    await settle()
+    assert (leader.repl.proposed, w1.credit) == ([], 2)  # leading, not poked
+
+    leader.dispatcher.leading = False
+    leader.dispatcher.poke()
+    await settle()
+    assert (leader.repl.proposed, w1.credit) == ([], 2)  # poked, not leading
+
+    leader.dispatcher.leading = True
+    leader.dispatcher.poke()
+    await settle()
+    assert [p.commands for p in leader.repl.proposed] == [[C.Dispatch([C.Offer("w1", ["mail"], 2)])]]
+    assert w1.credit == 0
+    leader.dispatcher.offer()  # the poke was used up
+    await settle()
+    assert len(leader.repl.proposed) == 1
+
+
+async def test_committed_dispatch_sends_each_worker_the_tasks_leased_to_it_as_one_run() -> None:
+    leader = make_leader()
+    leader.submit("m1", "m2", "m3", "i1")
+    hello(leader.workers, "w1", 2, identity=b"route-1")
+    hello(leader.workers, "w2", 2, ("image", "mail"), identity=b"route-2")
+    await leader.dispatch()
+    runs = leader.router.runs()
+    assert sorted(identity for identity, _ in runs) == [b"route-1", b"route-2"]  # one frame each
+    sent = {identity: sorted((t.id, t.attempt) for t in tasks) for identity, tasks in runs}
+    assert sent == {b"route-1": leader.leases_of("w1"), b"route-2": leader.leases_of("w2")}
+    assert sorted(t.id for _, tasks in runs for t in tasks) == ["i1", "m1", "m2", "m3"]
+    for _, tasks in runs:
+        for task in tasks:
+            assert (task.term, task.timeout) == (leader.repl.term, ACTORS[task.actor]["timeout"])
+
+
+async def test_slots_a_committed_dispatch_did_not_fill_are_given_back_as_credit() -> None:
+    leader = make_leader()
+    leader.submit("m1")
+    busy = hello(leader.workers, "busy", 3)
+    idle = hello(leader.workers, "idle", 2, ("image",))
+    before = time.monotonic()
+    await leader.dispatch()
+    assert (busy.credit, idle.credit) == (2, 2)
+    assert busy.last_run >= before  # it goes after equally free workers next time
+    assert idle.last_run == 0.0
+
+
+async def test_a_dispatch_that_fails_to_commit_gives_the_slots_back_and_offers_them_again() -> None:
+    leader = make_leader()
+    leader.submit("m1")
+    w1 = hello(leader.workers, "w1", 2)
+    leader.dispatcher.poke()
+    await settle()
+    leader.repl.fail(leader.repl.pending[0], "leader_changed")
+    await settle()
+    assert leader.router.sent == []
+    assert leader.pending_commands() == [C.Dispatch([C.Offer("w1", ["mail"], 2)])]
+    assert w1.credit == 0  # reserved again, for the new dispatch
+
+
+async def test_a_worker_whose_run_cannot_be_sent_is_cut_off_and_its_leases_requeued() -> None:
+    leader = make_leader()
+    leader.submit("m1", "m2", "m3")
+    gone = hello(leader.workers, "gone", 3, identity=b"gone")
+    here = hello(leader.workers, "here", 2, identity=b"here")
+    leader.router.unreachable.add(b"gone")
+    await leader.dispatch()
+    unsent = leader.leases_of("gone")
+    assert len(unsent) == 2  # sanity: the worker was granted tasks
+    assert (gone.connected, gone.credit) == (False, 0)
+    assert here.credit == 1
+    (lost,) = leader.pending_commands()
+    assert isinstance(lost, C.Lost)
+    assert (lost.worker, sorted(lost.leases or []), lost.counts) == ("gone", unsent, False)
+
+    leader.repl.commit(leader.repl.pending[0])
+    await settle()
+    assert [leader.repl.machine.tasks[tid].state for tid, _ in unsent] == [TaskState.QUEUED] * 2
+    # The requeue offers the tasks again, to the reachable worker only.
+    assert leader.pending_commands() == [C.Dispatch([C.Offer("here", ["mail"], 1)])]
+
+
+async def test_a_worker_that_said_hello_again_meanwhile_is_sent_nothing_and_its_grants_are_requeued() -> None:
+    leader = make_leader()
+    leader.submit("m1", "m2")
+    hello(leader.workers, "w1", 2, identity=b"before")
+    leader.dispatcher.poke()
+    await settle()
+    (dispatch,) = leader.repl.pending
+    again = hello(leader.workers, "w1", 4, identity=b"after")  # reconnected: its slots counted afresh
+    leader.repl.commit(dispatch)
+    await settle()
+    granted = leader.leases_of("w1")
+    assert [tid for tid, _ in granted] == ["m1", "m2"]
+    assert leader.router.sent == []
+    assert again.credit == 4  # not 4 plus the slots the old connection offered
+    assert leader.pending_commands() == [C.Lost("w1", granted, False)]
+
+    leader.repl.commit(leader.repl.pending[0])
+    await settle()
+    assert leader.pending_commands() == [C.Dispatch([C.Offer("w1", ["mail"], 4)])]
+
+
+async def test_tasks_too_large_for_one_frame_are_sent_one_per_frame() -> None:
+    leader = make_leader(FakeRouter(max_frame=1000))
+    leader.submit("m1", "m2", args=["x" * 600])
+    hello(leader.workers, "w1", 2)
+    await leader.dispatch()
+    runs = leader.router.runs()
+    assert sorted((identity, [t.id for t in tasks]) for identity, tasks in runs) == [(b"w1", ["m1"]), (b"w1", ["m2"])]
+    assert all(len(frame) <= 1000 for _, frame in leader.router.sent)
