@@ -41,10 +41,11 @@ class ClusterCommand(click.Command):
 
     def invoke(self, ctx: click.Context) -> Any:
         coordinators = ctx.params.pop("coordinators")
-        try:
-            ctx.obj = ctx.with_resource(Client(list(coordinators) or None))
-        except ValueError as exc:  # an address that is not a tcp:// URL
-            raise click.UsageError(str(exc), ctx) from None
+        if not isinstance(ctx.obj, Client):  # else the caller's own (`main(obj=client)`), which it closes
+            try:
+                ctx.obj = ctx.with_resource(Client(list(coordinators) or None))
+            except ValueError as exc:  # an address that is not a tcp:// URL
+                raise click.UsageError(str(exc), ctx) from None
         try:
             return super().invoke(ctx)
         except InvalidArgument as exc:  # the library refused an argument before sending anything
@@ -217,9 +218,6 @@ def cancel(client: Client, task_id: str) -> None:
 def status(client: Client, as_json: bool) -> None:
     """Leader, term, nodes, connected workers, queue depth per actor."""
     st = client.status()
-    st.pop("rid", None)
-    st.pop("t", None)
-    st.pop("v", None)
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return
@@ -274,16 +272,19 @@ def _ids_or_all(task_id: str | None, all_: bool) -> list[str] | None:
     return None if all_ else [task_id or ""]
 
 
+def _report_dlq_change(done: str, n: int, task_id: str | None) -> None:
+    if n == 0 and task_id:
+        raise click.ClickException(f"no dead letter with id {task_id!r}")
+    click.echo(f"{done} {n}")
+
+
 @dlq.command("replay")
 @click.argument("task_id", required=False)
 @click.option("--all", "all_", is_flag=True, help="Replay every dead letter.")
 @pass_client
 def dlq_replay(client: Client, task_id: str | None, all_: bool) -> None:
     """Put a dead letter (or all) back in its queue, with fresh retries."""
-    n = client.dlq_replay(_ids_or_all(task_id, all_))
-    if n == 0 and task_id:
-        raise click.ClickException(f"no dead letter with id {task_id!r}")
-    click.echo(f"replayed {n}")
+    _report_dlq_change("replayed", client.dlq_replay(_ids_or_all(task_id, all_)), task_id)
 
 
 @dlq.command("purge")
@@ -292,10 +293,7 @@ def dlq_replay(client: Client, task_id: str | None, all_: bool) -> None:
 @pass_client
 def dlq_purge(client: Client, task_id: str | None, all_: bool) -> None:
     """Delete a dead letter (or all)."""
-    n = client.dlq_purge(_ids_or_all(task_id, all_))
-    if n == 0 and task_id:
-        raise click.ClickException(f"no dead letter with id {task_id!r}")
-    click.echo(f"purged {n}")
+    _report_dlq_change("purged", client.dlq_purge(_ids_or_all(task_id, all_)), task_id)
 
 
 @main.group()

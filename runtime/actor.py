@@ -168,7 +168,7 @@ def _concurrency(spec: ConcurrencySpec) -> list[list[Any]]:
 
 
 def _check_schedule(cron: str | None, tz: str, missed: str) -> Schedule:
-    from .state.cron_expr import CronExpr
+    from .cron_expr import CronExpr
 
     if missed not in ("run", "skip"):
         raise ValueError(f"missed must be 'run' or 'skip', not {missed!r}")

@@ -134,8 +134,8 @@ class AsyncClient:
         """Close the connection; requests still waiting, and any made later, fail with ClientClosed."""
         self._requester.close()
 
-    async def _request(self, message: protocol.Request, expected: type[R], hold: float = 0.0) -> R:
-        return await self._requester.request(message, expected, hold)
+    def _request(self, message: protocol.Request, expected: type[R], hold: float = 0.0) -> Coroutine[Any, Any, R]:
+        return self._requester.request(message, expected, hold)  # its coroutine: no extra await per request
 
     # -- tasks ------------------------------------------------------------------------------
 

@@ -64,7 +64,8 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 # sends more). What the coordinator sends may be larger than what it accepts (a `run` of one task whose
 # arguments fill a frame, a dead letter with its arguments and traceback), so clients and workers accept
 # up to this; so does a worker from its process-isolated children (an outcome holds one result).
-MAX_PEER_FRAME_BYTES = 4 * MAX_FRAME_BYTES
+PEER_FRAME_RATIO = 4
+MAX_PEER_FRAME_BYTES = PEER_FRAME_RATIO * MAX_FRAME_BYTES
 
 # Raft (pysyncobj). Its default batching waits for a timer: ~10 commits/s (measured, DESIGN.md).
 RAFT_APPEND_ENTRIES_USE_BATCH = False

@@ -175,7 +175,7 @@ class Replication:
             yield self.log.machine
 
     def propose(self, payload: bytes, callback: ProposeCallback) -> None:
-        """Append one batch; `callback(effects, None)` or `(None, reason)` later, on pysyncobj's thread."""
+        """Append one batch; `callback(applied, None)` or `(None, reason)` later, on pysyncobj's thread."""
         def done(result: Any, error: int) -> None:
             if error == FAIL_REASON.SUCCESS:
                 callback(result, None)

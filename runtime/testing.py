@@ -211,10 +211,7 @@ class VirtualCluster:
                 command = self.workers.reserve(offered)
                 leased = [e for e in self._apply(command).effects()[0] if isinstance(e, Leased)]
                 for conn, offer in zip(offered, command.offers, strict=True):
-                    granted = [e for e in leased if e.worker == conn.id]
-                    conn.credit += offer.slots - len(granted)
-                    if granted:
-                        conn.last_run = self.now
+                    self.workers.settle(conn, offer.slots, sum(e.worker == conn.id for e in leased), self.now)
             for effect in leased:
                 self._start(effect)
             if not done and not leased:

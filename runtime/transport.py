@@ -67,11 +67,15 @@ class EdgeReader:
 
     def _pass(self) -> None:
         self._scheduled = False
-        for _ in range(MAX_FRAMES_PER_PASS):
-            if not self._active or not self._receive():
-                break
-        else:
-            self.schedule()  # more may be waiting: come back after the others had a turn
+        try:
+            for _ in range(MAX_FRAMES_PER_PASS):
+                if not self._active or not self._receive():
+                    break
+            else:
+                self.schedule()  # more may be waiting: come back after the others had a turn
+        except Exception:  # a handler's bug must not leave the rest of the socket unread
+            log.exception("handling a message failed")
+            self.schedule()
         if not self._active:
             return
         if self._after_pass is not None:

@@ -41,7 +41,7 @@ class ClientDesk:
             self._wait(identity, msg)
         elif isinstance(msg, P.Status):
             status = cluster_status(self.listen, self.dispatcher.leading, self.replication, self.workers)
-            self._reply(identity, P.StatusReply(msg.rid, {**status, "now": self.now()}))
+            self._reply(identity, P.StatusReply(msg.rid, {**status, "now": self.proposer.clock()}))
         elif isinstance(msg, P.DlqList):
             self._dlq_list(identity, msg)
         elif isinstance(msg, P.DlqShow):
@@ -54,10 +54,6 @@ class ClientDesk:
                 self._reply(identity, P.CronEntries(msg.rid, [e.view() for e in machine.cron.entries.values()]))
         else:
             self._change(identity, msg)
-
-    def now(self) -> float:
-        """The leader's clock, as it stamps batches (never behind the replicated time)."""
-        return max(time.time(), self.replication.machine.now)
 
     def _reply(self, identity: bytes, message: P.Message) -> None:
         self.router.send(identity, message.encode())
@@ -79,7 +75,7 @@ class ClientDesk:
         def accepted(effects: list[Effect]) -> None:
             for effect in effects:
                 if isinstance(effect, Accepted):
-                    self._reply(identity, P.Accepted(msg.rid, effect.ids, self.now()))
+                    self._reply(identity, P.Accepted(msg.rid, effect.ids, self.proposer.clock()))
         self.proposer.add(C.Submit(msg.tasks), self._committed(identity, msg.rid, accepted))
         self.dispatcher.poke()
 

@@ -86,10 +86,8 @@ class Dispatcher:
             if granted:
                 self.requeue(conn.id, [(t.id, t.attempt) for t in granted])
             return
-        if not conn.draining:
-            conn.credit += slots - len(granted)
+        self.workers.settle(conn, slots, len(granted), time.monotonic())
         if granted:
-            conn.last_run = time.monotonic()
             self._send_runs(conn, granted)
 
     def _send_runs(self, conn: WorkerConn, tasks: list[RunTask]) -> None:
@@ -144,8 +142,7 @@ class Dispatcher:
         if not ready:
             return  # the common case: one look at the counters, whatever the number of workers
         # Else a scan of set checks (an actor no connected worker serves keeps `ready` non-empty).
-        if any(conn.credit > 0 and conn.connected and not conn.draining and not ready.isdisjoint(conn.actors)
-               for conn in self.workers.by_id.values()):
+        if any(not ready.isdisjoint(conn.actors) for conn in self.workers.offerable()):
             self.poke()
 
     def _arm_timer(self) -> None:

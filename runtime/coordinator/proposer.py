@@ -5,7 +5,10 @@ DESIGN.md), so the coordinator never proposes a lone client command when others 
 
 Each command gets a reference number, written in the batch beside it; applying the batch returns
 each command's effects under its reference, and the Proposer hands them to the callback that was
-added with that command. It calls nothing else: it decides nothing and knows no socket.
+added with that command. It decides nothing and knows no socket, and nothing it is asked to do
+calls back into its caller (the old `before_flush` hook did): it only completes, once a batch has
+committed, what it was given: each command's callback, and `on_batch`, the one subscriber to every
+committed batch's effects.
 """
 
 from __future__ import annotations
@@ -49,13 +52,18 @@ class Proposer:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
+    def clock(self) -> float:
+        """The leader's clock, as it stamps batches: never behind the replicated time (which a
+        previous leader with a faster clock may have set)."""
+        return max(time.time(), self._replication.machine.now)
+
     def flush(self) -> None:
         """Propose what was gathered, stamped with the leader's term and a non-decreasing time."""
         self._scheduled = False
         while self._gathered:
             n = defaults.MAX_COMMANDS_PER_ENTRY
             chunk, self._gathered = self._gathered[:n], self._gathered[n:]
-            stamp = max(time.time(), self._replication.machine.now)
+            stamp = self.clock()
             refs = [ref for ref, _ in chunk]
             payload = C.pack_batch(self._replication.term, stamp, [command for _, command in chunk], refs)
             batch = refs[0]

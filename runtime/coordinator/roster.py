@@ -69,6 +69,14 @@ class WorkerTable:
             w.credit = 0
         return command
 
+    @staticmethod
+    def settle(conn: WorkerConn, slots: int, granted: int, now: float) -> None:
+        """A dispatch offered `conn` `slots` and granted it `granted` tasks: the rest are free again."""
+        if not conn.draining:
+            conn.credit += slots - granted
+        if granted:
+            conn.last_run = now
+
     def remove(self, worker_id: str) -> None:
         self.by_id.pop(worker_id, None)
 

@@ -28,7 +28,9 @@ class Router:
         self.sock = self._ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # ZeroMQ drops frames to unknown peers silently otherwise
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting worker keeps its identity
-        self.sock.setsockopt(zmq.MAXMSGSIZE, defaults.MAX_PEER_FRAME_BYTES)  # beyond, ZeroMQ drops the peer
+        # Beyond this ZeroMQ drops the peer without reading the frame; up to it, a frame over
+        # `max_frame` is read and answered `too_large` (the same ratio as MAX_PEER_FRAME_BYTES).
+        self.sock.setsockopt(zmq.MAXMSGSIZE, defaults.PEER_FRAME_RATIO * max_frame)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)

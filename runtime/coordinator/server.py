@@ -52,6 +52,7 @@ class Coordinator:
 
     async def serve(self, stop: asyncio.Event, raft_changed: asyncio.Event) -> None:
         """Serve until `stop` is set; `raft_changed` is set whenever this node's Raft role may have changed."""
+        self.on_raft_state_changed()  # it may have won an election before we listened
         self.router.start()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -63,7 +64,6 @@ class Coordinator:
             self.router.close()
 
     async def _follow_raft(self, stop: asyncio.Event, raft_changed: asyncio.Event) -> None:
-        self.on_raft_state_changed()  # it may have won an election before we listened
         while not stop.is_set():
             waiter = asyncio.ensure_future(raft_changed.wait())
             stopper = asyncio.ensure_future(stop.wait())
@@ -71,7 +71,10 @@ class Coordinator:
             for fut in (waiter, stopper):
                 fut.cancel()
             raft_changed.clear()
-            self.on_raft_state_changed()
+            try:
+                self.on_raft_state_changed()
+            except Exception:  # a bug here must not stop the node: the next change tries again
+                log.exception("following a Raft role change failed")
 
     def on_raft_state_changed(self) -> None:
         leading = self.replication.is_leader()
@@ -98,6 +101,11 @@ class Coordinator:
             message = P.parse_request(P.decode(frame, self.max_frame))
         except ProtocolError as exc:
             self.router.send(identity, P.Error.of(exc).encode())
+            return
+        except Exception:  # a bug in validation: answer, and keep reading the socket
+            log.exception("reading a frame failed")
+            self.router.send(identity, P.Error(P.ErrorCode.INTERNAL, "the coordinator failed to read this frame; "
+                                               "report it").encode())
             return
         rid = message.rid if isinstance(message, P.Request) else None
         if not self.leading and not (isinstance(message, P.Status) and message.local):

@@ -48,7 +48,7 @@ class WorkerDesk:
             conn.draining = True
             conn.credit = 0
             log.info("worker %s is draining", conn.id)
-        else:
+        elif isinstance(msg, P.Bye):
             self._bye(conn, msg)
 
     def _send(self, identity: bytes, message: P.Message) -> None:
@@ -79,13 +79,13 @@ class WorkerDesk:
             vanished = [(tid, attempt) for tid, attempt in views.leases_of(machine, msg.worker_id)
                         if (tid, attempt) not in still_running
                         and (since is None or machine.tasks[tid].leased_in <= since)]
-            now = max(machine.now, time.time())
         if vanished:  # granted by an earlier leader, but the worker never got them (or fenced itself)
             self.dispatcher.requeue(msg.worker_id, vanished)
         self.dispatcher.poke()
         log.info("worker %s joined: %d free slots, actors %s", msg.worker_id, msg.slots,
                  ", ".join(a.name for a in msg.actors))
-        self._send(identity, P.Welcome(msg.worker_id, defaults.HEARTBEAT_INTERVAL, defaults.LEASE_TIMEOUT, now))
+        self._send(identity, P.Welcome(msg.worker_id, defaults.HEARTBEAT_INTERVAL, defaults.LEASE_TIMEOUT,
+                                        self.proposer.clock()))
 
     def _done(self, conn: WorkerConn, msg: P.Done) -> None:
         if not conn.draining:

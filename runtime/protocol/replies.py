@@ -58,7 +58,11 @@ class Result(Reply):
         return cls(rid, **summary)
 
     def to_wire(self) -> dict[str, Any]:
-        wire = Message.to_wire(self)
+        wire: dict[str, Any] = {"t": self.TYPE, "rid": self.rid, "id": self.id, "state": self.state}
+        for name in _RESULT_SUMMARY:
+            value = getattr(self, name)
+            if value is not None:
+                wire[name] = value
         if self.state == "succeeded":
             wire["value"] = self.value  # a handler may return nil: still a value
         return wire
@@ -71,9 +75,16 @@ class Result(Reply):
         error = v.get(m, "error", dict, None)
         if error is not None:
             error = {name: v.get(error, name, str, "", where="error.") for name in ("type", "message", "traceback")}
-        return cls(rid_of(m), v.get(m, "id", str), state, v.get(m, "actor", str, None), v.get(m, "attempt", int, None),
-                   m.get("value"), error, *(v.get(m, t, v.NUMBER, None)
-                                            for t in ("submitted_at", "started_at", "finished_at")))
+        # Every result a client waits for passes here: the optional fields are read in one loop.
+        summary = {name: v.get(m, name, types, None) for name, types in _RESULT_TYPES if name in m}
+        return cls(rid_of(m), v.get(m, "id", str), state, value=m.get("value"), error=error, **summary)
+
+
+# The summary's optional fields (besides value and error), and their types.
+_RESULT_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("actor", str), ("attempt", int), ("submitted_at", v.NUMBER), ("started_at", v.NUMBER),
+    ("finished_at", v.NUMBER))
+_RESULT_SUMMARY = ("actor", "attempt", "error", "submitted_at", "started_at", "finished_at")
 
 
 @dataclass(slots=True)
@@ -97,7 +108,7 @@ class StatusReply(Reply):
     status: dict[str, Any]
     REQUIRED: ClassVar[dict[str, type | tuple[type, ...]]] = {
         "node": str, "is_leader": bool, "term": int, "commit_index": int, "applied_batches": int, "digest": str,
-        "nodes": list, "workers": list, "queues": dict, "dead_letters": int, "now": v.NUMBER}
+        "nodes": list, "workers": list, "queues": dict, "dead_letters": int}
 
     def to_wire(self) -> dict[str, Any]:
         return {"t": self.TYPE, "rid": self.rid, **self.status}
@@ -107,6 +118,7 @@ class StatusReply(Reply):
         for name, types in cls.REQUIRED.items():
             v.get(m, name, types)
         v.get(m, "leader", str, None)
+        v.get(m, "now", v.NUMBER, None)  # absent from coordinators older than the field
         return cls(rid_of(m), {k: value for k, value in m.items() if k not in ("t", "v", "rid")})
 
 

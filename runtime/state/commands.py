@@ -2,8 +2,9 @@
 
 Each kind of command is a record below (read by name in the state machine's handlers). In the log
 a command is a msgpack list ``[kind, ...fields]``, in the record's field order; the coordinator
-proposes many at once as one batch ``[term, timestamp, [command, ...]]`` (group commit: one Raft
-entry for many client requests). The leader stamps the batch; a replica never reads a clock.
+proposes many at once as one batch ``[term, timestamp, [command, ...], [ref, ...]]`` (group commit:
+one Raft entry for many client requests; a ref is the proposer's number for each command, so that
+its effects find who waits for them). The leader stamps the batch; a replica never reads a clock.
 
 The log's bytes are a contract: replicas of different versions, and the digest that compares
 replicas, read the same bytes. A submit's tasks are written as their envelopes' ``to_wire()`` maps

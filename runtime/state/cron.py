@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .cron_expr import CronExpr
+from ..cron_expr import CronExpr
 
 # A fire this late still counts as on time; later, a "skip" entry counts it as missed instead.
 ON_TIME_GRACE = 60.0

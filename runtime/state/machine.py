@@ -59,16 +59,18 @@ class StateMachine(TaskStore):
         applied = Applied([], {})
         try:
             term, timestamp, cmds, refs = C.unpack_batch(payload)
+            if len(refs) != len(cmds) or not all(type(r) is int for r in refs):
+                raise ValueError(f"{len(refs)} refs for {len(cmds)} commands, or refs that are not ints")
+            self.term = max(self.term, int(term))
+            self.now = max(self.now, float(timestamp))  # time never goes backwards across leaders
         except Exception:  # cannot happen for batches we built; never let it wedge Raft
             log.exception("unreadable batch ignored")
             return applied
-        self.term = max(self.term, term)
-        self.now = max(self.now, float(timestamp))  # time never goes backwards across leaders
         try:
             self._advance(applied.time)
         except Exception as exc:  # as for commands: the batch's commands still apply
             self._failed("time passing", exc, applied.time)
-        for ref, cmd in zip(refs, cmds, strict=False):
+        for ref, cmd in zip(refs, cmds, strict=True):
             effects: list[Effect] = []
             try:
                 self._handlers[type(cmd)](self, cmd, effects)

@@ -6,6 +6,7 @@ here, so that every outcome fits a frame whatever the handler returned or raised
 
 from __future__ import annotations
 
+import math
 import traceback
 from typing import Any
 
@@ -40,9 +41,17 @@ def ok(task_id: str, attempt: int, value: Any) -> Outcome:
 
 
 def error(task_id: str, attempt: int, error_type: str, message: str, tb: str = "",
-          retryable: bool = True, retry_delay: float | None = None) -> Outcome:
+          retryable: bool = True, retry_delay: Any = None) -> Outcome:
     return Outcome(task_id, attempt, False, None, error_type[:200], message[:MAX_ERROR_TEXT], tb[-MAX_ERROR_TEXT:],
-                   None if retry_delay is None else float(retry_delay), retryable)
+                   _delay(retry_delay), retryable)
+
+
+def _delay(value: Any) -> float | None:
+    """`Retry(delay=...)` as the protocol takes it: seconds >= 0, or None for the usual backoff. A
+    delay that is no number of seconds (inf, nan, a string) gets the backoff; a negative one, none."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return max(0.0, float(value))
 
 
 def of_exception(task_id: str, attempt: int, exc: Exception) -> Outcome:

@@ -73,8 +73,11 @@ class Standing(enum.Enum):
                error not_hello (a new leader, or it expired us) -> GREETING;  error no_leader -> NO_LEADER
     Any of those three -> GREETING on every (re)connection (a redirect, or failover after silence:
     hello to the new node) and on fencing (a hello that no longer lists the cancelled tasks).
-    LEAVING    `bye` sent: only acks are read; nothing is sent (no heartbeat, no hello, no resend).
-               ack with bye -> LEFT
+    LEAVING    `bye` sent: no heartbeat, no task taken (a `run` that crossed the bye is the leader's
+               to requeue). ack with bye -> LEFT. If the leader changes meanwhile (a redirect,
+               `not_hello`, silence), the worker says hello again (no free slots; it lists only
+               its unacknowledged outcomes, so the new leader gives back the rest without counting
+               a loss), and on welcome resends those outcomes and its `bye`.
     LEFT       the leader took back what was handed back; the session ends.
     """
 
@@ -128,6 +131,7 @@ class Worker:
         self._jobs: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: LeaderLink | None = None
+        self._bye: Bye | None = None  # once leaving: what we hand back
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -172,18 +176,24 @@ class Worker:
             r.job.cancel()
         self.running.clear()
         self._flush()
-        self._send(Bye(leftover))
-        self.standing = Standing.LEAVING
+        self._bye = Bye(leftover)
+        self._say_bye()
         deadline = time.monotonic() + BYE_WAIT
         while (self.unacked or self.standing is not Standing.LEFT) and time.monotonic() < deadline:
+            self._tick()
             await asyncio.sleep(TIMER_INTERVAL)
         log.info("worker %s stopped (%d tasks given back)", self.id, len(leftover))
 
     # -- the timer --------------------------------------------------------------------------
 
+    def _say_bye(self) -> None:
+        assert self._bye is not None
+        self._send(self._bye)
+        self.standing = Standing.LEAVING
+
     def _tick(self) -> None:
         assert self._link is not None
-        if self.standing in (Standing.LEAVING, Standing.LEFT):
+        if self.standing is Standing.LEFT:
             return
         now = time.monotonic()
         if now - self._last_heard > defaults.WORKER_FENCE_AFTER and self.running:
@@ -231,12 +241,10 @@ class Worker:
             return
         if isinstance(message, (Welcome, Hb, Run, Ack, CancelRun)):  # only a leader sends these
             self._last_heard = time.monotonic()
-        if self.standing in (Standing.LEAVING, Standing.LEFT):
-            if isinstance(message, Ack):
-                self._on_ack(message)
+        if self.standing is Standing.LEFT:
             return
         match message:
-            case Run():
+            case Run() if self._bye is None:
                 for task in message.tasks:
                     self._start(task)
             case Ack():
@@ -255,6 +263,11 @@ class Worker:
                 self._on_error(message)
 
     def _on_welcome(self) -> None:
+        if self._bye is not None:  # a new leader while leaving: what it must know, then bye again
+            if self.unacked:
+                self._resend(list(self.unacked.values()))
+            self._say_bye()
+            return
         self.standing = Standing.WELCOMED
         freed = self._free_slots() - self._hello_slots  # slots freed while the hello travelled
         if freed > 0 and not self.draining:

@@ -1,6 +1,7 @@
 """The comparison benchmark's pipeline, run on qrt alone (the peers need .venv-peers and Redis).
 
-On 3 nodes: its W3 found a task that waited forever for a dispatch (server._dispatch_if_work_waits).
+On 3 nodes: its W3 found a task that waited forever for a dispatch (coordinator/dispatch.py,
+`Dispatcher._dispatch_if_work_waits`).
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ async def test_limits_and_cron_entries_are_checked_before_anything_is_sent() -> 
             await client.set_limits("app.add")
         with pytest.raises(InvalidArgument, match="field 'key' needs 'rate' or 'weight'"):
             await client.set_limits("app.add", key="tenant-1")
-        with pytest.raises(InvalidArgument, match="field 'concurrency' must be at least 1"):
+        with pytest.raises(InvalidArgument, match="field 'concurrency' must be an int of at least 1"):
             await client.set_limits("app.add", concurrency=0)
         with pytest.raises(InvalidArgument):
             await client.cron_add("nightly", "app.add", "not a cron expression")

@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
+from qrt.cron_expr import CronExpr
 from qrt.state import commands as C
-from qrt.state.cron_expr import CronExpr
 
 from .statehelp import Driver
 

@@ -606,3 +606,16 @@ def test_malformed_frame_gets_an_error_naming_the_problem(packed: bytes, code: s
     reply = decode(P.Error.of(exc).encode())  # what the coordinator answers
     assert reply["t"] == "error" and reply["code"] == code and text in reply["message"]
     assert reply.get("field") == exc.field
+
+
+@pytest.mark.parametrize("tz", ["a" * 300, "../../etc/passwd", "Europe/" + "x" * 5000, "\x00"])
+def test_a_hostile_time_zone_is_a_bad_field_not_a_crash(tz: str) -> None:
+    # zoneinfo raises OSError ("File name too long") or others for such names: a coordinator that
+    # let them out of parse_request stopped reading its socket mid-pass.
+    cron_add = {"v": 1, "t": "cron_add", "rid": 3, "name": "n", "actor": "a", "expr": "* * * * *", "tz": tz}
+    exc = refused(lambda: P.parse_request(cron_add))
+    assert (exc.code, exc.field, exc.rid) == (ErrorCode.BAD_FIELD, "tz", 3)
+    hello = {"v": 1, "t": "hello", "worker_id": "w", "slots": 1, "concurrency": 1,
+             "actors": [{"name": "a", "options": {"cron": "* * * * *", "tz": tz}}]}
+    exc = refused(lambda: P.parse_request(hello))
+    assert (exc.code, exc.field) == (ErrorCode.BAD_FIELD, "actors[0].options.tz")

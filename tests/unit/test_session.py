@@ -198,7 +198,7 @@ async def test_a_bad_frame_is_dropped_and_the_session_goes_on(caplog: pytest.Log
         assert "field 'tasks[0].actor' must be str, not int" in caplog.text
 
 
-async def test_drain_then_bye_and_nothing_after_bye() -> None:
+async def test_drain_then_bye_and_no_heartbeat_or_task_after_bye() -> None:
     async with fake_nodes(1) as [node], serving([node.url]) as (worker, stop, session):
         identity, _ = await welcome(node)
         node.send(identity, run(("t1", "unit.session.gated", ["g1"], 1)))
@@ -212,11 +212,38 @@ async def test_drain_then_bye_and_nothing_after_bye() -> None:
         _, bye = await node.expect("bye", skip=("heartbeat",))
         assert bye["running"] == []
 
-        node.send(identity, protocol.Error(ErrorCode.NOT_HELLO, "say hello first"))
-        await node.expect_nothing(0.5)  # no hello, no heartbeat after bye
+        node.send(identity, run(("t2", "unit.session.add", [1, 1], 1)))  # crossed the bye: the leader requeues it
+        await node.expect_nothing(defaults.HEARTBEAT_INTERVAL + 0.5)  # no heartbeat, no done after bye
+        assert "t2" not in worker.running
         left = time.monotonic()
         node.send(identity, protocol.Ack([], bye=True))
         async with asyncio.timeout(BYE_WAIT):
             await session
         assert time.monotonic() - left < 1.0  # it went as soon as the bye was acknowledged
         assert worker.standing is Standing.LEFT
+
+
+async def test_a_bye_that_meets_a_new_leader_is_said_again_with_the_unacknowledged_outcomes() -> None:
+    # The leader that got the bye lost leadership before acknowledging it or the last outcome: the
+    # worker follows the redirect, says hello listing only that outcome (so the new leader gives the
+    # rest back without counting a loss), and on welcome resends the outcome and its bye.
+    async with fake_nodes(2) as [old, new], serving([old.url, new.url]) as (worker, stop, session):
+        identity, _ = await welcome(old)
+        old.send(identity, run(("t1", "unit.session.add", [2, 3], 1)))
+        await old.expect("done", skip=("heartbeat",))  # never acknowledged
+        stop.set()
+        await old.expect("drain", skip=("heartbeat", "done"))
+        await old.expect("bye", skip=("heartbeat", "done"))
+        old.send(identity, protocol.Redirect(new.url))
+        identity, hello = await new.expect("hello")
+        assert (hello["slots"], hello["running"]) == (0, [["t1", 1]])
+        new.send(identity, protocol.Welcome(worker.id, defaults.HEARTBEAT_INTERVAL, defaults.LEASE_TIMEOUT))
+        _, done = await new.expect("done")
+        assert ([o["id"] for o in done["outcomes"]], done["credit"]) == (["t1"], 0)
+        _, bye = await new.expect("bye", skip=("done",))
+        assert bye["running"] == []
+        new.send(identity, protocol.Ack(["t1"]))
+        new.send(identity, protocol.Ack([], bye=True))
+        async with asyncio.timeout(BYE_WAIT):
+            await session
+        assert worker.standing is Standing.LEFT and not worker.unacked

@@ -50,11 +50,19 @@ def _parse_field(text: str, field: str, low: int, high: int, names: dict[str, in
     return frozenset(values)
 
 
+# IANA names are short ("America/Argentina/ComodRivadavia" is among the longest): a longer one is
+# refused before zoneinfo turns it into a file path.
+MAX_ZONE_CHARS = 64
+
+
 def check_zone(tz: str) -> None:
     """ValueError unless `tz` names an IANA time zone (from the pinned tzdata package)."""
+    if not isinstance(tz, str) or not 0 < len(tz) <= MAX_ZONE_CHARS:
+        raise ValueError(f"unknown time zone {str(tz)[:MAX_ZONE_CHARS]!r}: a time zone is an IANA name of at most "
+                         f"{MAX_ZONE_CHARS} characters, such as 'Europe/Paris'")
     try:
         zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except Exception:  # ZoneInfoNotFoundError, ValueError, and OSError for names the file system refuses
         raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as 'Europe/Paris')") from None
 
 
