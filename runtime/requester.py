@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -149,8 +150,8 @@ class Requester:
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = loop.call_later(TIMER_INTERVAL, self._tick, loop)
         now = time.monotonic()
-        expecting: float | None = None  # the oldest answer due, for the link's failover
-        for pending in self._live():
+        expecting = math.inf  # the oldest answer due, for the link's failover
+        for pending in self._live():  # (every pending request, ten times a second: kept lean)
             if now - pending.started > self.timeout + pending.hold:
                 pending.future.set_exception(NoLeader(
                     f"no coordinator leader answered within {self.timeout:g} s (tried {', '.join(self.coordinators)})"))
@@ -159,6 +160,7 @@ class Requester:
                 pending.retry_at = None
                 self._send(pending.frame)
             due = pending.asked_at + pending.hold
-            expecting = due if expecting is None else min(expecting, due)
+            if due < expecting:
+                expecting = due
         assert self._link is not None
-        self._link.tick(expecting)
+        self._link.tick(None if expecting == math.inf else expecting)

@@ -68,6 +68,9 @@ class Request(Message):
 # The task envelope (client -> coordinator, inside "submit")
 
 
+_PLAIN_ENVELOPE = frozenset({"id", "actor", "args", "kwargs"})
+
+
 @dataclass(slots=True)
 class Envelope:
     id: str
@@ -95,6 +98,11 @@ class Envelope:
 
     @classmethod
     def from_wire(cls, raw: Any, where: str) -> Envelope:
+        if type(raw) is dict and raw.keys() <= _PLAIN_ENVELOPE:  # a call without options: the quick check
+            task_id, actor, args, kwargs = raw.get("id"), raw.get("actor"), raw.get("args", []), raw.get("kwargs", {})
+            if (v.is_id(task_id) and v.is_id(actor) and type(args) is list and type(kwargs) is dict
+                    and v.has_str_keys(kwargs)):
+                return cls(task_id, actor, args, kwargs)
         if not isinstance(raw, dict):
             raise v.bad(where, "must be a map (a task envelope)")
         p = where + "."
@@ -141,6 +149,9 @@ class Wait(Request):
     TYPE = "wait"
     id: str
     timeout: float = 30.0  # how long the coordinator holds the request before answering "pending"
+
+    def to_wire(self) -> dict[str, Any]:  # the most frequent request: written out
+        return {"t": self.TYPE, "rid": self.rid, "id": self.id, "timeout": self.timeout}
 
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> Self:

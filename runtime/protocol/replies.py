@@ -69,6 +69,18 @@ class Result(Reply):
 
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> Self:
+        state, task_id, rid = m.get("state"), m.get("id"), m.get("rid")
+        if type(state) is str and state in RESULT_STATES and type(task_id) is str and type(rid) is int \
+                and m.get("error") is None:  # the quick check; anything else is read field by field
+            summary = {}
+            for name, kinds in _RESULT_KINDS:
+                value = m.get(name)
+                if value is not None:
+                    if type(value) not in kinds or not (type(value) is not float or value - value == 0.0):
+                        break
+                    summary[name] = value
+            else:
+                return cls(rid, task_id, state, value=m.get("value"), **summary)
         state = v.get(m, "state", str)
         if state not in RESULT_STATES:
             raise v.bad("state", f"must be one of {', '.join(RESULT_STATES)}")
@@ -84,6 +96,8 @@ class Result(Reply):
 _RESULT_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
     ("actor", str), ("attempt", int), ("submitted_at", v.NUMBER), ("started_at", v.NUMBER),
     ("finished_at", v.NUMBER))
+_RESULT_KINDS = (("actor", (str,)), ("attempt", (int,)), ("submitted_at", (int, float)), ("started_at", (int, float)),
+                 ("finished_at", (int, float)))
 _RESULT_SUMMARY = ("actor", "attempt", "error", "submitted_at", "started_at", "finished_at")
 
 

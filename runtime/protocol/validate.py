@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..cron_expr import CronExpr, check_zone
 from ..errors import ProtocolError
@@ -51,13 +51,14 @@ def get(msg: dict[str, Any], name: str, types: type | tuple[type, ...], default:
     A field sent as nil counts as absent only where the default is None. (Every field of every
     frame passes here: the common case, a value of the right type, costs two checks.)
     """
-    value = msg.get(name, default)
+    value: Any = msg.get(name, default)
     if value is default:
         if value is _REQUIRED:
             raise bad(f"{where}{name}", "is required")
         return value
-    if isinstance(value, types) and type(value) is not bool and type(value) is not float:
-        return value
+    kind = type(value)
+    if kind is not bool and (kind is not float or value - value == 0.0) and isinstance(value, types):
+        return value  # (x - x is 0.0 for every finite float; nan for inf and nan)
     path = f"{where}{name}"
     allowed = types if isinstance(types, tuple) else (types,)
     if isinstance(value, bool) and bool not in allowed:
@@ -91,6 +92,23 @@ def count(default: Any = _REQUIRED) -> Reader:
 def ids_or_all(msg: dict[str, Any], name: str) -> list[str] | None:
     """`"all": true` (None: every one), or a list of str ids in field `name`."""
     return None if msg.get("all") is True else str_list(msg, name)
+
+
+# Quick checks for the hottest messages (`run` tasks, outcomes, results, envelopes): they accept a
+# value only where the field readers would too, and leave anything else to the readers, which name
+# the first bad field. (Reading every field through `get` cost the worker and the client some 5 µs
+# a task: measured, 9 % of bench.throughput.)
+def is_id(value: Any) -> TypeGuard[str]:
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS
+
+
+def is_finite_number(value: Any) -> TypeGuard[int | float]:
+    kind = type(value)
+    return kind is int or (kind is float and value - value == 0.0)
+
+
+def has_str_keys(value: dict[Any, Any]) -> bool:
+    return all(type(k) is str for k in value)
 
 
 def nonneg(value: Any, path: str) -> Any:

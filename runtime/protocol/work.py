@@ -93,6 +93,9 @@ class Heartbeat(Message):
     TYPE = "heartbeat"
 
 
+_SUCCESS_FIELDS = frozenset({"id", "attempt", "ok", "value"})
+
+
 @dataclass(slots=True)
 class Outcome:
     """How one attempt of a task ended, as the worker reports it and the state machine reads it."""
@@ -118,6 +121,10 @@ class Outcome:
 
     @classmethod
     def from_wire(cls, raw: Any, where: str) -> Outcome:
+        if type(raw) is dict and raw.get("ok") is True and raw.keys() <= _SUCCESS_FIELDS:  # the common case
+            task_id, attempt = raw.get("id"), raw.get("attempt")
+            if v.is_id(task_id) and type(attempt) is int:
+                return cls(task_id, attempt, True, raw.get("value"))
         if not isinstance(raw, dict):
             raise v.bad(where, "must be a map")
         p = where + "."
@@ -219,6 +226,13 @@ class RunTask:
 
     @classmethod
     def from_wire(cls, raw: Any, where: str) -> RunTask:
+        if type(raw) is dict:  # the quick check; anything it does not accept is read field by field
+            task_id, actor, args, kwargs = raw.get("id"), raw.get("actor"), raw.get("args", []), raw.get("kwargs", {})
+            attempt, timeout, term = raw.get("attempt"), raw.get("timeout"), raw.get("term", 0)
+            if (v.is_id(task_id) and v.is_id(actor) and type(args) is list and type(kwargs) is dict
+                    and type(attempt) is int and type(term) is int and v.is_finite_number(timeout) and timeout > 0
+                    and v.has_str_keys(kwargs)):
+                return cls(task_id, actor, args, kwargs, attempt, float(timeout), term)
         if not isinstance(raw, dict):
             raise v.bad(where, "must be a map")
         p = where + "."
