@@ -98,11 +98,21 @@ class Envelope:
 
     @classmethod
     def from_wire(cls, raw: Any, where: str) -> Envelope:
-        if type(raw) is dict and raw.keys() <= _PLAIN_ENVELOPE:  # a call without options: the quick check
+        return cls.quick(raw) or cls.read(raw, where)
+
+    @classmethod
+    def quick(cls, raw: Any) -> Envelope | None:
+        """A call without options, accepted with a few checks (None: let `read` name what is wrong)."""
+        if type(raw) is dict and raw.keys() <= _PLAIN_ENVELOPE:
             task_id, actor, args, kwargs = raw.get("id"), raw.get("actor"), raw.get("args", []), raw.get("kwargs", {})
             if (v.is_id(task_id) and v.is_id(actor) and type(args) is list and type(kwargs) is dict
                     and v.has_str_keys(kwargs)):
                 return cls(task_id, actor, args, kwargs)
+        return None
+
+    @classmethod
+    def read(cls, raw: Any, where: str) -> Envelope:
+        """Every field checked, the first bad one named."""
         if not isinstance(raw, dict):
             raise v.bad(where, "must be a map (a task envelope)")
         p = where + "."

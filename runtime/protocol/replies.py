@@ -69,18 +69,27 @@ class Result(Reply):
 
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> Self:
+        return cls.quick(m) or cls.read(m)
+
+    @classmethod
+    def quick(cls, m: dict[str, Any]) -> Self | None:
+        """A result without an error, accepted with a few checks (None: let `read` name what is wrong)."""
         state, task_id, rid = m.get("state"), m.get("id"), m.get("rid")
-        if type(state) is str and state in RESULT_STATES and type(task_id) is str and type(rid) is int \
-                and m.get("error") is None:  # the quick check; anything else is read field by field
-            summary = {}
-            for name, kinds in _RESULT_KINDS:
-                value = m.get(name)
-                if value is not None:
-                    if type(value) not in kinds or not (type(value) is not float or value - value == 0.0):
-                        break
-                    summary[name] = value
-            else:
-                return cls(rid, task_id, state, value=m.get("value"), **summary)
+        if not (type(state) is str and state in RESULT_STATES and type(task_id) is str and type(rid) is int
+                and m.get("error") is None):
+            return None
+        summary = {}
+        for name, kinds in _RESULT_KINDS:
+            value = m.get(name)
+            if value is not None:
+                if type(value) not in kinds or (type(value) is float and value - value != 0.0):
+                    return None
+                summary[name] = value
+        return cls(rid, task_id, state, value=m.get("value"), **summary)
+
+    @classmethod
+    def read(cls, m: dict[str, Any]) -> Self:
+        """Every field checked, the first bad one named."""
         state = v.get(m, "state", str)
         if state not in RESULT_STATES:
             raise v.bad("state", f"must be one of {', '.join(RESULT_STATES)}")

@@ -121,10 +121,20 @@ class Outcome:
 
     @classmethod
     def from_wire(cls, raw: Any, where: str) -> Outcome:
-        if type(raw) is dict and raw.get("ok") is True and raw.keys() <= _SUCCESS_FIELDS:  # the common case
+        return cls.quick(raw) or cls.read(raw, where)
+
+    @classmethod
+    def quick(cls, raw: Any) -> Outcome | None:
+        """A success, accepted with a few checks (None: let `read` name what is wrong)."""
+        if type(raw) is dict and raw.get("ok") is True and raw.keys() <= _SUCCESS_FIELDS:
             task_id, attempt = raw.get("id"), raw.get("attempt")
             if v.is_id(task_id) and type(attempt) is int:
                 return cls(task_id, attempt, True, raw.get("value"))
+        return None
+
+    @classmethod
+    def read(cls, raw: Any, where: str) -> Outcome:
+        """Every field checked, the first bad one named."""
         if not isinstance(raw, dict):
             raise v.bad(where, "must be a map")
         p = where + "."
@@ -226,13 +236,23 @@ class RunTask:
 
     @classmethod
     def from_wire(cls, raw: Any, where: str) -> RunTask:
-        if type(raw) is dict:  # the quick check; anything it does not accept is read field by field
+        return cls.quick(raw) or cls.read(raw, where)
+
+    @classmethod
+    def quick(cls, raw: Any) -> RunTask | None:
+        """The common task, accepted with a few checks (None: let `read` name what is wrong)."""
+        if type(raw) is dict:
             task_id, actor, args, kwargs = raw.get("id"), raw.get("actor"), raw.get("args", []), raw.get("kwargs", {})
             attempt, timeout, term = raw.get("attempt"), raw.get("timeout"), raw.get("term", 0)
             if (v.is_id(task_id) and v.is_id(actor) and type(args) is list and type(kwargs) is dict
                     and type(attempt) is int and type(term) is int and v.is_finite_number(timeout) and timeout > 0
                     and v.has_str_keys(kwargs)):
                 return cls(task_id, actor, args, kwargs, attempt, float(timeout), term)
+        return None
+
+    @classmethod
+    def read(cls, raw: Any, where: str) -> RunTask:
+        """Every field checked, the first bad one named."""
         if not isinstance(raw, dict):
             raise v.bad(where, "must be a map")
         p = where + "."
