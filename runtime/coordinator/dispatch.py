@@ -173,7 +173,7 @@ class Dispatcher:
         with self.replication.reading() as machine:  # pysyncobj's thread may be changing it
             due, expiry = views.next_due(machine), views.next_expiry(machine)
         if due is not None and due <= now:
-            self._poked = True
+            self.poke()
             if not self.workers.offerable():
                 self.proposer.add(C.Tick(), None)
         elif expiry is not None and expiry <= now and now - self._last_tick >= EXPIRY_TICK_INTERVAL:
