@@ -191,6 +191,17 @@ class Replication:
         leader = self.sync._getLeader()
         return None if leader is None else str(leader.address)
 
+    def reachable_leader(self) -> str | None:
+        """The leader's Raft address when this node leads or is connected to it, else None: a node
+        that lost its peers keeps naming the last leader it knew, which may be dead (a client sent
+        there bounces between a redirect and silence)."""
+        leader = self.sync._getLeader()
+        if leader is None:
+            return None
+        if str(leader.address) == self.self_address or self.sync.isNodeConnected(leader):
+            return str(leader.address)
+        return None
+
     @property
     def term(self) -> int:
         return int(self.sync.raftCurrentTerm)

@@ -126,7 +126,7 @@ class Coordinator:
         self.proposer.flush()
 
     def _redirect(self, rid: int | None) -> bytes:
-        leader = self.replication.leader_address()
+        leader = self.replication.reachable_leader()
         url = self.replication.machine.nodes.get(leader) if leader else None
         if url is None or url == self.listen:
             return P.Error(P.ErrorCode.NO_LEADER, "no leader is elected right now; retry shortly", rid).encode()
