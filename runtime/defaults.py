@@ -57,6 +57,11 @@ WORKER_CONCURRENCY = 8
 # On SIGTERM a worker finishes what it runs for this long, then gives the rest back to the queue.
 DRAIN_TIMEOUT = 60.0
 
+# Deepest nesting of arrays and maps in a task's arguments or result (JSON-like data is a few levels
+# deep): msgpack's own limit is 1,024, and a value near it passed the edge, then could not be packed
+# inside the command that carries it (measured: its whole Raft batch was dropped, again and again).
+MAX_NESTING = 64
+
 # Largest frame accepted: big enough for any sane payload, small enough that one client cannot
 # exhaust the coordinator's memory.
 MAX_FRAME_BYTES = 16 * 1024 * 1024

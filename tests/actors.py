@@ -159,3 +159,12 @@ def isolated_fail_until(attempts: int) -> int:
 @qrt.actor(isolation="process", retries=0)
 def isolated_raises(message: str) -> None:
     raise ValueError(message)
+
+
+@qrt.actor(retries=0)
+async def nested(depth: int) -> object:
+    """A result nested `depth` levels deep."""
+    value: object = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value

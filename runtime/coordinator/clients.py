@@ -16,7 +16,7 @@ from ..state import TaskState, views
 from ..state import commands as C
 from ..state.model import Accepted, Count, Effect, Finished, Internal
 from .dispatch import Dispatcher
-from .proposer import OnEffects, Proposer
+from .proposer import UNPACKABLE, OnEffects, Proposer
 from .roster import WorkerTable
 from .router import Router
 from .status import cluster_status
@@ -63,7 +63,9 @@ class ClientDesk:
         commit (retry), or that it failed inside the state machine (an `Internal` effect)."""
         def on_effects(effects: list[Effect] | None, error: str | None) -> None:
             failed = next((e for e in effects or [] if isinstance(e, Internal)), None)
-            if effects is None:
+            if effects is None and error is not None and error.startswith(UNPACKABLE):  # retrying cannot help
+                self._reply(identity, P.Error(P.ErrorCode.INTERNAL, f"could not be proposed ({error})", rid))
+            elif effects is None:
                 self._reply(identity, P.Error(P.ErrorCode.UNAVAILABLE, f"not committed ({error}); retry", rid))
             elif failed is not None:
                 self._reply(identity, P.Error(P.ErrorCode.INTERNAL, failed.message, rid))

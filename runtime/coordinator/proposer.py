@@ -28,6 +28,9 @@ log = logging.getLogger("qrt.coordinator")
 
 # Called on the event loop with the command's effects, or None and a reason when it did not commit.
 OnEffects = Callable[[list[Effect] | None, str | None], None]
+# The reason given for a command that could not be packed (a bug, or a value past msgpack's limits
+# that ingress let through): retrying cannot help.
+UNPACKABLE = "unpackable"
 
 
 class Proposer:
@@ -38,14 +41,25 @@ class Proposer:
         self._on_batch = on_batch  # sees every effect of every batch this node committed, once
         self._scheduled = False
         self._refs = itertools.count(1)
-        self._gathered: list[tuple[int, C.Command]] = []
+        self._gathered: list[tuple[int, bytes]] = []  # (ref, the command packed)
         self._callbacks: dict[int, OnEffects] = {}  # ref -> who waits for that command's effects
         self._in_flight: dict[int, list[int]] = {}  # batch -> refs of its commands
 
     def add(self, command: C.Command, on_effects: OnEffects | None) -> None:
-        """Propose `command` with this pass's others; `on_effects` gets its effects (None: nobody waits)."""
+        """Propose `command` with this pass's others; `on_effects` gets its effects (None: nobody waits).
+
+        The command is packed now: one that cannot be (a value msgpack refuses) fails alone, its
+        callback told `unpackable: ...` on the next turn of the loop, and never takes its batch down.
+        """
+        try:
+            packed = C.pack_command(command)
+        except Exception as exc:  # msgpack raises ValueError, TypeError, OverflowError
+            log.error("a %s command cannot be packed: %s", command.KIND, exc)
+            if on_effects is not None:
+                self._loop.call_soon(on_effects, None, f"{UNPACKABLE}: {exc}")
+            return
         ref = next(self._refs)
-        self._gathered.append((ref, command))
+        self._gathered.append((ref, packed))
         if on_effects is not None:
             self._callbacks[ref] = on_effects
         if not self._scheduled:  # whatever else this pass of the loop adds joins the same entry
@@ -65,10 +79,14 @@ class Proposer:
             chunk, self._gathered = self._gathered[:n], self._gathered[n:]
             stamp = self.clock()
             refs = [ref for ref, _ in chunk]
-            payload = C.pack_batch(self._replication.term, stamp, [command for _, command in chunk], refs)
+            payload = C.join_batch(self._replication.term, stamp, [packed for _, packed in chunk], refs)
             batch = refs[0]
             self._in_flight[batch] = refs
-            self._replication.propose(payload, self._on_commit(batch))
+            try:
+                self._replication.propose(payload, self._on_commit(batch))
+            except Exception as exc:  # never a batch dropped without a word to its commands
+                log.exception("proposing a batch failed")
+                self._loop.call_soon(self._resolve, batch, None, f"not proposed: {exc}")
 
     def _on_commit(self, batch: int) -> Callable[[Applied | None, str | None], None]:
         """A callback for pysyncobj's thread that hands the outcome to the event loop."""

@@ -106,7 +106,7 @@ class Envelope:
         if type(raw) is dict and raw.keys() <= _PLAIN_ENVELOPE:
             task_id, actor, args, kwargs = raw.get("id"), raw.get("actor"), raw.get("args", []), raw.get("kwargs", {})
             if (v.is_id(task_id) and v.is_id(actor) and type(args) is list and type(kwargs) is dict
-                    and v.has_str_keys(kwargs)):
+                    and v.has_str_keys(kwargs) and v.within_nesting(args) and v.within_nesting(kwargs)):
                 return cls(task_id, actor, args, kwargs)
         return None
 
@@ -116,13 +116,13 @@ class Envelope:
         if not isinstance(raw, dict):
             raise v.bad(where, "must be a map (a task envelope)")
         p = where + "."
-        kwargs = v.str_keys(v.get(raw, "kwargs", dict, {}, where=p), p + "kwargs")
+        kwargs = v.str_keys(v.payload(raw, "kwargs", dict, {}, where=p), p + "kwargs")
         priority = v.get(raw, "priority", int, 0, where=p)
         if not -(2**63) <= priority < 2**63:
             raise v.bad(p + "priority", "must fit a signed 64-bit int")
         return cls(
             id=v.str_id(raw, "id", p), actor=v.str_id(raw, "actor", p),
-            args=list(v.get(raw, "args", list, [], where=p)), kwargs=kwargs, keys=v.key_values(raw, p),
+            args=list(v.payload(raw, "args", list, [], where=p)), kwargs=kwargs, keys=v.key_values(raw, p),
             delay=float(v.nonneg(v.get(raw, "delay", v.NUMBER, 0.0, where=p), p + "delay")),
             priority=priority, eta=v.optional_number(raw, "eta", p),
             expires_in=v.optional_number(raw, "expires_in", p), expires_at=v.optional_number(raw, "expires_at", p),
@@ -312,7 +312,7 @@ class CronAdd(Request):
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> Self:
         return cls(v.str_id(m, "name"), v.str_id(m, "actor"), v.str_id(m, "expr"), v.get(m, "tz", str, "UTC"),
-                   list(v.get(m, "args", list, [])), v.str_keys(v.get(m, "kwargs", dict, {}), "kwargs"),
+                   list(v.payload(m, "args", list, [])), v.str_keys(v.payload(m, "kwargs", dict, {}), "kwargs"),
                    rid=rid_of(m)).check()
 
 

@@ -76,7 +76,7 @@ class Result(Reply):
         """A result without an error, accepted with a few checks (None: let `read` name what is wrong)."""
         state, task_id, rid = m.get("state"), m.get("id"), m.get("rid")
         if not (type(state) is str and state in RESULT_STATES and type(task_id) is str and type(rid) is int
-                and m.get("error") is None):
+                and m.get("error") is None and v.within_nesting(m.get("value"))):
             return None
         summary = {}
         for name, kinds in _RESULT_KINDS:
@@ -98,7 +98,8 @@ class Result(Reply):
             error = {name: v.get(error, name, str, "", where="error.") for name in ("type", "message", "traceback")}
         # Every result a client waits for passes here: the optional fields are read in one loop.
         summary = {name: v.get(m, name, types, None) for name, types in _RESULT_TYPES if name in m}
-        return cls(rid_of(m), v.get(m, "id", str), state, value=m.get("value"), error=error, **summary)
+        return cls(rid_of(m), v.get(m, "id", str), state, value=v.payload(m, "value", None, None), error=error,
+                   **summary)
 
 
 # The summary's optional fields (besides value and error), and their types.

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeGuard
 
 from ..cron_expr import CronExpr, check_zone
+from ..defaults import MAX_NESTING
 from ..errors import ProtocolError
 from .codec import ErrorCode
 
@@ -109,6 +110,33 @@ def is_finite_number(value: Any) -> TypeGuard[int | float]:
 
 def has_str_keys(value: dict[Any, Any]) -> bool:
     return all(type(k) is str for k in value)
+
+
+_CONTAINERS = (list, tuple, dict)
+
+
+def within_nesting(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether `value` nests arrays and maps at most `limit` levels deep (a flat list is one)."""
+    if type(value) not in _CONTAINERS:
+        return True
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        inner = [*item.keys(), *item.values()] if type(item) is dict else item
+        stack.extend((x, depth + 1) for x in inner if type(x) in _CONTAINERS)
+    return True
+
+
+def payload(msg: dict[str, Any], name: str, types: type | tuple[type, ...] | None, default: Any = _REQUIRED,
+            where: str = "") -> Any:
+    """A field of task data (arguments, a result), of `types` (None: any msgpack value), nested at
+    most MAX_NESTING deep."""
+    value = msg.get(name, default) if types is None else get(msg, name, types, default, where)
+    if not within_nesting(value):
+        raise bad(f"{where}{name}", f"is nested deeper than {MAX_NESTING} levels")
+    return value
 
 
 def nonneg(value: Any, path: str) -> Any:

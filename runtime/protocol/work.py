@@ -128,8 +128,9 @@ class Outcome:
         """A success, accepted with a few checks (None: let `read` name what is wrong)."""
         if type(raw) is dict and raw.get("ok") is True and raw.keys() <= _SUCCESS_FIELDS:
             task_id, attempt = raw.get("id"), raw.get("attempt")
-            if v.is_id(task_id) and type(attempt) is int:
-                return cls(task_id, attempt, True, raw.get("value"))
+            value = raw.get("value")
+            if v.is_id(task_id) and type(attempt) is int and v.within_nesting(value):
+                return cls(task_id, attempt, True, value)
         return None
 
     @classmethod
@@ -141,7 +142,7 @@ class Outcome:
         ok = v.get(raw, "ok", bool, where=p)
         return cls(
             id=v.str_id(raw, "id", p), attempt=v.get(raw, "attempt", int, where=p), ok=ok,
-            value=raw.get("value"), error_type=v.get(raw, "error_type", str, "", where=p),
+            value=v.payload(raw, "value", None, None, where=p), error_type=v.get(raw, "error_type", str, "", where=p),
             message=v.get(raw, "message", str, "", where=p), traceback=v.get(raw, "traceback", str, "", where=p),
             retry_delay=v.optional_number(raw, "retry_delay", p),
             retryable=v.get(raw, "retryable", bool, True, where=p),
@@ -246,7 +247,7 @@ class RunTask:
             attempt, timeout, term = raw.get("attempt"), raw.get("timeout"), raw.get("term", 0)
             if (v.is_id(task_id) and v.is_id(actor) and type(args) is list and type(kwargs) is dict
                     and type(attempt) is int and type(term) is int and v.is_finite_number(timeout) and timeout > 0
-                    and v.has_str_keys(kwargs)):
+                    and v.has_str_keys(kwargs) and v.within_nesting(args) and v.within_nesting(kwargs)):
                 return cls(task_id, actor, args, kwargs, attempt, float(timeout), term)
         return None
 
@@ -259,8 +260,8 @@ class RunTask:
         timeout = v.get(raw, "timeout", v.NUMBER, where=p)
         if timeout <= 0:
             raise v.bad(p + "timeout", "must be positive")
-        return cls(v.str_id(raw, "id", p), v.str_id(raw, "actor", p), list(v.get(raw, "args", list, [], where=p)),
-                   v.str_keys(v.get(raw, "kwargs", dict, {}, where=p), p + "kwargs"),
+        return cls(v.str_id(raw, "id", p), v.str_id(raw, "actor", p), list(v.payload(raw, "args", list, [], where=p)),
+                   v.str_keys(v.payload(raw, "kwargs", dict, {}, where=p), p + "kwargs"),
                    v.get(raw, "attempt", int, where=p), float(timeout), v.get(raw, "term", int, 0, where=p))
 
 

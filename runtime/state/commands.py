@@ -247,16 +247,29 @@ def operator_limits(actor: str, rate: tuple[int, float] | None, key: Any, concur
 # -- the batch ---------------------------------------------------------------------------------
 
 
+def pack_command(command: Command) -> bytes:
+    """One command as the batch carries it; raises (ValueError, TypeError, OverflowError) when a
+    value cannot be packed, so that the proposer refuses that command alone."""
+    packed: bytes = msgpack.packb(command.to_wire(), use_bin_type=True)
+    return packed
+
+
+def join_batch(term: int, timestamp: float, packed: list[bytes], refs: list[int]) -> bytes:
+    """One Raft entry, ``[term, timestamp, [command, ...], [ref, ...]]``, from commands packed one by
+    one (`pack_command`): the same bytes as packing it whole, and nothing left that can fail."""
+    if len(refs) != len(packed):
+        raise ValueError(f"{len(refs)} refs for {len(packed)} commands")
+    head = msgpack.Packer(use_bin_type=True)
+    return b"".join([head.pack_array_header(4), head.pack(term), head.pack(timestamp),
+                     head.pack_array_header(len(packed)), *packed, head.pack(refs)])
+
+
 def pack_batch(term: int, timestamp: float, commands: list[Command], refs: list[int] | None = None) -> bytes:
-    """One Raft entry: ``[term, timestamp, [command, ...], [ref, ...]]``. A ref is the proposer's
-    number for a command, so that each command's effects find who waits for them; without refs
-    (tests, tools) the commands are numbered 1, 2, ..."""
-    batch: list[Any] = [term, timestamp, [c.to_wire() for c in commands]]
+    """One Raft entry from commands (tests and tools); without refs they are numbered 1, 2, ... when
+    read, and the entry is ``[term, timestamp, [command, ...]]``."""
     if refs is not None:
-        if len(refs) != len(commands):
-            raise ValueError(f"{len(refs)} refs for {len(commands)} commands")
-        batch.append(refs)
-    packed: bytes = msgpack.packb(batch, use_bin_type=True)
+        return join_batch(term, timestamp, [pack_command(c) for c in commands], refs)
+    packed: bytes = msgpack.packb([term, timestamp, [c.to_wire() for c in commands]], use_bin_type=True)
     return packed
 
 

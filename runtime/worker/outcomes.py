@@ -15,6 +15,7 @@ import msgpack
 from .. import defaults
 from ..errors import NonRetryable, Retry
 from ..protocol import Outcome, check_packable
+from ..protocol.validate import within_nesting
 
 # A result must fit in a `done` frame with room to spare for the rest of the frame.
 MAX_RESULT_BYTES = defaults.MAX_FRAME_BYTES - 64 * 1024
@@ -34,6 +35,9 @@ def ok(task_id: str, attempt: int, value: Any) -> Outcome:
         except TypeError as exc:  # names the offending part
             message = str(exc)
         return error(task_id, attempt, "UnpackableResult", message, retryable=False)
+    if not within_nesting(value):
+        message = f"the result is nested deeper than {defaults.MAX_NESTING} levels; flatten it"
+        return error(task_id, attempt, "ResultTooDeep", message, retryable=False)
     if size > MAX_RESULT_BYTES:
         message = f"the result packs to {size} bytes, over the limit of {MAX_RESULT_BYTES}; store it elsewhere"
         return error(task_id, attempt, "ResultTooLarge", message, retryable=False)

@@ -79,3 +79,15 @@ def test_a_report_for_a_task_never_leased_changes_nothing(cluster: LocalCluster)
     finally:
         sock.close()
         ctx.term()
+
+
+def test_a_result_nested_near_msgpacks_limit_fails_its_task_and_nothing_else(cluster: LocalCluster) -> None:
+    # It used to pass the edge, then make its `finish` command unpackable: the Raft batch around it
+    # was dropped (other tasks' submits and acks too), again each time the worker resent it.
+    with qrt.Client(cluster.urls) as client:
+        deep = client.submit(actors.nested, 1020)
+        after = [client.submit(actors.add, i, 1) for i in range(10)]
+        with pytest.raises(qrt.TaskFailed) as failed:
+            deep.result(timeout=10)
+        assert failed.value.error_type == "ResultTooDeep"
+        assert [h.result(timeout=10) for h in after] == [i + 1 for i in range(10)]

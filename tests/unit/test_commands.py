@@ -83,3 +83,10 @@ def test_a_command_that_does_not_fit_its_record_reads_as_unreadable() -> None:
     _, _, commands, _ = C.unpack_batch(payload)
     assert [type(c) for c in commands] == [C.Unreadable, C.Unreadable, C.Tick]
     assert isinstance(commands[1], C.Unreadable) and commands[1].kind == "warp" and "'warp'" in commands[1].reason
+
+
+def test_a_batch_joined_from_commands_packed_one_by_one_is_the_batch_packed_whole() -> None:
+    commands = [command for command, _ in CASES]
+    joined = C.join_batch(3, 1000.5, [C.pack_command(c) for c in commands], list(range(10, 10 + len(commands))))
+    assert joined == msgpack.packb([3, 1000.5, [wire for _, wire in CASES], list(range(10, 10 + len(commands)))],
+                                   use_bin_type=True)

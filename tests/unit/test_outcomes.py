@@ -29,3 +29,12 @@ def test_a_retry_delay_is_always_one_the_coordinator_accepts(delay: Any, sent: f
     # the outcomes batched with it never committed.
     outcome = accepted_by_the_coordinator(outcomes.of_exception("t1", 1, Retry(delay=delay)))
     assert (outcome.error_type, outcome.retry_delay) == ("Retry", sent)
+
+
+def test_a_result_nested_past_the_limit_fails_the_task_instead_of_wedging_its_report() -> None:
+    value: list[Any] = []
+    for _ in range(1019):
+        value = [value]
+    outcome = accepted_by_the_coordinator(outcomes.ok("t1", 1, value))
+    assert (outcome.ok, outcome.error_type, outcome.retryable) == (False, "ResultTooDeep", False)
+    assert "nested deeper than 64 levels" in outcome.message

@@ -227,3 +227,29 @@ async def test_a_callback_that_raises_does_not_keep_the_others_from_their_effect
     await settle()
     assert answers.calls == {"b": [([Accepted(["b"])], None)]}
     assert any(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in caplog.records)
+
+
+def nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+async def test_a_command_that_cannot_be_packed_fails_alone_and_the_others_commit() -> None:
+    # A value msgpack cannot pack (nested past its limit) in one command made the whole batch fail
+    # without a callback: other clients' submits, acks and a dispatch's reserved credit were lost.
+    replication, proposer, _ = make()
+    answers = Answers()
+    proposer.add(submit("t1"), answers.to("before"))
+    proposer.add(C.Submit([Envelope("deep", "a", nested(2000), {})]), answers.to("deep"))
+    proposer.add(submit("t2"), answers.to("after"))
+    await settle()
+    [proposal] = replication.pending
+    assert [c.tasks[0].id for c in proposal.commands if isinstance(c, C.Submit)] == ["t1", "t2"]
+    replication.commit(proposal)
+    await settle()
+    [(effects, error)] = answers.calls["deep"]
+    assert effects is None and error is not None and error.startswith("unpackable")
+    assert answers.calls["before"][0][0] == [Accepted(["t1"])]
+    assert answers.calls["after"][0][0] == [Accepted(["t2"])]
