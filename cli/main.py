@@ -222,7 +222,7 @@ def status(client: Client, as_json: bool) -> None:
         click.echo(json.dumps(st, indent=2))
         return
     click.echo(f"leader {st['leader']}  term {st['term']}  commit index {st['commit_index']}  "
-               f"dead letters {st['dead_letters']}")
+               f"dead letters {st['dead_letters']}  clock skew {st.get('clock_skew', 0.0):+.3f} s")
     for node in st["nodes"]:
         state = "leader" if node["leader"] else ("follower" if node["reachable"] else "UNREACHABLE from the leader")
         click.echo(f"  node {node['url']} (raft {node['raft']})  {state}")

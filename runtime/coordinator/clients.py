@@ -41,7 +41,8 @@ class ClientDesk:
             self._wait(identity, msg)
         elif isinstance(msg, P.Status):
             status = cluster_status(self.listen, self.dispatcher.leading, self.replication, self.workers)
-            self._reply(identity, P.StatusReply(msg.rid, {**status, "now": self.proposer.clock()}))
+            self._reply(identity, P.StatusReply(msg.rid, {**status, "now": self.proposer.clock(),
+                                                          "clock_skew": round(self.proposer.skew(), 3)}))
         elif isinstance(msg, P.DlqList):
             self._dlq_list(identity, msg)
         elif isinstance(msg, P.DlqShow):

@@ -138,7 +138,7 @@ class Dispatcher:
             return
         # Read without the replication lock, as the dispatch path does: dict lookups and list(dict)
         # are atomic under the GIL, and waiting for a batch being applied would only delay this.
-        ready = views.ready_actors(self.replication.machine, time.time())
+        ready = views.ready_actors(self.replication.machine, self.proposer.clock())
         if not ready:
             return  # the common case: one look at the counters, whatever the number of workers
         # Else a scan of set checks (an actor no connected worker serves keeps `ready` non-empty).
@@ -152,7 +152,7 @@ class Dispatcher:
             due = views.next_due(machine)
         if due is None or not self.leading:
             return
-        when = self._loop.time() + max(0.0, due - time.time()) + 0.001  # never a hair early
+        when = self._loop.time() + max(0.0, due - self.proposer.clock()) + 0.001  # never a hair early
         if self._timer is not None and not self._timer.cancelled() and self._timer.when() <= when:
             return
         if self._timer is not None:
@@ -169,7 +169,7 @@ class Dispatcher:
 
     def wake_for_time(self) -> None:
         """Delayed tasks and result expiry move only when a command applies: propose one when due."""
-        now = time.time()
+        now = self.proposer.clock()
         with self.replication.reading() as machine:  # pysyncobj's thread may be changing it
             due, expiry = views.next_due(machine), views.next_expiry(machine)
         if due is not None and due <= now:

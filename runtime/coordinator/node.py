@@ -8,7 +8,7 @@ import signal
 
 import uvloop
 
-from .. import defaults
+from .. import clock, defaults
 from ..replication import Replication
 from .server import Coordinator
 
@@ -34,7 +34,7 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
 
     replication = Replication(raft, peers, data_dir, password, on_state_changed=state_changed)
     try:
-        coordinator = Coordinator(listen, replication, max_frame)
+        coordinator = Coordinator(listen, replication, max_frame, clock.from_environment())
         log.info("coordinator listening on %s, raft %s, peers %s, data in %s", listen, raft,
                  ",".join(peers) or "none", data_dir)
         await coordinator.serve(stop, raft_changed)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections.abc import Callable
 
 from .. import defaults
+from ..clock import Clock, SystemClock
 from ..replication import Replication
 from ..state import commands as C
 from ..state.model import Applied, Effect
@@ -35,8 +35,10 @@ UNPACKABLE = "unpackable"
 
 class Proposer:
     def __init__(self, replication: Replication, loop: asyncio.AbstractEventLoop,
-                 on_batch: Callable[[list[Effect]], None]) -> None:
+                 on_batch: Callable[[list[Effect]], None], clock: Clock | None = None) -> None:
         self._replication = replication
+        self._clock = clock or SystemClock()
+        self._anchor: tuple[float, float] | None = None  # (leader time, monotonic time) at taking office
         self._loop = loop
         self._on_batch = on_batch  # sees every effect of every batch this node committed, once
         self._scheduled = False
@@ -66,10 +68,25 @@ class Proposer:
             self._scheduled = True
             self._loop.call_soon(self.flush)
 
+    def take_office(self) -> None:
+        """This node now leads: replicated time goes on from the later of its wall clock and the
+        replicated time it found, advanced from now on by its monotonic clock."""
+        self._anchor = (max(self._clock.wall(), self._replication.machine.now), self._clock.monotonic())
+
     def clock(self) -> float:
-        """The leader's clock, as it stamps batches: never behind the replicated time (which a
-        previous leader with a faster clock may have set)."""
-        return max(time.time(), self._replication.machine.now)
+        """Leader time, as batches are stamped with (a hybrid clock, DESIGN.md): it advances with
+        the monotonic clock, so a step of the wall clock (NTP, by hand) neither freezes nor hastens
+        delays, limits and TTLs (measured before: a 60 s step back held a 5/s actor for 60 s), and it
+        is never behind replicated time. The wall clock is read when the node takes office."""
+        if self._anchor is None:
+            self.take_office()
+        assert self._anchor is not None
+        since_wall, since = self._anchor
+        return max(self._replication.machine.now, since_wall + self._clock.monotonic() - since)
+
+    def skew(self) -> float:
+        """How far this node's wall clock is ahead of leader time (behind: negative)."""
+        return self._clock.wall() - self.clock()
 
     def flush(self) -> None:
         """Propose what was gathered, stamped with the leader's term and a non-decreasing time."""

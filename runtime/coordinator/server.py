@@ -13,6 +13,7 @@ import logging
 
 from .. import defaults
 from .. import protocol as P
+from ..clock import Clock
 from ..errors import ProtocolError
 from ..replication import Replication
 from ..state import commands as C
@@ -33,13 +34,14 @@ REGISTER_INTERVAL = 0.2
 
 
 class Coordinator:
-    def __init__(self, listen: str, replication: Replication, max_frame: int = defaults.MAX_FRAME_BYTES) -> None:
+    def __init__(self, listen: str, replication: Replication, max_frame: int = defaults.MAX_FRAME_BYTES,
+                 clock: Clock | None = None) -> None:
         self.listen = listen
         self.replication = replication
         self.max_frame = max_frame
         self.workers = WorkerTable()
         self.router = Router(listen, max_frame, self._on_frame, self._after_pass)
-        self.proposer = Proposer(replication, asyncio.get_running_loop(), self._on_batch)
+        self.proposer = Proposer(replication, asyncio.get_running_loop(), self._on_batch, clock)
         self.dispatcher = Dispatcher(replication, self.proposer, self.router, self.workers)
         self.clients = ClientDesk(listen, replication, self.proposer, self.router, self.dispatcher, self.workers)
         self.worker_desk = WorkerDesk(replication, self.proposer, self.router, self.workers, self.dispatcher)
@@ -87,6 +89,7 @@ class Coordinator:
             with self.replication.reading() as machine:
                 for worker_id in list(machine.leases):
                     self.workers.ghost(worker_id)
+            self.proposer.take_office()
             self.dispatcher.poke()
             log.info("this node (%s) now leads, term %d", self.listen, self.replication.term)
         else:

@@ -191,7 +191,40 @@ async def test_a_batch_is_never_stamped_behind_replicated_time() -> None:
     proposer.add(C.Tick(), None)
     await settle()
     _, stamp, _, _ = C.unpack_batch(repl.proposed[0].payload)
-    assert stamp == ahead
+    assert ahead <= stamp < ahead + 1.0
+
+
+class SteppableClock:
+    """A wall clock the test steps, and a monotonic clock it advances."""
+
+    def __init__(self) -> None:
+        self.wall_time, self.mono = 2_000_000_000.0, 100.0
+
+    def wall(self) -> float:
+        return self.wall_time
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+async def test_leader_time_follows_the_monotonic_clock_whatever_the_wall_clock_does() -> None:
+    repl = FakeReplication()
+    clock = SteppableClock()
+    proposer = Proposer(repl.as_replication(), asyncio.get_running_loop(), lambda effects: None, clock)
+    proposer.take_office()
+    start = proposer.clock()
+    assert start == clock.wall_time  # taking office reads the wall clock
+    clock.mono += 2.0
+    clock.wall_time -= 60.0  # stepped back: leader time neither freezes nor goes back
+    assert proposer.clock() == start + 2.0
+    clock.mono += 1.0
+    clock.wall_time += 3600.0  # stepped forward: no jump either
+    assert proposer.clock() == start + 3.0
+    assert proposer.skew() == clock.wall_time - (start + 3.0)
+    repl.machine.apply_batch(C.pack_batch(repl.term, start + 100.0, [C.Tick()]))
+    assert proposer.clock() == start + 100.0  # never behind replicated time (a faster previous leader)
+    proposer.take_office()  # a new term: the wall clock is read again
+    assert proposer.clock() == clock.wall_time
 
 
 async def test_on_batch_sees_every_effect_of_each_committed_batch_once() -> None:

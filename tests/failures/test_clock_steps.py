@@ -1,0 +1,62 @@
+"""A step of the leader's wall clock neither freezes nor hastens delays and limits: replicated time
+follows the leader's monotonic clock (DESIGN.md, "Commands are stamped by the leader")."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import qrt
+from qrt.clock import WALL_OFFSET_ENV
+from qrt.local import LocalCluster
+from tests import actors
+
+
+@pytest.fixture
+def stepped(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
+    """One node whose wall clock the test steps (seconds written to a file), and one worker."""
+    offset = tmp_path / "wall-offset"
+    offset.write_text("0")
+    c = LocalCluster(nodes=1, base_dir=str(tmp_path), env={WALL_OFFSET_ENV: str(offset)})
+    try:
+        c.start()
+        c.start_worker(["tests.actors"], concurrency=4)
+        c.wait_for_workers(1)
+        yield c, offset
+    finally:
+        c.stop()
+        print(c.dump_logs())
+
+
+def step(offset: Path, seconds: float) -> None:
+    offset.write_text(str(float(offset.read_text()) + seconds))
+    time.sleep(0.2)  # the clock reads its file at most every 50 ms
+
+
+def test_a_step_back_freezes_no_delay_and_no_rate_limit(stepped: tuple[LocalCluster, Path]) -> None:
+    cluster, offset = stepped
+    with qrt.Client(cluster.urls) as client:
+        assert client.submit(actors.add, 1, 1).result(timeout=10) == 2
+        step(offset, -60.0)  # NTP steps the leader's clock back a minute
+        started = time.monotonic()
+        delayed = client.submit_with(actors.add, (40, 2), delay=1.0)
+        limited = [client.submit(actors.rate_limited, i) for i in range(10)]  # 5/s
+        assert delayed.result(timeout=10) == 42  # it used to wait for the wall clock: 60 s
+        for handle in limited:
+            handle.result(timeout=10)
+        assert time.monotonic() - started < 8.0
+
+
+def test_a_step_forward_hastens_no_delay(stepped: tuple[LocalCluster, Path]) -> None:
+    cluster, offset = stepped
+    with qrt.Client(cluster.urls) as client:
+        assert client.submit(actors.add, 1, 1).result(timeout=10) == 2
+        delayed = client.submit_with(actors.add, (40, 2), delay=3.0)
+        submitted = time.monotonic()
+        step(offset, 60.0)  # the clock jumps a minute ahead
+        assert delayed.result(timeout=10) == 42
+        waited = time.monotonic() - submitted
+        assert waited >= 2.5, f"a 3 s delay ran after {waited:.1f} s: the step forward fired it early"
