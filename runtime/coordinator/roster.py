@@ -44,6 +44,15 @@ class WorkerTable:
         if worker_id not in self.by_id:
             self.by_id[worker_id] = WorkerConn(worker_id, worker_id.encode(), connected=False)
 
+    def adopt(self, lease_holders: list[str]) -> list[str]:
+        """Every lease has a worker here whose silence expires it: the holders this leader did not
+        know get a timer now (their leases may have been committed after this leader's election, or
+        after their worker left). Returns those."""
+        orphans = [w for w in lease_holders if w not in self.by_id]
+        for worker_id in orphans:
+            self.ghost(worker_id)
+        return orphans
+
     def seen(self, worker_id: str) -> WorkerConn | None:
         conn = self.by_id.get(worker_id)
         if conn is not None:

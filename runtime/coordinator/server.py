@@ -90,6 +90,9 @@ class Coordinator:
                 for worker_id in list(machine.leases):
                     self.workers.ghost(worker_id)
             self.proposer.take_office()
+            # A first batch in this term at once: from it on, every replica refuses the dispatches
+            # a deposed leader may still propose (state machine, `_dispatch`).
+            self.proposer.add(C.Tick(), None)
             self.dispatcher.poke()
             log.info("this node (%s) now leads, term %d", self.listen, self.replication.term)
         else:
@@ -156,6 +159,7 @@ class Coordinator:
             if not self.leading:
                 continue
             try:
+                self.worker_desk.adopt_orphans()
                 self.worker_desk.expire_silent()
                 self.clients.expire_waits()
                 self.dispatcher.wake_for_time()

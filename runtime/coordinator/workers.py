@@ -118,6 +118,13 @@ class WorkerDesk:
         if conn is not None:
             self._send(conn.identity, P.CancelRun(task_id))
 
+    def adopt_orphans(self) -> None:
+        """Give every lease holder this leader does not know a timer (housekeeping, each pass)."""
+        holders = list(self.replication.machine.leases)  # atomic under the GIL: no lock needed
+        for worker_id in self.workers.adopt(holders):
+            log.warning("worker %s holds leases this leader did not know of: they expire unless it says hello",
+                        worker_id)
+
     def expire_silent(self) -> None:
         """A worker silent for the lease timeout is gone: its leases expire, counting a loss."""
         for conn in self.workers.silent_since(time.monotonic() - defaults.LEASE_TIMEOUT):

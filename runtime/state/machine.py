@@ -61,7 +61,8 @@ class StateMachine(TaskStore):
             term, timestamp, cmds, refs = C.unpack_batch(payload)
             if len(refs) != len(cmds) or not all(type(r) is int for r in refs):
                 raise ValueError(f"{len(refs)} refs for {len(cmds)} commands, or refs that are not ints")
-            self.term = max(self.term, int(term))
+            self.batch_term = int(term)  # the term of the leader that decided this batch
+            self.term = max(self.term, self.batch_term)
             self.now = max(self.now, float(timestamp))  # time never goes backwards across leaders
         except Exception:  # cannot happen for batches we built; never let it wedge Raft
             log.exception("unreadable batch ignored")
@@ -159,6 +160,10 @@ class StateMachine(TaskStore):
         return task_id
 
     def _dispatch(self, cmd: C.Dispatch, effects: list[Effect]) -> None:
+        if self.batch_term < self.term:
+            # Decided by a deposed leader (its leftover, forwarded by pysyncobj after a pause): its
+            # view of free slots is stale, and no one would deliver or expire what it granted.
+            return
         # One task per offer per turn, in the offers' order (least loaded first): a batch of ready
         # tasks is spread over the workers rather than filling the first one's slots.
         turn = [(offer, offer.slots) for offer in cmd.offers if offer.slots > 0]

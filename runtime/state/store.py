@@ -55,7 +55,8 @@ class TaskStore:
         self.nodes: dict[str, str] = {}  # raft address -> client URL of each coordinator node
         self.order = 0
         self.now = 0.0  # the newest leader timestamp applied
-        self.term = 0
+        self.term = 0  # the highest term of any batch applied
+        self.batch_term = 0  # the term of the batch being applied
         self.applied = 0  # batches applied
         self.digest = ""  # hex chain hash of every batch applied, to compare replicas
 

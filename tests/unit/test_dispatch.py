@@ -246,3 +246,15 @@ async def test_tasks_too_large_for_one_frame_are_sent_one_per_frame() -> None:
     runs = leader.router.runs()
     assert sorted((identity, [t.id for t in tasks]) for identity, tasks in runs) == [(b"w1", ["m1"]), (b"w1", ["m2"])]
     assert all(len(frame) <= 1000 for _, frame in leader.router.sent)
+
+
+def test_a_lease_holder_the_leader_did_not_know_gets_a_timer() -> None:
+    # Leases committed after the election (a deposed leader's leftover) or held by a worker that
+    # left had no owner to deliver them and no timer to expire them: they stayed running forever.
+    table = WorkerTable()
+    table.hello("w1", b"w1", ["a"], 1, 1)
+    assert table.adopt(["w1", "orphan"]) == ["orphan"]
+    ghost = table.by_id["orphan"]
+    assert not ghost.connected and ghost.credit == 0
+    assert ghost in table.silent_since(ghost.last_seen + 0.001)  # its lease timer runs
+    assert table.adopt(["orphan"]) == []  # adopted once: its timer is not restarted

@@ -312,3 +312,17 @@ def test_a_past_stall_is_not_a_reason_to_wake() -> None:
     d.apply(C.Tick())  # no free slot: nothing dispatches, the stall's time has passed
     due = views.next_due(d.machine)
     assert due is None or due > d.now
+
+
+def test_a_deposed_leaders_dispatch_grants_nothing() -> None:
+    # A leader paused under load resumed and proposed a dispatch from its stale view; pysyncobj
+    # forwarded it to the new leader, which committed it: leases no one would deliver or expire.
+    d = Driver()
+    d.submit("t1")
+    d.term = 2
+    d.apply(C.Tick())  # the new leader's first batch
+    d.term = 1  # the deposed leader's leftover
+    [effects] = d.apply(C.Dispatch([C.Offer("w1", ["a"], 1)]))
+    assert effects == [] and d.state("t1") == "queued" and not d.machine.leases
+    d.term = 2
+    assert [run.id for run in d.dispatch()] == ["t1"]  # the current leader's dispatch does grant it
