@@ -39,6 +39,7 @@ class Proposer:
         self._replication = replication
         self._clock = clock or SystemClock()
         self._anchor: tuple[float, float] | None = None  # (leader time, monotonic time) at taking office
+        self._term: int | None = None  # the Raft term in which this node took office
         self._loop = loop
         self._on_batch = on_batch  # sees every effect of every batch this node committed, once
         self._scheduled = False
@@ -69,8 +70,10 @@ class Proposer:
             self._loop.call_soon(self.flush)
 
     def take_office(self) -> None:
-        """This node now leads: replicated time goes on from the later of its wall clock and the
-        replicated time it found, advanced from now on by its monotonic clock."""
+        """This node now leads: its batches carry this term from now on (even after it is deposed,
+        so that every replica refuses what it decided then), and replicated time goes on from the
+        later of its wall clock and the replicated time it found, advanced by its monotonic clock."""
+        self._term = self._replication.term
         self._anchor = (max(self._clock.wall(), self._replication.machine.now), self._clock.monotonic())
 
     def clock(self) -> float:
@@ -96,7 +99,10 @@ class Proposer:
             chunk, self._gathered = self._gathered[:n], self._gathered[n:]
             stamp = self.clock()
             refs = [ref for ref, _ in chunk]
-            payload = C.join_batch(self._replication.term, stamp, [packed for _, packed in chunk], refs)
+            # The term it led in, not the current one: a deposed leader that resumes after a pause
+            # reads the new term from pysyncobj, and its leftovers must not pass for the new leader's.
+            term = self._replication.term if self._term is None else self._term
+            payload = C.join_batch(term, stamp, [packed for _, packed in chunk], refs)
             batch = refs[0]
             self._in_flight[batch] = refs
             try:

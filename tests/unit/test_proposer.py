@@ -286,3 +286,14 @@ async def test_a_command_that_cannot_be_packed_fails_alone_and_the_others_commit
     assert effects is None and error is not None and error.startswith("unpackable")
     assert answers.calls["before"][0][0] == [Accepted(["t1"])]
     assert answers.calls["after"][0][0] == [Accepted(["t2"])]
+
+
+async def test_batches_carry_the_term_the_node_took_office_in_even_after_it_is_deposed() -> None:
+    # A leader paused under load resumes, reads the new term from pysyncobj, and proposes from its
+    # stale view: stamped with the new term, its dispatch passed for the new leader's.
+    repl, proposer, _ = make()
+    proposer.take_office()
+    repl.term = 4  # deposed while paused: pysyncobj now knows a later term
+    proposer.add(C.Tick(), None)
+    await settle()
+    assert C.unpack_batch(repl.proposed[0].payload)[0] == 3
