@@ -168,3 +168,4 @@ async def nested(depth: int) -> object:
     for _ in range(depth - 1):
         value = [value]
     return value
+

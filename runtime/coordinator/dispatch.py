@@ -97,6 +97,9 @@ class Dispatcher:
         else:  # large arguments: one task per frame keeps each within what a worker accepts
             batches = [(Run([task]).encode(), [task]) for task in tasks]
         unsent = [task for frame, batch in batches if not self.router.send(conn.identity, frame) for task in batch]
+        now = time.monotonic()
+        for task in tasks:
+            conn.runs_sent[task.id] = now
         if unsent:  # the worker's heartbeats would keep these leases alive although it never got them
             self.requeue(conn.id, [(t.id, t.attempt) for t in unsent])
             # Its connection is gone (killed, or reconnecting): offer it nothing more. Else the next
@@ -107,6 +110,12 @@ class Dispatcher:
             conn.connected = False
             conn.credit = 0
             log.info("worker %s is unreachable: no more tasks until it says hello again", conn.id)
+
+    def resend(self, conn: WorkerConn, tasks: list[RunTask]) -> None:
+        """Send again the `run` of leases a worker says it lacks (the first was lost on its way)."""
+        if tasks:
+            log.warning("worker %s lacks %d of its leases: their runs are sent again", conn.id, len(tasks))
+            self._send_runs(conn, tasks)
 
     def requeue(self, worker: str, leases: list[tuple[str, int]] | None, counts: bool = False,
                 then: OnEffects | None = None) -> None:

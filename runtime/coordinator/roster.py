@@ -28,6 +28,7 @@ class WorkerConn:
     # The batch (StateMachine.applied) at its hello: a lease granted later may be a `run` still on its way.
     hello_batch: int = NEVER
     last_run: float = 0.0  # when it was last sent tasks (monotonic): among equals, the longest idle goes first
+    runs_sent: dict[str, float] = field(default_factory=dict)  # task id -> when its `run` last left (monotonic)
 
 
 class WorkerTable:

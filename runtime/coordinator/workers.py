@@ -18,6 +18,10 @@ from .router import Router
 
 log = logging.getLogger("qrt.coordinator")
 
+# A lease its worker does not list in a heartbeat is sent again once its `run` has had this long
+# to arrive (a heartbeat may have crossed it): twice a heartbeat interval.
+RESEND_RUN_AFTER = 2 * defaults.HEARTBEAT_INTERVAL
+
 class WorkerDesk:
     """The worker messages: hello, heartbeat, done, credit, drain, bye; and silent workers' leases."""
 
@@ -38,6 +42,8 @@ class WorkerDesk:
             return
         if isinstance(msg, P.Heartbeat):
             self._send(conn.identity, P.Hb())
+            if msg.running is not None:
+                self._reconcile(conn, msg.running)
         elif isinstance(msg, P.Done):
             self._done(conn, msg)
         elif isinstance(msg, P.Credit):
@@ -86,6 +92,25 @@ class WorkerDesk:
                  ", ".join(a.name for a in msg.actors))
         self._send(identity, P.Welcome(msg.worker_id, defaults.HEARTBEAT_INTERVAL, defaults.LEASE_TIMEOUT,
                                         self.proposer.clock()))
+
+    def _reconcile(self, conn: WorkerConn, listed: list[tuple[str, int]]) -> None:
+        """Every lease is delivered, and nothing runs without one (DESIGN.md, "Lease expiry"): what
+        the leader leases to this worker and the worker lacks is sent again (a `run` lost in a
+        reconnect used to keep its lease for as long as the worker heartbeat), and what the worker
+        runs without a lease is cancelled (the worker ignores ids it does not run)."""
+        now = time.monotonic()
+        with self.replication.reading() as machine:
+            held = dict(views.leases_of(machine, conn.id))
+            has = dict(listed)
+            lacking = [tid for tid, attempt in held.items() if has.get(tid, -1) < attempt
+                       and now - conn.runs_sent.get(tid, 0.0) > RESEND_RUN_AFTER]
+            runs = views.runs_of(machine, conn.id, lacking)
+        for tid in [t for t in conn.runs_sent if t not in held]:
+            del conn.runs_sent[tid]
+        self.dispatcher.resend(conn, runs)
+        for tid, attempt in listed:
+            if held.get(tid, -1) < attempt:
+                self._send(conn.identity, P.CancelRun(tid))
 
     def _done(self, conn: WorkerConn, msg: P.Done) -> None:
         if not conn.draining:

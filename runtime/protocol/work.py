@@ -90,7 +90,22 @@ class Hello(Message):
 
 @dataclass(slots=True)
 class Heartbeat(Message):
+    """A worker is alive. With `running` (what it holds: tasks it runs and outcomes not yet
+    acknowledged, as in `hello`), the leader reconciles its leases with them: a lease the worker
+    lacks is sent again, a task the worker runs without a lease is cancelled."""
+
     TYPE = "heartbeat"
+    running: list[tuple[str, int]] | None = None  # None: an older worker, nothing to reconcile
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"t": self.TYPE}
+        if self.running is not None:
+            wire["running"] = [list(r) for r in self.running]
+        return wire
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        return cls(v.leases(m, "running") if "running" in m else None)
 
 
 _SUCCESS_FIELDS = frozenset({"id", "attempt", "ok", "value"})

@@ -105,8 +105,12 @@ class TaskStore:
         rates, caps = self.limits(task.actor, task.keys)
         task.counted = self.flow.start(task.actor, task.keys, rates, caps, self.now)
         self.leases.setdefault(worker, {})[task.id] = None
-        effects.append(Leased(worker, RunTask(task.id, task.actor, task.args, task.kwargs, task.attempt,
-                                              self._option(task, "timeout"), self.term)))
+        effects.append(Leased(worker, self.run_task(task)))
+
+    def run_task(self, task: Task) -> RunTask:
+        """What a worker is sent to run a leased task (again, when the leader reconciles)."""
+        term = task.lease.term if task.lease is not None else self.term
+        return RunTask(task.id, task.actor, task.args, task.kwargs, task.attempt, self._option(task, "timeout"), term)
 
     def _release(self, task: Task) -> None:
         """End a RUNNING task's lease (its state moves next): its concurrency units come free."""

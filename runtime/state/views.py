@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..protocol import RunTask
 from .limits import INFINITY
 from .machine import StateMachine
 
@@ -42,6 +43,12 @@ def next_expiry(m: StateMachine) -> float | None:
 def leases_of(m: StateMachine, worker: str) -> list[tuple[str, int]]:
     """The (task id, attempt) of every lease `worker` holds."""
     return [(tid, m.tasks[tid].attempt) for tid in m.leases.get(worker, {})]
+
+
+def runs_of(m: StateMachine, worker: str, task_ids: list[str]) -> list[RunTask]:
+    """The `run` entries of those of `task_ids` that `worker` holds a lease on."""
+    held = m.leases.get(worker, {})
+    return [m.run_task(m.tasks[tid]) for tid in task_ids if tid in held]
 
 
 def limits_view(m: StateMachine) -> dict[str, dict[str, Any]]:

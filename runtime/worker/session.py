@@ -205,7 +205,7 @@ class Worker:
         if self.standing is Standing.WELCOMED:
             if now - self._last_beat >= defaults.HEARTBEAT_INTERVAL:
                 self._last_beat = now
-                self._send(Heartbeat())
+                self._send(Heartbeat(self._held()))  # the leader reconciles its leases with these
             stale = [report for report in self.unacked.values() if now - report.sent_at > defaults.RESEND_AFTER]
             if stale:
                 self._resend(stale)
@@ -229,9 +229,14 @@ class Worker:
         self._hello_at = time.monotonic()
         self._hello_slots = 0 if self.draining else self._free_slots()
         # Finished but unacknowledged tasks too: their leases must stay, for the report we resend.
-        held = [(task_id, r.attempt) for task_id, r in self.running.items()]
-        held += [(report.outcome.id, report.outcome.attempt) for report in self.unacked.values()]
-        self._send(Hello(self.id, self._specs, self._hello_slots, self.concurrency, held))
+        self._send(Hello(self.id, self._specs, self._hello_slots, self.concurrency, self._held()))
+
+    def _held(self) -> list[tuple[str, int]]:
+        """What the leader must keep leased to us: the tasks we run, and those whose report it has
+        not acknowledged (their leases must stay, for the report we resend). Each id once."""
+        held = {report.outcome.id: report.outcome.attempt for report in self.unacked.values()}
+        held.update((task_id, r.attempt) for task_id, r in self.running.items())
+        return list(held.items())
 
     def _on_message(self, raw: dict[str, Any]) -> None:
         try:
@@ -296,6 +301,10 @@ class Worker:
 
     def _start(self, task: RunTask) -> None:
         existing = self.running.get(task.id)
+        reported = self.unacked.get(task.id)
+        if (existing is not None and existing.attempt >= task.attempt) or \
+                (reported is not None and reported.outcome.attempt >= task.attempt):
+            return  # sent again by a leader reconciling its leases: we have it already
         if existing is not None:
             # Leased again (our old lease expired while the handler kept running): the running
             # handler reports under the new attempt, and the slot this run took is offered back.

@@ -247,3 +247,23 @@ async def test_a_bye_that_meets_a_new_leader_is_said_again_with_the_unacknowledg
         async with asyncio.timeout(BYE_WAIT):
             await session
         assert worker.standing is Standing.LEFT and not worker.unacked
+
+
+async def test_heartbeats_list_what_it_holds_and_a_run_sent_again_is_not_run_twice() -> None:
+    # The leader reconciles its leases with the heartbeat's list and sends a lacking `run` again;
+    # one that crossed the heartbeat arrives twice, and must neither start twice nor free a slot.
+    async with fake_nodes(1) as [node], serving([node.url]) as (worker, _, _):
+        identity, _ = await welcome(node)
+        node.send(identity, run(("t1", "unit.session.gated", ["g1"], 1)))
+        await wait_for(lambda: "t1" in worker.running, what="t1 to start")
+        _, beat = await node.expect("heartbeat", timeout=defaults.HEARTBEAT_INTERVAL + 1)
+        assert beat["running"] == [["t1", 1]]
+        node.send(identity, run(("t1", "unit.session.gated", ["g1"], 1)))  # the same lease, again
+        await node.expect_nothing(0.3, skip=("heartbeat",))  # no credit: it took no new slot
+        assert len(worker.running) == 1
+        GATES["g1"].set()
+        _, done = await node.expect("done", skip=("heartbeat",))
+        assert [(o["id"], o["attempt"]) for o in done["outcomes"]] == [("t1", 1)]
+        node.send(identity, run(("t1", "unit.session.gated", ["g1"], 1)))  # reported, not yet acknowledged
+        await node.expect_nothing(0.3, skip=("heartbeat",))
+        assert "t1" not in worker.running

@@ -1,0 +1,66 @@
+"""A `run` lost on its way (a worker reconnecting drops what its old socket held) is sent again:
+the leader reconciles its leases with what the worker lists in its heartbeats."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgpack
+import zmq
+
+import qrt
+from qrt.local import LocalCluster
+
+ACTOR = "fake.echo"  # served by the test's fake worker alone
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return msgpack.packb({"v": 1, **message}, use_bin_type=True)
+
+
+def decode(frame: bytes) -> dict[str, Any]:
+    message: dict[str, Any] = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    return message
+
+
+def test_a_run_lost_in_a_reconnect_is_sent_again_and_the_task_finishes(cluster: LocalCluster) -> None:
+    # Before, the lease stayed with the live, heart-beating worker for good: the task never ran.
+    worker_id = "fake-worker-lost-run"
+    hello = {"t": "hello", "worker_id": worker_id, "slots": 1, "concurrency": 1,
+             "actors": [{"name": ACTOR, "options": {}}], "running": []}
+    ctx = zmq.Context()
+
+    def connect() -> zmq.Socket:  # type: ignore[type-arg]
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, worker_id.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(cluster.urls[0])
+        sock.send(encode(hello))
+        assert sock.poll(5000) and decode(sock.recv())["t"] == "welcome"
+        return sock
+
+    sock = connect()
+    try:
+        with qrt.Client(cluster.urls) as client:
+            task = client.submit(ACTOR, 7)
+            cluster.wait_running(ACTOR, 1)  # leased to us; its `run` sits unread
+            sock.close(linger=0)  # what a reconnecting worker does: the `run` is gone with the socket
+            sock = connect()
+            deadline = time.monotonic() + 10
+            last_beat = 0.0
+            while time.monotonic() < deadline:
+                if time.monotonic() - last_beat > 1.0:
+                    sock.send(encode({"t": "heartbeat", "running": []}))  # we run nothing
+                    last_beat = time.monotonic()
+                if sock.poll(100):
+                    message = decode(sock.recv())
+                    if message["t"] == "run":
+                        [run] = message["tasks"]
+                        sock.send(encode({"t": "done", "credit": 1, "outcomes": [
+                            {"id": run["id"], "attempt": run["attempt"], "ok": True, "value": run["args"][0]}]}))
+                        break
+            assert task.result(timeout=5) == 7
+    finally:
+        sock.close(linger=0)
+        ctx.term()
