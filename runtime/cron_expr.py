@@ -1,12 +1,14 @@
 """Cron expressions: parse "*/5 * * * *" (or 6 fields, seconds first) and find the next fire time.
 
 Pure: the next time after a leader timestamp is computed from the expression and the time zone's
-rules (zoneinfo), so every replica computes the same one.
+rules (zoneinfo, read from the pinned tzdata package), so every replica computes the same one.
 """
 
 from __future__ import annotations
 
 import datetime
+import importlib.resources
+import re
 import zoneinfo
 from dataclasses import dataclass
 from typing import Any
@@ -55,15 +57,32 @@ def _parse_field(text: str, field: str, low: int, high: int, names: dict[str, in
 MAX_ZONE_CHARS = 64
 
 
-def check_zone(tz: str) -> None:
-    """ValueError unless `tz` names an IANA time zone (from the pinned tzdata package)."""
-    if not isinstance(tz, str) or not 0 < len(tz) <= MAX_ZONE_CHARS:
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
+_ZONES: dict[str, zoneinfo.ZoneInfo] = {}
+
+
+def zone(tz: str) -> zoneinfo.ZoneInfo:
+    """The time zone `tz` from the pinned `tzdata` package, never the host's database: every replica
+    must compute the same fire times, whatever its host has installed (or not). ValueError unless
+    `tz` names an IANA time zone."""
+    found = _ZONES.get(tz)
+    if found is not None:
+        return found
+    if not isinstance(tz, str) or not 0 < len(tz) <= MAX_ZONE_CHARS or not _ZONE_NAME.fullmatch(tz):
         raise ValueError(f"unknown time zone {str(tz)[:MAX_ZONE_CHARS]!r}: a time zone is an IANA name of at most "
                          f"{MAX_ZONE_CHARS} characters, such as 'Europe/Paris'")
     try:
-        zoneinfo.ZoneInfo(tz)
-    except Exception:  # ZoneInfoNotFoundError, ValueError, and OSError for names the file system refuses
+        with importlib.resources.files("tzdata").joinpath("zoneinfo", *tz.split("/")).open("rb") as f:
+            found = zoneinfo.ZoneInfo.from_file(f, key=tz)
+    except Exception:  # no such file (or a directory), or not a zone file
         raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as 'Europe/Paris')") from None
+    _ZONES[tz] = found
+    return found
+
+
+def check_zone(tz: str) -> None:
+    """ValueError unless `tz` names an IANA time zone (from the pinned tzdata package)."""
+    zone(tz)
 
 
 @dataclass(frozen=True)
@@ -119,8 +138,8 @@ class CronExpr:
 
     def next_after(self, after: float) -> float | None:
         """The first fire time strictly after `after` (epoch seconds), or None if there is none."""
-        zone = zoneinfo.ZoneInfo(self.tz)
-        start = datetime.datetime.fromtimestamp(int(after) + 1, zone).replace(tzinfo=None)
+        zone_info = zone(self.tz)
+        start = datetime.datetime.fromtimestamp(int(after) + 1, zone_info).replace(tzinfo=None)
         day = start.date()
         for _ in range(SEARCH_DAYS):
             if self._day_matches(day):
@@ -135,7 +154,7 @@ class CronExpr:
                             local = datetime.datetime(day.year, day.month, day.day, hour, minute, second)
                             if local < start:
                                 continue
-                            fire = local.replace(tzinfo=zone).timestamp()
+                            fire = local.replace(tzinfo=zone_info).timestamp()
                             if fire > after:  # a local time skipped by a DST change maps past it
                                 return fire
             day += datetime.timedelta(days=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import pickle
 
 import pytest
@@ -141,3 +142,25 @@ def test_an_entry_parses_its_expression_once_when_put_and_pickles_as_its_text(
     assert b"frozenset" not in snapshot  # the expression, not its parsed sets
     restored = pickle.loads(snapshot).cron.entries["beat"]
     assert restored.schedule == entry.schedule and restored.view() == entry.view()
+
+
+def test_time_zones_come_from_the_pinned_tzdata_package_not_the_host(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # zoneinfo prefers the host's database: a replica whose copy is missing a zone or older computed
+    # other fire times than the rest (replicas diverge unseen). Here a host whose "Europe/Paris" is UTC.
+    import shutil
+    import zoneinfo
+
+    import tzdata
+
+    fake = tmp_path / "zoneinfo"
+    (fake / "Europe").mkdir(parents=True)
+    shutil.copy(os.path.join(os.path.dirname(tzdata.__file__), "zoneinfo", "UTC"), fake / "Europe" / "Paris")
+    zoneinfo.reset_tzpath([str(fake)])
+    zoneinfo.ZoneInfo.clear_cache()
+    try:
+        expr = CronExpr.parse("0 12 * * *", "Europe/Paris")
+        noon_utc = 1_783_339_200.0  # 2026-07-06 12:00 UTC, summer time in Paris (UTC+2)
+        assert expr.next_after(noon_utc - 86400) == noon_utc - 2 * 3600
+    finally:
+        zoneinfo.reset_tzpath()
+        zoneinfo.ZoneInfo.clear_cache()
