@@ -7,6 +7,7 @@ rules (zoneinfo, read from the pinned tzdata package), so every replica computes
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.resources
 import re
 import zoneinfo
@@ -65,12 +66,14 @@ def zone(tz: str) -> zoneinfo.ZoneInfo:
     """The time zone `tz` from the pinned `tzdata` package, never the host's database: every replica
     must compute the same fire times, whatever its host has installed (or not). ValueError unless
     `tz` names an IANA time zone."""
-    found = _ZONES.get(tz)
-    if found is not None:
-        return found
     if not isinstance(tz, str) or not 0 < len(tz) <= MAX_ZONE_CHARS or not _ZONE_NAME.fullmatch(tz):
         raise ValueError(f"unknown time zone {str(tz)[:MAX_ZONE_CHARS]!r}: a time zone is an IANA name of at most "
                          f"{MAX_ZONE_CHARS} characters, such as 'Europe/Paris'")
+    found = _ZONES.get(tz)
+    if found is not None:
+        return found
+    if tz not in _zone_names():  # the package's own list: case-exact whatever the file system
+        raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as 'Europe/Paris')")
     try:
         with importlib.resources.files("tzdata").joinpath("zoneinfo", *tz.split("/")).open("rb") as f:
             found = zoneinfo.ZoneInfo.from_file(f, key=tz)
@@ -78,6 +81,11 @@ def zone(tz: str) -> zoneinfo.ZoneInfo:
         raise ValueError(f"unknown time zone {tz!r} (use an IANA name such as 'Europe/Paris')") from None
     _ZONES[tz] = found
     return found
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(importlib.resources.files("tzdata").joinpath("zones").read_text().split())
 
 
 def check_zone(tz: str) -> None:

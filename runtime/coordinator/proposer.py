@@ -76,14 +76,18 @@ class Proposer:
         self._term = self._replication.term
         self._anchor = (max(self._clock.wall(), self._replication.machine.now), self._clock.monotonic())
 
+    @property
+    def office_term(self) -> int | None:
+        """The term this node last took office in (None: never)."""
+        return self._term
+
     def clock(self) -> float:
         """Leader time, as batches are stamped with (a hybrid clock, DESIGN.md): it advances with
         the monotonic clock, so a step of the wall clock (NTP, by hand) neither freezes nor hastens
         delays, limits and TTLs (measured before: a 60 s step back held a 5/s actor for 60 s), and it
         is never behind replicated time. The wall clock is read when the node takes office."""
-        if self._anchor is None:
-            self.take_office()
-        assert self._anchor is not None
+        if self._anchor is None:  # never led: the wall clock, never behind replicated time
+            return max(self._clock.wall(), self._replication.machine.now)
         since_wall, since = self._anchor
         return max(self._replication.machine.now, since_wall + self._clock.monotonic() - since)
 

@@ -34,6 +34,7 @@ class WorkerConn:
 class WorkerTable:
     def __init__(self) -> None:
         self.by_id: dict[str, WorkerConn] = {}
+        self.departing: set[str] = set()  # said bye; their leases are being given back
 
     def hello(self, worker_id: str, identity: bytes, actors: list[str], slots: int, concurrency: int) -> WorkerConn:
         conn = WorkerConn(worker_id, identity, sorted(actors), slots, concurrency)
@@ -49,7 +50,7 @@ class WorkerTable:
         """Every lease has a worker here whose silence expires it: the holders this leader did not
         know get a timer now (their leases may have been committed after this leader's election, or
         after their worker left). Returns those."""
-        orphans = [w for w in lease_holders if w not in self.by_id]
+        orphans = [w for w in lease_holders if w not in self.by_id and w not in self.departing]
         for worker_id in orphans:
             self.ghost(worker_id)
         return orphans
@@ -59,6 +60,12 @@ class WorkerTable:
         if conn is not None:
             conn.last_seen = time.monotonic()
         return conn
+
+    def seen_all(self) -> None:
+        """Count every worker as heard from now (after a stall of this process, see Coordinator)."""
+        now = time.monotonic()
+        for conn in self.by_id.values():
+            conn.last_seen = now
 
     def silent_since(self, deadline: float) -> list[WorkerConn]:
         return [w for w in self.by_id.values() if w.last_seen < deadline]
@@ -92,3 +99,4 @@ class WorkerTable:
 
     def clear(self) -> None:
         self.by_id.clear()
+        self.departing.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from .. import defaults
 from .. import protocol as P
@@ -29,6 +30,8 @@ log = logging.getLogger("qrt.coordinator")
 
 # How often the leader checks lease timers, due delayed tasks and expired waits.
 HOUSEKEEPING_INTERVAL = 0.1
+# A housekeeping pass this late means the process was paused or its loop blocked (see _housekeeping).
+STALL = 1.0
 # How often a node checks that its client URL is replicated (so that followers can redirect to it).
 REGISTER_INTERVAL = 0.2
 
@@ -80,7 +83,10 @@ class Coordinator:
 
     def on_raft_state_changed(self) -> None:
         leading = self.replication.is_leader()
-        if leading == self.leading:
+        # Deposed and elected again before this loop noticed: a new office all the same (else its
+        # batches would carry the old term, and every replica would refuse its dispatches).
+        reelected = leading and self.leading and self.proposer.office_term != self.replication.term
+        if leading == self.leading and not reelected:
             return
         self.dispatcher.leading = leading
         self.workers.clear()
@@ -154,11 +160,19 @@ class Coordinator:
     # -- timers -----------------------------------------------------------------------------
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
+        last = time.monotonic()
         while not stop.is_set():
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            now, stalled = time.monotonic(), time.monotonic() - last > STALL
+            last = now
             if not self.leading:
                 continue
             try:
+                if stalled:
+                    # This process was paused (GC, VM steal, SIGSTOP) or its loop blocked: the
+                    # workers' heartbeats wait unread in the socket. Silence measured across the
+                    # stall is ours, not theirs: they get a full lease timeout again.
+                    self.workers.seen_all()
                 self.worker_desk.adopt_orphans()
                 self.worker_desk.expire_silent()
                 self.clients.expire_waits()
@@ -176,7 +190,7 @@ class Coordinator:
                 continue
             if self.leading:
                 self.proposer.add(C.RegisterNode(me, self.listen), None)
-            elif self.replication.leader_address() is not None:
+            elif self.replication.reachable_leader() is not None:
                 # Any node may propose this one command (pysyncobj forwards it to the leader); it
                 # carries the machine's own time so a follower's clock cannot move time.
                 payload = C.pack_batch(self.replication.term, self.replication.machine.now,

@@ -85,6 +85,9 @@ class WorkerDesk:
             vanished = [(tid, attempt) for tid, attempt in views.leases_of(machine, msg.worker_id)
                         if (tid, attempt) not in still_running
                         and (since is None or machine.tasks[tid].leased_in <= since)]
+        if previous is not None and previous.connected:  # runs still on their way may be resent
+            gone = {tid for tid, _ in vanished}
+            conn.runs_sent = {tid: at for tid, at in previous.runs_sent.items() if tid not in gone}
         if vanished:  # granted by an earlier leader, but the worker never got them (or fenced itself)
             self.dispatcher.requeue(msg.worker_id, vanished)
         self.dispatcher.poke()
@@ -102,8 +105,11 @@ class WorkerDesk:
         with self.replication.reading() as machine:
             held = dict(views.leases_of(machine, conn.id))
             has = dict(listed)
+            # Only runs sent on this connection: a lease granted before (by an earlier leader, or
+            # before a hello that did not list it) is being voided, and resending it would run the
+            # task twice.
             lacking = [tid for tid, attempt in held.items() if has.get(tid, -1) < attempt
-                       and now - conn.runs_sent.get(tid, 0.0) > RESEND_RUN_AFTER]
+                       and tid in conn.runs_sent and now - conn.runs_sent[tid] > RESEND_RUN_AFTER]
             runs = views.runs_of(machine, conn.id, lacking)
         for tid in [t for t in conn.runs_sent if t not in held]:
             del conn.runs_sent[tid]
@@ -115,6 +121,8 @@ class WorkerDesk:
     def _done(self, conn: WorkerConn, msg: P.Done) -> None:
         if not conn.draining:
             conn.credit += msg.credit
+        for outcome in msg.outcomes:
+            conn.runs_sent.pop(outcome.id, None)
         ack = P.Ack([o.id for o in msg.outcomes]).encode()
         identity = conn.identity
 
@@ -126,11 +134,13 @@ class WorkerDesk:
 
     def _bye(self, conn: WorkerConn, msg: P.Bye) -> None:
         self.workers.remove(conn.id)
+        self.workers.departing.add(conn.id)  # not an orphan while its leases are given back
         farewell = P.Ack([tid for tid, _ in msg.running], bye=True).encode()
         identity = conn.identity
         log.info("worker %s left, giving back %d running tasks", conn.id, len(msg.running))
 
         def given_back(effects: list[Effect] | None, error: str | None) -> None:
+            self.workers.departing.discard(conn.id)  # what is left (if this failed) gets a timer
             if effects is not None:  # else no ack: the worker says bye again, or its leases expire
                 self.router.send(identity, farewell)
         # All its leases, not only those it lists: a `run` may have crossed its `bye` (its earlier

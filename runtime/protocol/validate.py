@@ -7,8 +7,9 @@ bool, nil, array, map), since a client in another language never saw a Python ty
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeGuard
 
 from ..cron_expr import CronExpr, check_zone
@@ -116,17 +117,27 @@ _CONTAINERS = (list, tuple, dict)
 
 
 def within_nesting(value: Any, limit: int = MAX_NESTING) -> bool:
-    """Whether `value` nests arrays and maps at most `limit` levels deep (a flat list is one)."""
+    """Whether `value` nests arrays and maps at most `limit` levels deep (a flat list is one).
+
+    Depth first, one iterator per level: memory grows with the depth, never with the size.
+    """
     if type(value) not in _CONTAINERS:
         return True
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack = [_children(value)]
     while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        inner = [*item.keys(), *item.values()] if type(item) is dict else item
-        stack.extend((x, depth + 1) for x in inner if type(x) in _CONTAINERS)
+        for item in stack[-1]:
+            if type(item) in _CONTAINERS:
+                if len(stack) >= limit:
+                    return False
+                stack.append(_children(item))
+                break
+        else:
+            stack.pop()
     return True
+
+
+def _children(container: Any) -> Iterator[Any]:
+    return itertools.chain(container.keys(), container.values()) if type(container) is dict else iter(container)
 
 
 def payload(msg: dict[str, Any], name: str, types: type | tuple[type, ...] | None, default: Any = _REQUIRED,

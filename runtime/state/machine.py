@@ -62,8 +62,9 @@ class StateMachine(TaskStore):
             if len(refs) != len(cmds) or not all(type(r) is int for r in refs):
                 raise ValueError(f"{len(refs)} refs for {len(cmds)} commands, or refs that are not ints")
             self.batch_term = int(term)  # the term of the leader that decided this batch
-            self.term = max(self.term, self.batch_term)
-            self.now = max(self.now, float(timestamp))  # time never goes backwards across leaders
+            if self.batch_term >= self.term:  # a deposed leader's clock does not move time
+                self.term = self.batch_term
+                self.now = max(self.now, float(timestamp))  # time never goes backwards across leaders
         except Exception:  # cannot happen for batches we built; never let it wedge Raft
             log.exception("unreadable batch ignored")
             return applied
@@ -159,10 +160,15 @@ class StateMachine(TaskStore):
             self._enqueue(task)
         return task_id
 
+    @property
+    def stale(self) -> bool:
+        """Whether the batch being applied was decided by a deposed leader (its leftover, forwarded
+        by pysyncobj after a pause): commands made from a leader's view of its workers (DISPATCH,
+        LOST) are refused then, since that view is stale. Facts (submits, outcomes) still apply."""
+        return self.batch_term < self.term
+
     def _dispatch(self, cmd: C.Dispatch, effects: list[Effect]) -> None:
-        if self.batch_term < self.term:
-            # Decided by a deposed leader (its leftover, forwarded by pysyncobj after a pause): its
-            # view of free slots is stale, and no one would deliver or expire what it granted.
+        if self.stale:  # no one would deliver or expire what it granted
             return
         # One task per offer per turn, in the offers' order (least loaded first): a batch of ready
         # tasks is spread over the workers rather than filling the first one's slots.
@@ -201,6 +207,8 @@ class StateMachine(TaskStore):
                 effects.append(Retrying(task.id, task.attempt, delay, error))
 
     def _lost(self, cmd: C.Lost, effects: list[Effect]) -> None:
+        if self.stale:  # a paused leader's expiries: the new leader's timers decide those leases
+            return
         held = self.leases.get(cmd.worker, {})
         wanted = list(held) if cmd.leases is None else [tid for tid, att in cmd.leases
                                                         if tid in held and self.tasks[tid].attempt == att]

@@ -26,6 +26,9 @@ MAX_ERROR_TEXT = 32 * 1024
 
 def ok(task_id: str, attempt: int, value: Any) -> Outcome:
     """The handler returned `value`; a failure instead when it cannot be sent back."""
+    if not within_nesting(value):  # before packing: msgpack gives up at ~1,000 levels with RecursionError
+        message = f"the result is nested deeper than {defaults.MAX_NESTING} levels; flatten it"
+        return error(task_id, attempt, "ResultTooDeep", message, retryable=False)
     try:
         size = len(msgpack.packb(value, use_bin_type=True))
     except (TypeError, ValueError, OverflowError):
@@ -35,9 +38,6 @@ def ok(task_id: str, attempt: int, value: Any) -> Outcome:
         except TypeError as exc:  # names the offending part
             message = str(exc)
         return error(task_id, attempt, "UnpackableResult", message, retryable=False)
-    if not within_nesting(value):
-        message = f"the result is nested deeper than {defaults.MAX_NESTING} levels; flatten it"
-        return error(task_id, attempt, "ResultTooDeep", message, retryable=False)
     if size > MAX_RESULT_BYTES:
         message = f"the result packs to {size} bytes, over the limit of {MAX_RESULT_BYTES}; store it elsewhere"
         return error(task_id, attempt, "ResultTooLarge", message, retryable=False)

@@ -268,6 +268,7 @@ class Worker:
                 self._on_error(message)
 
     def _on_welcome(self) -> None:
+        self._last_beat = time.monotonic()  # the hello told what we hold: the first heartbeat can wait
         if self._bye is not None:  # a new leader while leaving: what it must know, then bye again
             if self.unacked:
                 self._resend(list(self.unacked.values()))

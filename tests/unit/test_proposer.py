@@ -297,3 +297,22 @@ async def test_batches_carry_the_term_the_node_took_office_in_even_after_it_is_d
     proposer.add(C.Tick(), None)
     await settle()
     assert C.unpack_batch(repl.proposed[0].payload)[0] == 3
+
+
+async def test_a_leader_deposed_and_elected_again_unnoticed_takes_office_anew() -> None:
+    # The loop missed the step down (a stall longer than an election): without a new office its
+    # batches kept the old term, and every replica refused its dispatches for as long as it led.
+    from qrt.coordinator.server import Coordinator
+
+    repl = FakeReplication(term=3)
+    repl.is_leader = lambda: True  # type: ignore[attr-defined]
+    repl.leader_address = lambda: None  # type: ignore[attr-defined]
+    coordinator = Coordinator("tcp://127.0.0.1:*", repl.as_replication())
+    try:
+        coordinator.on_raft_state_changed()
+        assert coordinator.proposer.office_term == 3
+        repl.term = 5  # deposed in term 4, elected again in term 5: the loop saw neither
+        coordinator.on_raft_state_changed()
+        assert coordinator.proposer.office_term == 5
+    finally:
+        coordinator.router.close()

@@ -326,3 +326,18 @@ def test_a_deposed_leaders_dispatch_grants_nothing() -> None:
     assert effects == [] and d.state("t1") == "queued" and not d.machine.leases
     d.term = 2
     assert [run.id for run in d.dispatch()] == ["t1"]  # the current leader's dispatch does grant it
+
+
+def test_a_deposed_leaders_lease_expiries_and_clock_change_nothing() -> None:
+    # A leader paused past the lease timeout resumed, found every worker "silent" and expired them
+    # all: forwarded to the new leader, that voided leases the new leader had granted (tasks ran
+    # twice), and its clock could move replicated time.
+    d = Driver()
+    d.submit("t1")
+    d.term = 2
+    assert len(d.dispatch()) == 1
+    before = d.machine.now
+    d.term, d.now = 1, before + 3600.0  # the deposed leader's leftover, its clock an hour ahead
+    d.apply(C.Lost("w1"))
+    assert d.state("t1") == "running" and d.machine.tasks["t1"].losses == 0
+    assert d.machine.now == before
