@@ -163,8 +163,8 @@ class Coordinator:
         last = time.monotonic()
         while not stop.is_set():
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-            now, stalled = time.monotonic(), time.monotonic() - last > STALL
-            last = now
+            now = time.monotonic()
+            stalled, last = now - last > STALL, now
             if not self.leading:
                 continue
             try:

@@ -11,7 +11,7 @@ import pytest
 
 import qrt
 from qrt.clock import WALL_OFFSET_ENV
-from qrt.local import LocalCluster
+from qrt.local import LocalCluster, wait_until
 from tests import actors
 
 
@@ -31,16 +31,19 @@ def stepped(tmp_path: Path) -> Iterator[tuple[LocalCluster, Path]]:
         print(c.dump_logs())
 
 
-def step(offset: Path, seconds: float) -> None:
-    offset.write_text(str(float(offset.read_text()) + seconds))
-    time.sleep(0.2)  # the clock reads its file at most every 50 ms
+def step(cluster: LocalCluster, offset: Path, seconds: float) -> None:
+    """Step the node's wall clock, and wait until the node reads it (its status shows the skew)."""
+    skew = float(offset.read_text()) + seconds
+    offset.write_text(str(skew))
+    with qrt.Client(cluster.urls) as client:
+        wait_until(lambda: abs(client.status()["clock_skew"] - skew) < 1.0, 5, 0.02, what="the stepped clock")
 
 
 def test_a_step_back_freezes_no_delay_and_no_rate_limit(stepped: tuple[LocalCluster, Path]) -> None:
     cluster, offset = stepped
     with qrt.Client(cluster.urls) as client:
         assert client.submit(actors.add, 1, 1).result(timeout=10) == 2
-        step(offset, -60.0)  # NTP steps the leader's clock back a minute
+        step(cluster, offset, -60.0)  # NTP steps the leader's clock back a minute
         started = time.monotonic()
         delayed = client.submit_with(actors.add, (40, 2), delay=1.0)
         limited = [client.submit(actors.rate_limited, i) for i in range(10)]  # 5/s
@@ -56,7 +59,7 @@ def test_a_step_forward_hastens_no_delay(stepped: tuple[LocalCluster, Path]) -> 
         assert client.submit(actors.add, 1, 1).result(timeout=10) == 2
         delayed = client.submit_with(actors.add, (40, 2), delay=3.0)
         submitted = time.monotonic()
-        step(offset, 60.0)  # the clock jumps a minute ahead
+        step(cluster, offset, 60.0)  # the clock jumps a minute ahead
         assert delayed.result(timeout=10) == 42
         waited = time.monotonic() - submitted
         assert waited >= 2.5, f"a 3 s delay ran after {waited:.1f} s: the step forward fired it early"

@@ -6,7 +6,7 @@ import signal
 import time
 
 import qrt
-from qrt.local import LocalCluster
+from qrt.local import LocalCluster, wait_until
 from tests import actors
 
 
@@ -20,7 +20,8 @@ def test_a_leader_paused_under_load_leaves_no_lease_that_nobody_delivers(tmp_pat
         c.wait_for_workers(2)
         with qrt.Client(c.urls) as client:
             handles = client.submit_many(actors.sleep_then, [(0.2,)] * 200)
-            time.sleep(0.5)  # ok-sleep: let work be under way when the leader stops
+            wait_until(lambda: client.status()["queues"].get(actors.sleep_then.name, {}).get("running", 0) > 0, 10,
+                       what="work under way when the leader stops")
             leader = c.coordinator_nodes[c.wait_for_leader()].proc
             assert leader is not None
             leader.send_signal(signal.SIGSTOP)
