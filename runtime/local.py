@@ -57,6 +57,12 @@ class LocalCluster:
     base_dir: str | None = None
     log_level: str = "info"
     env: dict[str, str] = field(default_factory=dict)
+    fsync: bool = False  # every node runs with `qrt coordinator --fsync`
+    # Per node: the host it listens on (Raft and clients) and a command prefix that starts it, e.g.
+    # ["ip", "netns", "exec", NS] for a node in a network namespace (tests/netns.py). Default: all
+    # on 127.0.0.1, no prefix. A node off loopback needs `password` (replication.check_cluster).
+    hosts: list[str] = field(default_factory=list)
+    node_prefixes: list[list[str]] = field(default_factory=list)
     coordinator_nodes: list[Node] = field(default_factory=list)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -70,13 +76,14 @@ class LocalCluster:
             with open(path, "w") as f:
                 f.write(self.password)
             password_args = ["--raft-password-file", path]
+        hosts = self.hosts or ["127.0.0.1"] * self.nodes
         for i, (client_port, raft_port) in enumerate(addrs):
-            raft = f"127.0.0.1:{raft_port}"
-            peers = [f"127.0.0.1:{p}" for j, (_, p) in enumerate(addrs) if j != i]
+            raft = f"{hosts[i]}:{raft_port}"
+            peers = [f"{hosts[j]}:{p}" for j, (_, p) in enumerate(addrs) if j != i]
             data_dir = os.path.join(self.base_dir, f"node{i}")
-            url = f"tcp://127.0.0.1:{client_port}"
+            url = f"tcp://{hosts[i]}:{client_port}"
             args = ["coordinator", "--listen", url, "--raft", raft, "--data-dir", data_dir,
-                    "--log-level", self.log_level, *password_args]
+                    "--log-level", self.log_level, *password_args, *(["--fsync"] if self.fsync else [])]
             for peer in peers:
                 args += ["--peer", peer]
             self.coordinator_nodes.append(Node(url, raft, data_dir, args))
@@ -85,13 +92,14 @@ class LocalCluster:
     def urls(self) -> list[str]:
         return [n.url for n in self.coordinator_nodes]
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log_name: str, prefix: list[str] | None = None) -> subprocess.Popen[bytes]:
         assert self.base_dir is not None
         log = open(os.path.join(self.base_dir, log_name), "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        return subprocess.Popen([sys.executable, "-m", "qrt.cli", *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env)
+        # A prefix must exec the command (as `ip netns exec` does), so the PID kept is the process's own.
+        return subprocess.Popen([*(prefix or []), sys.executable, "-m", "qrt.cli", *args], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
     def start(self, wait: bool = True) -> LocalCluster:
         for i in range(len(self.coordinator_nodes)):
@@ -103,15 +111,15 @@ class LocalCluster:
     def start_node(self, i: int) -> None:
         node = self.coordinator_nodes[i]
         node.log_path = f"node{i}.log"
-        node.proc = self._spawn(node.args, node.log_path)
+        node.proc = self._spawn(node.args, node.log_path, self.node_prefixes[i] if self.node_prefixes else None)
 
     def start_worker(self, modules: list[str], concurrency: int = 8, extra: list[str] | None = None,
-                     name: str | None = None) -> subprocess.Popen[bytes]:
+                     name: str | None = None, prefix: list[str] | None = None) -> subprocess.Popen[bytes]:
         args = ["worker", *modules, "--log-level", self.log_level, *(extra or [])]
         args += ["--concurrency", str(concurrency)]
         for url in self.urls:
             args += ["--coordinator", url]
-        proc = self._spawn(args, name or f"worker{len(self.workers)}.log")
+        proc = self._spawn(args, name or f"worker{len(self.workers)}.log", prefix)
         self.workers.append(proc)
         return proc
 

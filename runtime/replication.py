@@ -21,6 +21,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncOb
 from . import defaults
 from .lifetime import die_with_parent
 from .raft_cipher import RaftCipher
+from .raft_journal import DurableJournal
 from .state import StateMachine
 from .state.model import Applied
 
@@ -92,14 +93,24 @@ def _die_with_forking_parent() -> None:
 os.register_at_fork(after_in_child=_die_with_forking_parent)
 
 
+_JOURNAL = "_SyncObj__raftLog"  # SyncObj's private self.__raftLog: the one reference to its journal
+
+
 class _SyncObj(SyncObj):  # type: ignore[misc]
     """pysyncobj with its Fernet replaced by RaftCipher: its transport asks `encryptor` for the
     object to encrypt with, when a connection opens (pysyncobj's `password` stays set, so it still
-    requires encryption on every connection)."""
+    requires encryption on every connection). With `fsync`, its journal is a DurableJournal."""
 
-    def __init__(self, *args: Any, cipher: RaftCipher | None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cipher: RaftCipher | None, fsync: bool = False, **kwargs: Any) -> None:
         self._qrt_cipher = cipher  # before pysyncobj's __init__, which may open connections
         super().__init__(*args, **kwargs)
+        if fsync:
+            # pysyncobj has no option for this nor a hook for its journal: its __init__ opened a
+            # FileJournal on the file (and wrote the first entry of a new one). Nothing has ticked
+            # yet (autoTick is off), so close that and read the same file, in the same format.
+            conf = getattr(self, "_SyncObj__conf")  # noqa: B009 - SyncObj's private self.__conf
+            getattr(self, _JOURNAL)._destroy()
+            setattr(self, _JOURNAL, DurableJournal(conf.journalFile, conf.fullDumpFile))
 
     @property
     def encryptor(self) -> RaftCipher | None:
@@ -110,7 +121,9 @@ class Replication:
     """One Raft node. `on_state_changed` runs on pysyncobj's thread: hand it to a loop thread-safely."""
 
     def __init__(self, self_address: str, peers: list[str], data_dir: str, password: str | None,
-                 on_state_changed: Callable[[], None] | None = None) -> None:
+                 on_state_changed: Callable[[], None] | None = None, fsync: bool = False) -> None:
+        """`fsync`: every Raft entry, term and snapshot is on disk before this node acts on it (a
+        leader counts itself in a majority, a follower acknowledges): see raft_journal.py."""
         check_cluster(self_address, peers, password)
         os.makedirs(data_dir, exist_ok=True)
         self.log = ReplicatedLog()
@@ -139,7 +152,7 @@ class Replication:
         quiet.setLevel(logging.CRITICAL)  # a failed bind is logged with a traceback; we say it once, below
         try:
             self.sync = _SyncObj(self_address, peers, conf, consumers=[self.log],
-                                 cipher=RaftCipher(password) if password is not None else None)
+                                 cipher=RaftCipher(password) if password is not None else None, fsync=fsync)
         except SyncObjException as exc:  # "BindError" after its retries: say which address
             raise OSError(f"cannot listen for Raft on {self_address} ({exc}); is the port in use?") from None
         finally:

@@ -169,3 +169,13 @@ async def nested(depth: int) -> object:
         value = [value]
     return value
 
+
+
+@qrt.actor(concurrency=1, timeout=0.3, retries=1)
+def overruns(path: str, seconds: float) -> None:
+    """A sync handler that runs past its timeout (a thread cannot be stopped); it appends its
+    start and end (monotonic seconds) to `path`, so a test can tell whether two attempts overlapped."""
+    start = time.monotonic()
+    time.sleep(seconds)  # ok-sleep: the handler's simulated work
+    with open(path, "a") as f:
+        f.write(f"{start} {time.monotonic()}\n")

@@ -16,13 +16,14 @@ log = logging.getLogger("qrt.coordinator")
 
 def run_coordinator(listen: str = defaults.COORDINATOR_URL, data_dir: str = defaults.DATA_DIR,
                     raft: str = defaults.RAFT_ADDRESS, peers: list[str] | None = None,
-                    password: str | None = None, max_frame: int = defaults.MAX_FRAME_BYTES) -> None:
-    """Run one coordinator node until SIGTERM or SIGINT."""
-    uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame))
+                    password: str | None = None, max_frame: int = defaults.MAX_FRAME_BYTES,
+                    fsync: bool = False) -> None:
+    """Run one coordinator node until SIGTERM or SIGINT (`fsync`: Replication's)."""
+    uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame, fsync))
 
 
 async def _main(listen: str, data_dir: str, raft: str, peers: list[str], password: str | None,
-                max_frame: int) -> None:
+                max_frame: int, fsync: bool) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -32,11 +33,11 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
     def state_changed() -> None:  # on pysyncobj's thread
         loop.call_soon_threadsafe(raft_changed.set)
 
-    replication = Replication(raft, peers, data_dir, password, on_state_changed=state_changed)
+    replication = Replication(raft, peers, data_dir, password, on_state_changed=state_changed, fsync=fsync)
     try:
         coordinator = Coordinator(listen, replication, max_frame, clock.from_environment())
-        log.info("coordinator listening on %s, raft %s, peers %s, data in %s", listen, raft,
-                 ",".join(peers) or "none", data_dir)
+        log.info("coordinator listening on %s, raft %s, peers %s, data in %s%s", listen, raft,
+                 ",".join(peers) or "none", data_dir, " (fsync)" if fsync else "")
         await coordinator.serve(stop, raft_changed)
     finally:
         replication.destroy()

@@ -29,6 +29,16 @@ class WorkerConn:
     hello_batch: int = NEVER
     last_run: float = 0.0  # when it was last sent tasks (monotonic): among equals, the longest idle goes first
     runs_sent: dict[str, float] = field(default_factory=dict)  # task id -> when its `run` last left (monotonic)
+    # Whether its heartbeats list what it runs (`running`, optional in the protocol): the leader
+    # reconciles with those; the others' leases get a deadline instead (WorkerDesk.expire_overdue).
+    lists_running: bool = False
+    expiring: set[str] = field(default_factory=set)  # overdue leases whose expiry is being committed
+
+    def give_credit(self, n: int, held: int) -> None:
+        """`n` slots came free; never more than its concurrency less the `held` leases committed to
+        it (a `run` from a deposed leader, started and cancelled, would otherwise count twice)."""
+        if not self.draining:
+            self.credit = max(0, min(self.credit + n, self.concurrency - held))
 
 
 class WorkerTable:

@@ -175,6 +175,7 @@ class Coordinator:
                     self.workers.seen_all()
                 self.worker_desk.adopt_orphans()
                 self.worker_desk.expire_silent()
+                self.worker_desk.expire_overdue()
                 self.clients.expire_waits()
                 self.dispatcher.wake_for_time()
                 self._after_pass()

@@ -43,13 +43,13 @@ class WorkerDesk:
         if isinstance(msg, P.Heartbeat):
             self._send(conn.identity, P.Hb())
             if msg.running is not None:
+                conn.lists_running = True
                 self._reconcile(conn, msg.running)
         elif isinstance(msg, P.Done):
             self._done(conn, msg)
         elif isinstance(msg, P.Credit):
-            if not conn.draining:
-                conn.credit += msg.n
-                self.dispatcher.poke()
+            conn.give_credit(msg.n, self._held(conn))
+            self.dispatcher.poke()
         elif isinstance(msg, P.Drain):
             conn.draining = True
             conn.credit = 0
@@ -118,9 +118,14 @@ class WorkerDesk:
             if held.get(tid, -1) < attempt:
                 self._send(conn.identity, P.CancelRun(tid))
 
+    def _held(self, conn: WorkerConn) -> int:
+        """How many leases are committed to this worker (a dict's len: atomic, no lock needed)."""
+        return len(self.replication.machine.leases.get(conn.id, ()))
+
     def _done(self, conn: WorkerConn, msg: P.Done) -> None:
-        if not conn.draining:
-            conn.credit += msg.credit
+        # Its own leases still count as held here: the slots they free are in `msg.credit`.
+        finishing = sum(1 for o in msg.outcomes if o.id in self.replication.machine.leases.get(conn.id, ()))
+        conn.give_credit(msg.credit, self._held(conn) - finishing)
         for outcome in msg.outcomes:
             conn.runs_sent.pop(outcome.id, None)
         ack = P.Ack([o.id for o in msg.outcomes]).encode()
@@ -159,6 +164,34 @@ class WorkerDesk:
         for worker_id in self.workers.adopt(holders):
             log.warning("worker %s holds leases this leader did not know of: they expire unless it says hello",
                         worker_id)
+
+    def expire_overdue(self) -> None:
+        """The leases of a worker whose heartbeats do not list what it runs (the protocol lets them
+        leave `running` out) expire at their timeout plus LEASE_TIMEOUT: a `run` lost on its way to
+        such a worker would otherwise keep its task `running` for as long as the worker lives."""
+        now = self.proposer.clock()
+        for conn in self.workers.by_id.values():
+            if conn.lists_running or not conn.connected:
+                continue
+            with self.replication.reading() as machine:
+                overdue = [(tid, attempt) for tid, attempt in
+                           views.overdue_leases(machine, conn.id, now, defaults.LEASE_TIMEOUT)
+                           if tid not in conn.expiring]
+                held = len(machine.leases.get(conn.id, ()))
+            if not overdue:
+                continue
+            log.warning("worker %s never reported %d tasks past their timeout: their leases expire", conn.id,
+                        len(overdue))
+            for tid, _ in overdue:
+                self._send(conn.identity, P.CancelRun(tid))  # in case it runs them after all
+            conn.give_credit(len(overdue), held - len(overdue))
+            ids = {tid for tid, _ in overdue}
+            conn.expiring |= ids
+
+            def expired(effects: list[Effect] | None, error: str | None, conn: WorkerConn = conn,
+                        ids: set[str] = ids) -> None:
+                conn.expiring -= ids
+            self.dispatcher.requeue(conn.id, overdue, counts=True, then=expired)
 
     def expire_silent(self) -> None:
         """A worker silent for the lease timeout is gone: its leases expire, counting a loss."""

@@ -98,7 +98,7 @@ class StateMachine(TaskStore):
             eta, _, task_id = heapq.heappop(self.delay_heap)
             task = self.tasks.get(task_id)
             if task is not None and task.state == TaskState.DELAYED and task.eta == eta:
-                if now - eta > ON_TIME_GRACE and task.attempt == 0 and self._option(task, "missed") == "skip":
+                if now - eta > ON_TIME_GRACE and task.attempt == 0 and self.option(task, "missed") == "skip":
                     task.start_by = eta  # due while no leader ran, and its actor skips such tasks
                     self._expire(task, effects)
                 else:
@@ -197,7 +197,7 @@ class StateMachine(TaskStore):
             error = TaskError(o.error_type or "Exception", o.message, o.traceback)
             if task.cancel_requested:
                 self._terminate(task, TaskState.CANCELLED, effects, error=error)
-            elif not o.retryable or task.failures >= self._option(task, "retries"):
+            elif not o.retryable or task.failures >= self.option(task, "retries"):
                 self._terminate(task, TaskState.FAILED, effects, error=error)
             else:
                 task.failures += 1
@@ -219,7 +219,7 @@ class StateMachine(TaskStore):
                 self._terminate(task, TaskState.CANCELLED, effects)
                 continue
             task.losses += 1 if cmd.counts else 0
-            if task.losses > self._option(task, "max_worker_losses"):
+            if task.losses > self.option(task, "max_worker_losses"):
                 error = TaskError("worker_lost", f"its worker was lost {task.losses} times while running it")
                 self._terminate(task, TaskState.FAILED, effects, error=error)
             else:

@@ -110,7 +110,7 @@ class TaskStore:
     def run_task(self, task: Task) -> RunTask:
         """What a worker is sent to run a leased task (again, when the leader reconciles)."""
         term = task.lease.term if task.lease is not None else self.term
-        return RunTask(task.id, task.actor, task.args, task.kwargs, task.attempt, self._option(task, "timeout"), term)
+        return RunTask(task.id, task.actor, task.args, task.kwargs, task.attempt, self.option(task, "timeout"), term)
 
     def _release(self, task: Task) -> None:
         """End a RUNNING task's lease (its state moves next): its concurrency units come free."""
@@ -136,7 +136,7 @@ class TaskStore:
             self.dlq[task.id] = self.now  # kept by the DLQ's bounds, not by result_ttl
             return
         task.args, task.kwargs, task.keys = NO_ARGS, NO_KWARGS, NO_KWARGS  # only a dead letter runs again
-        ttl = self._option(task, "result_ttl")
+        ttl = self.option(task, "result_ttl")
         if ttl <= 0:
             self._forget(task)
             return
@@ -156,7 +156,7 @@ class TaskStore:
 
     # -- options and limits -----------------------------------------------------------------
 
-    def _option(self, task: Task, name: str) -> Any:
+    def option(self, task: Task, name: str) -> Any:
         return self.actors.get(task.actor, DEFAULT_OPTIONS).get(name, DEFAULT_OPTIONS[name])
 
     def limits(self, actor: str, keys: dict[str, Any] | None = None) -> tuple[list[Rate], list[Cap]]:

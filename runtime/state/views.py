@@ -45,6 +45,16 @@ def leases_of(m: StateMachine, worker: str) -> list[tuple[str, int]]:
     return [(tid, m.tasks[tid].attempt) for tid in m.leases.get(worker, {})]
 
 
+def overdue_leases(m: StateMachine, worker: str, now: float, grace: float) -> list[tuple[str, int]]:
+    """The (task id, attempt) of `worker`'s leases granted longer ago than their timeout and `grace`."""
+    overdue = []
+    for tid in m.leases.get(worker, {}):
+        task = m.tasks[tid]
+        if task.lease is not None and task.lease.started_at + m.option(task, "timeout") + grace < now:
+            overdue.append((tid, task.attempt))
+    return overdue
+
+
 def runs_of(m: StateMachine, worker: str, task_ids: list[str]) -> list[RunTask]:
     """The `run` entries of those of `task_ids` that `worker` holds a lease on."""
     held = m.leases.get(worker, {})

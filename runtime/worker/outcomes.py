@@ -72,6 +72,12 @@ def timed_out(actor: str, task_id: str, attempt: int, timeout: float) -> Outcome
     return error(task_id, attempt, "timeout", f"{actor} ran longer than its timeout of {timeout} s")
 
 
+def overran(actor: str, task_id: str, attempt: int, timeout: float, ran: float) -> Outcome:
+    """A sync handler's thread ran past its timeout and was waited for (a thread cannot be stopped)."""
+    return error(task_id, attempt, "timeout", f"{actor} ran longer than its timeout of {timeout} s: its thread "
+                                              f"overran and returned after {ran:.1f} s")
+
+
 def cancelled(task_id: str, attempt: int) -> Outcome:
     """Cancelled at the leader's request while it ran."""
     return error(task_id, attempt, "cancelled", "cancelled while running")

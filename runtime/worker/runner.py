@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
@@ -15,14 +17,17 @@ from . import outcomes
 if TYPE_CHECKING:
     from .isolation import ChildPool
 
+log = logging.getLogger("qrt.worker")
+
 
 async def run_handler(actor: Actor[Any, Any], task: RunTask, executor: Executor,
                       on_overrun: Callable[[asyncio.Future[Any]], None],
                       children: ChildPool | None = None) -> Outcome:
     """Run the handler for one task of a ``run`` and return its outcome; raises only CancelledError.
 
-    A sync handler's thread cannot be killed: when it is still running as we leave (timed out, or
-    cancelled), `on_overrun(future)` is told, so that its slot stays busy until the thread returns.
+    A sync handler's thread cannot be killed: past its timeout, the attempt waits for the thread and
+    reports the timeout when it returns. When cancelled with its thread still running,
+    `on_overrun(future)` is told, so that the caller can keep its slot busy until the thread returns.
     An actor with isolation="process" runs in one of `children` instead, killed at its timeout
     (without `children`, in an in-process harness such as qrt.testing, it runs in a thread too).
     """
@@ -47,8 +52,21 @@ async def run_handler(actor: Actor[Any, Any], task: RunTask, executor: Executor,
                 value = await asyncio.shield(thread_future)
         return outcomes.ok(task.id, task.attempt, value)
     except TimeoutError:
-        _check_overrun(thread_future, on_overrun)
-        return outcomes.timed_out(actor.name, task.id, task.attempt, task.timeout)
+        if thread_future is None or thread_future.done():
+            return outcomes.timed_out(actor.name, task.id, task.attempt, task.timeout)
+        # A thread cannot be stopped: the attempt holds its lease, slot and limit units until it
+        # returns (reported then), or its retry would run beside it, over the actor's limits.
+        log.warning("%s (task %s) ran past its timeout of %s s; its thread cannot be stopped: the task keeps its "
+                    "slot until it returns (isolation=\"process\" can kill it)", actor.name, task.id, task.timeout)
+        started = time.monotonic() - task.timeout
+        try:
+            await asyncio.shield(thread_future)
+        except asyncio.CancelledError:
+            _check_overrun(thread_future, on_overrun)
+            raise
+        except Exception:
+            pass  # the attempt has failed by its timeout whatever the thread did after
+        return outcomes.overran(actor.name, task.id, task.attempt, task.timeout, time.monotonic() - started)
     except asyncio.CancelledError:
         _check_overrun(thread_future, on_overrun)
         raise

@@ -323,18 +323,26 @@ class Worker:
         self.running[task.id] = Running(task.attempt, job)
 
     async def _execute(self, actor: Actor[Any, Any], task: RunTask) -> None:
-        overran = False
+        thread: asyncio.Future[Any] | None = None  # a sync handler's thread, still running when cancelled
 
-        def on_overrun(thread: asyncio.Future[Any]) -> None:
-            nonlocal overran
-            overran = True
-            self.busy_threads += 1
-            thread.add_done_callback(lambda _: self._thread_freed())
+        def on_overrun(future: asyncio.Future[Any]) -> None:
+            nonlocal thread
+            thread = future
 
         try:
             outcome = await run_handler(actor, task, self._executor, on_overrun, self._children)
         except asyncio.CancelledError:
+            if thread is not None and task.id in self.running:
+                # The leader's cancel, and the thread cannot be stopped: the lease (its slot, its
+                # limit units) stays until the thread returns, or another run could start beside it.
+                with contextlib.suppress(asyncio.CancelledError):  # fenced or shutting down meanwhile
+                    await asyncio.shield(thread)
             running = self.running.pop(task.id, None)
+            overran = thread is not None and not thread.done()
+            if overran:
+                assert thread is not None
+                self.busy_threads += 1  # its slot stays busy until the thread returns
+                thread.add_done_callback(lambda _: self._thread_freed())
             if running is not None:  # cancelled at the leader's request: report it
                 self._report(outcomes.cancelled(task.id, running.attempt), 0 if self.draining or overran else 1)
             return  # fenced or shutting down: report nothing, the lease decides
@@ -342,7 +350,7 @@ class Worker:
         if running is None:
             return  # fenced meanwhile: the leader may have given the task to another worker
         outcome.attempt = running.attempt
-        self._report(outcome, 0 if self.draining or overran else 1)
+        self._report(outcome, 0 if self.draining else 1)
 
     def _thread_freed(self) -> None:
         self.busy_threads -= 1

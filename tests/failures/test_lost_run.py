@@ -64,3 +64,41 @@ def test_a_run_lost_in_a_reconnect_is_sent_again_and_the_task_finishes(cluster: 
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+def test_a_lease_its_worker_never_lists_expires_after_its_timeout_and_a_grace(cluster: LocalCluster) -> None:
+    # A worker written from the protocol may leave `running` out of its heartbeats: the leader
+    # cannot reconcile with it, so each lease gets a deadline (its timeout, then LEASE_TIMEOUT's
+    # grace). Before, the task stayed `running` for as long as the worker heart-beat.
+    worker_id = "fake-worker-silent-lease"
+    actor = "fake.slow_to_say"
+    hello = {"t": "hello", "worker_id": worker_id, "slots": 1, "concurrency": 1,
+             "actors": [{"name": actor, "options": {"timeout": 0.5}}], "running": []}
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, worker_id.encode())
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cluster.urls[0])
+    try:
+        sock.send(encode(hello))
+        assert sock.poll(5000) and decode(sock.recv())["t"] == "welcome"
+        with qrt.Client(cluster.urls) as client:
+            task = client.submit(actor, 7)
+            attempts: list[int] = []
+            deadline = time.monotonic() + 15
+            last_beat = 0.0
+            while time.monotonic() < deadline and len(attempts) < 2:
+                if time.monotonic() - last_beat > 1.0:
+                    sock.send(encode({"t": "heartbeat"}))  # alive, and says nothing of what it runs
+                    last_beat = time.monotonic()
+                if sock.poll(100):
+                    message = decode(sock.recv())
+                    if message["t"] == "run":
+                        attempts += [run["attempt"] for run in message["tasks"]]  # never answered
+            assert attempts == [1, 2], f"runs received: {attempts}"
+            sock.send(encode({"t": "done", "credit": 1, "outcomes": [
+                {"id": task.id, "attempt": 2, "ok": True, "value": 7}]}))
+            assert task.result(timeout=5) == 7
+    finally:
+        sock.close(linger=0)
+        ctx.term()
