@@ -10,7 +10,7 @@ import click
 
 from qrt import defaults
 from qrt.client import Client, resolve_coordinators
-from qrt.errors import TaskCancelled, TaskFailed
+from qrt.errors import QrtError, TaskCancelled, TaskFailed
 
 from .cluster import ClusterGroup, coordinator_option, json_arg, pass_client, setup_logging
 from .operators import cron, dlq, limits, queue
@@ -149,14 +149,16 @@ def cancel(client: Client, task_id: str) -> None:
 def status(client: Client, as_json: bool) -> None:
     """Leader, term, nodes, connected workers, queue depth per actor."""
     st = client.status()
+    replicas = {node["url"]: _replica_view(node["url"], client.timeout) for node in st["nodes"]}
     if as_json:
-        click.echo(json.dumps(st, indent=2))
+        click.echo(json.dumps({**st, "replicas": replicas}, indent=2))
         return
     click.echo(f"leader {st['leader']}  term {st['term']}  commit index {st['commit_index']}  "
                f"dead letters {st['dead_letters']}  clock skew {st.get('clock_skew', 0.0):+.3f} s")
     for node in st["nodes"]:
         state = "leader" if node["leader"] else ("follower" if node["reachable"] else "UNREACHABLE from the leader")
-        click.echo(f"  node {node['url']} (raft {node['raft']})  {state}")
+        click.echo(f"  node {node['url']} (raft {node['raft']})  {state}  {_digest_line(replicas[node['url']])}")
+    click.echo(f"  replicas: {_agreement(list(replicas.values()))}")
     click.echo(f"workers: {len(st['workers'])}")
     for w in st["workers"]:
         state = "draining" if w["draining"] else ("connected" if w["connected"] else "reconnecting")
@@ -166,6 +168,43 @@ def status(client: Client, as_json: bool) -> None:
     for actor, row in sorted(st["queues"].items()):
         note = "" if row["served"] else "  (no connected worker serves it)"
         click.echo(f"  {actor}  queued {row['queued']}  delayed {row['delayed']}  running {row['running']}{note}")
+
+
+def _replica_view(url: str, timeout: float) -> dict[str, Any]:
+    """One node's own view of its state digest and clock (None where it does not answer)."""
+    try:
+        with Client([url], timeout=min(timeout, 1.0)) as one:
+            own = one.status(local=True)
+    except QrtError as exc:
+        return {"answered": False, "error": str(exc)}
+    return {"answered": True, "state_digest": own.get("state_digest"), "clock_skew": own.get("clock_skew")}
+
+
+def _digest_line(view: dict[str, Any]) -> str:
+    digest = view.get("state_digest")
+    if not view["answered"]:
+        return "(did not answer)"
+    if not digest or not digest["mark"]:
+        return "no checkpoint yet"
+    line = f"checkpoint {digest['mark']} state {digest['digest'][:12]}"
+    return f"{line}  DIVERGED {digest['diverged']}" if digest.get("diverged") else line
+
+
+def _agreement(views: list[dict[str, Any]]) -> str:
+    """Whether the replicas that answered hold the same state at their newest common checkpoint."""
+    digests = [v["state_digest"] for v in views if v["answered"] and v.get("state_digest")]
+    if any(d.get("diverged") for d in digests):
+        return "DIVERGED (see the node marked above; replace its data from a healthy node)"
+    by_mark: dict[int, set[str]] = {}
+    for d in digests:
+        if d["mark"]:
+            by_mark.setdefault(d["mark"], set()).add(d["digest"])
+    if not by_mark:
+        return "no checkpoint compared yet"
+    mark = max(by_mark)
+    if len(by_mark[mark]) > 1:
+        return f"DIFFER at checkpoint {mark}"
+    return f"the same state at checkpoint {mark}" + ("" if len(by_mark) == 1 else " (some nodes are at another)")
 
 
 for group in (dlq, limits, queue, cron):

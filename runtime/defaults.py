@@ -35,6 +35,8 @@ LEASE_TIMEOUT = 5.0
 # A worker that hears no leader this long cancels its async handlers (fences itself) before its
 # leases can expire and be granted elsewhere (DESIGN.md, "Lease expiry is the leader's").
 WORKER_FENCE_AFTER = 4.0
+# How often the leader has every replica digest its state and compare it with its own (checkpoints.py).
+CHECKPOINT_INTERVAL = 10.0
 # A worker or client that hears nothing from its coordinator this long tries the next address.
 SILENCE_BEFORE_FAILOVER = 1.5
 # After `no_leader` or `unavailable`, a client sends the request again this much later: an election

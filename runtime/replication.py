@@ -19,6 +19,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 
 from . import defaults
+from .checkpoints import Checkpoints
 from .lifetime import die_with_parent
 from .raft_cipher import RaftCipher
 from .raft_journal import DurableJournal
@@ -41,6 +42,7 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
         self._frozen = False
         super().__init__()
         self.machine = StateMachine()
+        self.checkpoints = Checkpoints()
 
     @replicated  # type: ignore[misc, untyped-decorator]
     def apply(self, payload: bytes) -> Applied:
@@ -48,7 +50,10 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
             gc.unfreeze()
             self._frozen = False
         with self.lock:
-            return self.machine.apply_batch(payload)
+            applied = self.machine.apply_batch(payload)
+            if self.machine.checkpoint is not None:  # digest the state as it is at this batch
+                self.checkpoints.begin(self.machine, *self.machine.checkpoint)
+            return applied
 
     # Snapshots: pysyncobj forks and pickles what this returns in the child, so the parent only
     # hands over a reference here (DESIGN.md: a pickling parent misses heartbeats). Freezing the
@@ -180,6 +185,10 @@ class Replication:
     @property
     def machine(self) -> StateMachine:
         return self.log.machine
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return self.log.checkpoints
 
     @contextmanager
     def reading(self) -> Iterator[StateMachine]:

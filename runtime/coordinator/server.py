@@ -48,6 +48,8 @@ class Coordinator:
         self.dispatcher = Dispatcher(replication, self.proposer, self.router, self.workers)
         self.clients = ClientDesk(listen, replication, self.proposer, self.router, self.dispatcher, self.workers)
         self.worker_desk = WorkerDesk(replication, self.proposer, self.router, self.workers, self.dispatcher)
+        self._checkpoint_at = time.monotonic()  # the last checkpoint proposed, and the batch it followed
+        self._checkpoint_batch = 0
 
     @property
     def leading(self) -> bool:
@@ -176,11 +178,21 @@ class Coordinator:
                 self.worker_desk.adopt_orphans()
                 self.worker_desk.expire_silent()
                 self.worker_desk.expire_overdue()
+                self._checkpoint(now)
                 self.clients.expire_waits()
                 self.dispatcher.wake_for_time()
                 self._after_pass()
             except Exception:  # a bug here must not stop the leader's timers for good
                 log.exception("housekeeping failed; trying again next pass")
+
+    def _checkpoint(self, now: float) -> None:
+        """Now and then, every replica digests its state at one point of the log and compares the
+        leader's digest of the previous one (checkpoints.py); not while nothing changes."""
+        if now - self._checkpoint_at < defaults.CHECKPOINT_INTERVAL \
+                or self.replication.machine.applied <= self._checkpoint_batch + 1:
+            return
+        self._checkpoint_at, self._checkpoint_batch = now, self.replication.machine.applied
+        self.proposer.add(C.Checkpoint(*self.replication.checkpoints.latest()), None)
 
     async def _register_self(self, stop: asyncio.Event) -> None:
         """Replicate this node's client URL so that followers can redirect to it."""

@@ -35,5 +35,6 @@ def cluster_status(listen: str, leading: bool, replication: Replication, workers
     ]
     return {"node": listen, "raft": raft["self"], "is_leader": leading, "leader": leader_url,
             "term": raft["term"], "commit_index": raft["commit_index"], "last_applied": raft["last_applied"],
-            "applied_batches": applied, "digest": digest, "nodes": nodes, "workers": rows,
+            "applied_batches": applied, "digest": digest, "state_digest": replication.checkpoints.view(),
+            "nodes": nodes, "workers": rows,
             "queues": queues, "dead_letters": dlq}

@@ -143,6 +143,7 @@ class StatusReply(Reply):
             v.get(m, name, types)
         v.get(m, "leader", str, None)
         v.get(m, "now", v.NUMBER, None)  # absent from coordinators older than the field
+        v.get(m, "state_digest", dict, None)  # likewise
         return cls(rid_of(m), {k: value for k, value in m.items() if k not in ("t", "v", "rid")})
 
 

@@ -148,6 +148,17 @@ class Tick(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint(_Record):
+    """Every replica digests its state here (replication.Checkpoints); `mark` and `digest` are the
+    leader's own digest at its previous checkpoint (0 and "" when it has none), for each replica to
+    compare with its own at that mark."""
+
+    KIND: ClassVar[str] = "checkpoint"
+    mark: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
 class SetLimits(_Record):
     """An operator's limits for `actor`, winning over what workers register until reset.
 
@@ -215,11 +226,11 @@ class PurgeQueue(_Record):
 
 
 Command = (Submit | Dispatch | Finish | Lost | Cancel | RegisterActors | RegisterNode | DlqReplay | DlqPurge
-           | Tick | SetLimits | ResetLimits | Pause | CronAdd | CronRemove | PurgeQueue)
+           | Tick | Checkpoint | SetLimits | ResetLimits | Pause | CronAdd | CronRemove | PurgeQueue)
 
 _KINDS: dict[str, type[Command]] = {cls.KIND: cls for cls in (
-    Submit, Dispatch, Finish, Lost, Cancel, RegisterActors, RegisterNode, DlqReplay, DlqPurge, Tick, SetLimits,
-    ResetLimits, Pause, CronAdd, CronRemove, PurgeQueue)}
+    Submit, Dispatch, Finish, Lost, Cancel, RegisterActors, RegisterNode, DlqReplay, DlqPurge, Tick, Checkpoint,
+    SetLimits, ResetLimits, Pause, CronAdd, CronRemove, PurgeQueue)}
 
 
 @dataclass(frozen=True, slots=True)

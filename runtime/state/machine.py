@@ -2,7 +2,8 @@
 
 ``apply_batch(payload) -> effects``. No clock (the leader's timestamp is in the batch), no I/O,
 no unseeded randomness, no iteration over hash-ordered sets: every replica that applies the same
-batches holds the same state, which the running ``digest`` lets tests compare across nodes.
+batches holds the same state: the running ``digest`` of the log, and the digest of the state at
+each checkpoint (digest.py), let replicas be compared.
 ``apply_batch`` is total: a command that raises ends its effects with ``Internal`` and the batch
 goes on, since an exception inside a replicated method would wedge every pysyncobj node.
 
@@ -55,6 +56,7 @@ class StateMachine(TaskStore):
     def apply_batch(self, payload: bytes) -> Applied:
         """Apply one batch: the effects of the passage of time, and of each command by its ref."""
         self.applied += 1
+        self.checkpoint = None
         self.digest = hashlib.blake2b(self.digest.encode() + payload, digest_size=16).hexdigest()
         applied = Applied([], {})
         try:
@@ -255,6 +257,11 @@ class StateMachine(TaskStore):
     def _tick(self, cmd: C.Tick, effects: list[Effect]) -> None:
         pass  # _advance has done the work
 
+    def _checkpoint(self, cmd: C.Checkpoint, effects: list[Effect]) -> None:
+        # Digesting is the replication layer's (it forks, so that no replica stalls): this says
+        # where, and what the leader found at its previous checkpoint.
+        self.checkpoint = (self.applied, cmd.mark, cmd.digest)
+
     def _unreadable(self, cmd: C.Unreadable, effects: list[Effect]) -> None:
         raise ValueError(cmd.reason)
 
@@ -331,7 +338,7 @@ class StateMachine(TaskStore):
 
     _handlers: dict[type, Handler] = {
         C.Submit: _submit, C.Dispatch: _dispatch, C.Finish: _finish, C.Lost: _lost, C.Cancel: _cancel,
-        C.RegisterActors: _register_actors, C.RegisterNode: _register_node, C.Tick: _tick,
+        C.RegisterActors: _register_actors, C.RegisterNode: _register_node, C.Tick: _tick, C.Checkpoint: _checkpoint,
         C.Unreadable: _unreadable,
         C.DlqReplay: _dlq_replay, C.DlqPurge: _dlq_purge, C.SetLimits: _set_limits, C.ResetLimits: _reset_limits,
         C.Pause: _pause, C.PurgeQueue: _purge_queue, C.CronAdd: _cron_add, C.CronRemove: _cron_remove,

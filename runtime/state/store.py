@@ -59,6 +59,8 @@ class TaskStore:
         self.batch_term = 0  # the term of the batch being applied
         self.applied = 0  # batches applied
         self.digest = ""  # hex chain hash of every batch applied, to compare replicas
+        # Set while a `checkpoint` command's batch applies: (this batch, the leader's mark, its digest)
+        self.checkpoint: tuple[int, int, str] | None = None
 
     # -- moves between states ---------------------------------------------------------------
 

@@ -71,6 +71,17 @@ def test_leader_killed_under_load_loses_no_task_and_service_resumes(tmp_path) ->
                 return len({(v["applied_batches"], v["digest"]) for v in views}) == 1
             wait_until(digests, 10, 0.2, "replicas with equal digests")
 
+            # And the same state, digested at the same checkpoint by each (the new leader's first
+            # comes at most CHECKPOINT_INTERVAL after it took office).
+            def state_digests() -> list[dict[str, object]] | None:
+                found = []
+                for node in survivors:
+                    with qrt.Client([node.url]) as one:
+                        found.append(one.status(local=True)["state_digest"])
+                return found if found[0]["mark"] and all(d == found[0] for d in found) else None
+            seen = wait_until(state_digests, 30, 0.2, "replicas with equal state digests at one checkpoint")
+            assert seen[0]["diverged"] is None
+
 
 def test_concurrency_limit_and_cron_hold_across_a_leader_kill(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with LocalCluster(nodes=3, password="test-secret", base_dir=str(tmp_path)) as c:

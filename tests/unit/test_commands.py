@@ -41,6 +41,7 @@ CASES: list[tuple[C.Command, list[Any]]] = [
     (C.DlqReplay(None), ["dlq_replay", None]),
     (C.DlqPurge(["t1", "t2"]), ["dlq_purge", ["t1", "t2"]]),
     (C.Tick(), ["tick"]),
+    (C.Checkpoint(120, "9f3a"), ["checkpoint", 120, "9f3a"]),
     (C.SetLimits("a", rate_limits=[[5, 1.0, None]], concurrency=[[2, "tenant"]], key_rate=("vip", 5, 1.0),
                   rate=(3, 1.0), cap=4, weight=("gold", 3)),
      ["set_limits", "a", [[5, 1.0, None]], [[2, "tenant"]], ["vip", 5, 1.0], [3, 1.0], 4, ["gold", 3]]),
