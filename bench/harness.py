@@ -69,15 +69,16 @@ def _interrupt_main_thread() -> None:
 
 
 @contextmanager
-def cluster(nodes: int) -> Iterator[LocalCluster]:
+def cluster(nodes: int, fsync: bool = False) -> Iterator[LocalCluster]:
     """A started `nodes`-node coordinator cluster on 127.0.0.1, in a temporary directory removed after
-    every process is stopped; a multi-node one encrypts its Raft traffic."""
+    every process is stopped; a multi-node one encrypts its Raft traffic; `fsync`: `qrt coordinator --fsync`."""
     with tempfile.TemporaryDirectory(prefix="qrt-bench-", ignore_cleanup_errors=True) as base, LocalCluster(
         nodes=nodes,
         # Raft traffic between nodes is Fernet-encrypted with a password (DESIGN.md): measure that cost.
         password=secrets.token_hex(16) if nodes > 1 else None,
         base_dir=base,
         log_level="warning",
+        fsync=fsync,
         # Workers import bench.actors whatever the caller's working directory.
         env={"PYTHONPATH": os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)},
     ) as c:
@@ -86,6 +87,33 @@ def cluster(nodes: int) -> Iterator[LocalCluster]:
             # (5 s): until then the cluster commits with 2 of 3 nodes, which is not what is measured here.
             wait_until(lambda: all_joined(c), STARTUP_TIMEOUT, 0.25, "every node to join the Raft cluster")
         yield c
+
+
+def disk_info(directory: str, probes: int = 200) -> dict[str, Any]:
+    """The filesystem holding `directory` and the median cost there of a 512-byte write and its
+    fdatasync: what `--fsync` pays twice per Raft entry, on each node (a VM's virtual disk may
+    acknowledge from the host's cache: read a rate measured with --fsync beside this figure)."""
+    path = os.path.realpath(directory)
+    device, fstype, longest = "?", "?", ""
+    with open("/proc/mounts") as f:
+        for line in f:
+            dev, mount, kind = line.split()[:3]
+            if (path == mount or path.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(longest):
+                device, fstype, longest = dev, kind, mount
+    probe = os.path.join(directory, "fdatasync-probe")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600)
+    times = []
+    try:
+        for i in range(probes):
+            t0 = time.perf_counter()
+            os.pwrite(fd, b"x" * 512, i * 512)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    return {"device": device, "filesystem": fstype,
+            "write_fdatasync_p50_ms": round(sorted(times)[len(times) // 2] * 1000, 3)}
 
 
 def start_workers(c: LocalCluster, count: int, concurrency: int, deadline: Deadline) -> None:

@@ -1,13 +1,15 @@
 """Throughput: 20,000 no-op tasks through 2 worker processes, on a 1-node and a 3-node cluster.
 
-    python -m bench.throughput [--nodes 1|3] [--tasks 20000] [--workers 2] [--concurrency 8]
+    python -m bench.throughput [--nodes 1|3] [--tasks 20000] [--workers 2] [--concurrency 8] [--fsync]
 
 Reports, per cluster size, the enqueue rate (tasks accepted per second, from the first submit to
 the last `accepted`) and the end-to-end rate (from the first submit to the last result received),
 while workers run tasks as they arrive. One AsyncClient submits batches (`submit_many`, one Raft
 entry each) with a few in flight, and waits on every task's result as soon as its batch is
 accepted; every one of the results is checked, so a lost or failed task fails the benchmark.
-Targets (the issue): >= 5,000 tasks/s on 1 node, >= 4,500 on 3 nodes.
+Targets (the issue): >= 5,000 tasks/s on 1 node, >= 4,500 on 3 nodes. With --fsync, every node runs
+`qrt coordinator --fsync` (each Raft entry on disk before it counts): the run records the data
+directory's filesystem and the cost of one fdatasync there, which that figure depends on.
 """
 
 from __future__ import annotations
@@ -74,9 +76,11 @@ async def push(urls: list[str], actor: qrt.Actor[Any, Any] | str, total: int, ch
 
 
 def run_config(nodes: int, args: Any, deadline: harness.Deadline, report: dict[str, Any]) -> None:
-    entry: dict[str, Any] = {"nodes": nodes, "target_end_to_end_rate": TARGETS.get(nodes)}
+    entry: dict[str, Any] = {"nodes": nodes, "fsync": args.fsync, "target_end_to_end_rate": TARGETS.get(nodes)}
     report["runs"].append(entry)
-    with harness.cluster(nodes) as c:
+    with harness.cluster(nodes, fsync=args.fsync) as c:
+        assert c.base_dir is not None
+        entry["data_disk"] = harness.disk_info(c.base_dir)
         harness.start_workers(c, args.workers, args.concurrency, deadline)
         before = harness.cpu_snapshot(c)
         try:
@@ -108,6 +112,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                         help="slots per worker process")
     parser.add_argument("--chunk", type=int, default=1000, help="tasks per submit_many call (one batch)")
     parser.add_argument("--inflight", type=int, default=4, help="submit_many calls in flight at once")
+    parser.add_argument("--fsync", action="store_true", help="run the coordinators with --fsync")
     args = parser.parse_args(argv)
     configs = [args.nodes] if args.nodes else [1, 3]
 

@@ -35,10 +35,13 @@ def main() -> None:
               help="File holding the Raft password (encrypts Raft traffic); required off loopback.")
 @click.option("--max-frame-bytes", default=defaults.MAX_FRAME_BYTES, show_default=True, type=click.IntRange(1024),
               help="Largest frame accepted from a client or worker.")
+@click.option("--fsync", is_flag=True,
+              help="Put every Raft entry on disk (fsync) before acting on it: accepted tasks then survive "
+                   "a power loss too, not only a process crash.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], raft_password_file: Any,
-                max_frame_bytes: int, log_level: str) -> None:
+                max_frame_bytes: int, fsync: bool, log_level: str) -> None:
     """Run one coordinator node (one node alone when no --peer is given)."""
     from qrt.coordinator.node import run_coordinator
     from qrt.replication import check_cluster
@@ -56,7 +59,7 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
         raise click.BadParameter("must be a tcp:// URL", param_hint="--listen")
     setup_logging(log_level)
     try:
-        run_coordinator(listen, data_dir, raft, list(peers), password, max_frame_bytes)
+        run_coordinator(listen, data_dir, raft, list(peers), password, max_frame_bytes, fsync)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start the coordinator: {exc}") from None
 
