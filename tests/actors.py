@@ -179,3 +179,10 @@ def overruns(path: str, seconds: float) -> None:
     time.sleep(seconds)  # ok-sleep: the handler's simulated work
     with open(path, "a") as f:
         f.write(f"{start} {time.monotonic()}\n")
+
+
+@qrt.actor(isolation="process", rate_limit="5/s", retries=0)
+def isolated_rated(path: str) -> None:
+    """Appends when it starts (monotonic seconds: one clock for every process of the machine)."""
+    with open(path, "a") as f:
+        f.write(f"{time.monotonic()}\n")

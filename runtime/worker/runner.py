@@ -22,17 +22,19 @@ log = logging.getLogger("qrt.worker")
 
 async def run_handler(actor: Actor[Any, Any], task: RunTask, executor: Executor,
                       on_overrun: Callable[[asyncio.Future[Any]], None],
-                      children: ChildPool | None = None) -> Outcome:
+                      children: ChildPool | None = None,
+                      hold_slot: Callable[[asyncio.Future[Any]], None] | None = None) -> Outcome:
     """Run the handler for one task of a ``run`` and return its outcome; raises only CancelledError.
 
     A sync handler's thread cannot be killed: past its timeout, the attempt waits for the thread and
     reports the timeout when it returns. When cancelled with its thread still running,
     `on_overrun(future)` is told, so that the caller can keep its slot busy until the thread returns.
-    An actor with isolation="process" runs in one of `children` instead, killed at its timeout
-    (without `children`, in an in-process harness such as qrt.testing, it runs in a thread too).
+    An actor with isolation="process" runs in one of `children` instead, killed at its timeout, and
+    `hold_slot(future)` keeps the slot busy while its successor warms (without `children`, in an
+    in-process harness such as qrt.testing, it runs in a thread too).
     """
     if actor.isolation == "process" and children is not None:
-        return await children.run(actor, task)
+        return await children.run(actor, task, hold_slot or on_overrun)
     info = TaskInfo(task.id, actor.name, task.attempt)
     args, kwargs = task.args, task.kwargs
     thread_future: asyncio.Future[Any] | None = None

@@ -116,7 +116,9 @@ class Worker:
         self.standing = Standing.GREETING
         self.draining = False  # since `stop`: no new tasks, whichever leader we talk to
         self.running: dict[str, Running] = {}
-        self.busy_threads = 0  # sync handlers timed out or cancelled whose thread still holds a slot
+        # Slots busy without a task: a cancelled sync handler's thread still running, or a child
+        # process warming up in place of one that was stopped (isolation.py).
+        self.held_slots = 0
         self.unacked: dict[str, Report] = {}  # task id -> its outcome until the leader acknowledges it
         self._specs = [ActorSpec(a.name, a.options()) for a in actors.values()]
         self._outbox: list[Outcome] = []  # outcomes of this loop pass: they leave in one `done`
@@ -127,7 +129,8 @@ class Worker:
         self._hello_at = 0.0
         self._hello_slots = 0  # free slots announced in the last hello
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="qrt-handler")
-        self._children = ChildPool(concurrency)  # for isolation="process"; none start until needed
+        isolated = sorted({a.fn.__module__ for a in actors.values() if a.isolation == "process"})
+        self._children = ChildPool(concurrency, isolated)  # for isolation="process": warm before hello
         self._jobs: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: LeaderLink | None = None
@@ -142,6 +145,8 @@ class Worker:
         self._link = LeaderLink(self._loop, self.coordinators, self._on_message, self._hello,
                                 identity=self.id.encode())
         try:
+            if self._children.modules:
+                await self._children.warm()  # before our slots are offered (isolation.py)
             self._link.start()  # connects, then says hello
             while not stop.is_set():
                 self._tick()
@@ -324,13 +329,19 @@ class Worker:
 
     async def _execute(self, actor: Actor[Any, Any], task: RunTask) -> None:
         thread: asyncio.Future[Any] | None = None  # a sync handler's thread, still running when cancelled
+        held = False  # its slot stays busy after it (a child warming in place of its own)
 
         def on_overrun(future: asyncio.Future[Any]) -> None:
             nonlocal thread
             thread = future
 
+        def hold_slot(future: asyncio.Future[Any]) -> None:
+            nonlocal held
+            held = True
+            self._hold_slot(future)
+
         try:
-            outcome = await run_handler(actor, task, self._executor, on_overrun, self._children)
+            outcome = await run_handler(actor, task, self._executor, on_overrun, self._children, hold_slot)
         except asyncio.CancelledError:
             if thread is not None and task.id in self.running:
                 # The leader's cancel, and the thread cannot be stopped: the lease (its slot, its
@@ -338,27 +349,29 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):  # fenced or shutting down meanwhile
                     await asyncio.shield(thread)
             running = self.running.pop(task.id, None)
-            overran = thread is not None and not thread.done()
-            if overran:
-                assert thread is not None
-                self.busy_threads += 1  # its slot stays busy until the thread returns
-                thread.add_done_callback(lambda _: self._thread_freed())
+            if thread is not None and not thread.done():
+                hold_slot(thread)  # its slot stays busy until the thread returns
             if running is not None:  # cancelled at the leader's request: report it
-                self._report(outcomes.cancelled(task.id, running.attempt), 0 if self.draining or overran else 1)
+                self._report(outcomes.cancelled(task.id, running.attempt), 0 if self.draining or held else 1)
             return  # fenced or shutting down: report nothing, the lease decides
         running = self.running.pop(task.id, None)
         if running is None:
             return  # fenced meanwhile: the leader may have given the task to another worker
         outcome.attempt = running.attempt
-        self._report(outcome, 0 if self.draining else 1)
+        self._report(outcome, 0 if self.draining or held else 1)
 
-    def _thread_freed(self) -> None:
-        self.busy_threads -= 1
+    def _hold_slot(self, future: asyncio.Future[Any]) -> None:
+        """Keep a slot busy until `future` is done, then offer it (the report of its task did not)."""
+        self.held_slots += 1
+        future.add_done_callback(lambda _: self._slot_freed())
+
+    def _slot_freed(self) -> None:
+        self.held_slots -= 1
         if not self.draining and self.standing is Standing.WELCOMED:
             self._send(Credit(1))
 
     def _free_slots(self) -> int:
-        return max(0, self.concurrency - len(self.running) - self.busy_threads)
+        return max(0, self.concurrency - len(self.running) - self.held_slots)
 
     # -- what it reports --------------------------------------------------------------------
 

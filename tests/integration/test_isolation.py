@@ -156,3 +156,19 @@ def test_children_die_with_a_killed_worker(fresh_cluster: LocalCluster, tmp_path
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
         wait_until(lambda: not any(running(pid) for pid in spawned), 5, what="the orphaned children to be gone")
+
+
+def test_a_rate_limit_holds_at_handler_start_in_child_processes(tmp_path: Path) -> None:
+    # The limit counts leases; a cold child started its handler late while later leases reused warm
+    # children at once: with 5/s, 10 handler starts within 0.76 s. Children are warm before their
+    # slot is offered, so a start follows its lease by the same short hop every time.
+    from tests.conftest import serving_cluster
+
+    starts = tmp_path / "starts.txt"
+    with serving_cluster(tmp_path, workers=1, concurrency=10) as c, qrt.Client(c.urls) as client:
+        for handle in client.submit_many(actors.isolated_rated, [(str(starts),)] * 15):
+            handle.result(timeout=30)
+    times = sorted(float(t) for t in starts.read_text().split())
+    busiest = max(sum(1 for u in times[i:] if u < t + 1.0) for i, t in enumerate(times))
+    # A 0.1 s margin for the hop from a lease to its start, which varies with the machine's load.
+    assert busiest <= 5 or min(b - a for a, b in zip(times, times[5:], strict=False)) > 0.9, times
