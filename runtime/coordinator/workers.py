@@ -100,7 +100,8 @@ class WorkerDesk:
         """Every lease is delivered, and nothing runs without one (DESIGN.md, "Lease expiry"): what
         the leader leases to this worker and the worker lacks is sent again (a `run` lost in a
         reconnect used to keep its lease for as long as the worker heartbeat), and what the worker
-        runs without a lease is cancelled (the worker ignores ids it does not run)."""
+        runs without a lease, or was asked to cancel, is cancelled (again: a `cancel` may have been
+        lost; the worker ignores ids it does not run, and a cancel of a task it is cancelling)."""
         now = time.monotonic()
         with self.replication.reading() as machine:
             held = dict(views.leases_of(machine, conn.id))
@@ -111,11 +112,14 @@ class WorkerDesk:
             lacking = [tid for tid, attempt in held.items() if has.get(tid, -1) < attempt
                        and tid in conn.runs_sent and now - conn.runs_sent[tid] > RESEND_RUN_AFTER]
             runs = views.runs_of(machine, conn.id, lacking)
+            # A cancel asked while it ran: its `cancel` may have been lost (a reconnect, a new leader).
+            cancelling = [tid for tid, attempt in listed if held.get(tid, -1) == attempt
+                          and machine.tasks[tid].cancel_requested]
         for tid in [t for t in conn.runs_sent if t not in held]:
             del conn.runs_sent[tid]
         self.dispatcher.resend(conn, runs)
         for tid, attempt in listed:
-            if held.get(tid, -1) < attempt:
+            if held.get(tid, -1) < attempt or tid in cancelling:
                 self._send(conn.identity, P.CancelRun(tid))
 
     def _held(self, conn: WorkerConn) -> int:

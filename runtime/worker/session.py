@@ -92,6 +92,7 @@ class Standing(enum.Enum):
 class Running:
     attempt: int  # the newest attempt leased to us: the outcome is reported under it
     job: asyncio.Task[None]
+    cancelling: bool = False  # the leader's cancel has reached it
 
 
 @dataclass(slots=True)
@@ -261,7 +262,8 @@ class Worker:
                 self._on_ack(message)
             case CancelRun():
                 running = self.running.get(message.id)
-                if running is not None:
+                if running is not None and not running.cancelling:  # the leader says it again until done
+                    running.cancelling = True
                     running.job.cancel()
             case Welcome():
                 self._on_welcome()

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import msgpack
+import pytest
 import zmq
 
 import qrt
@@ -99,6 +100,48 @@ def test_a_lease_its_worker_never_lists_expires_after_its_timeout_and_a_grace(cl
             sock.send(encode({"t": "done", "credit": 1, "outcomes": [
                 {"id": task.id, "attempt": 2, "ok": True, "value": 7}]}))
             assert task.result(timeout=5) == 7
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def test_a_cancel_lost_on_its_way_is_sent_again(cluster: LocalCluster) -> None:
+    # A worker's `cancel` was sent once: lost in a reconnect or a leader change, the task ran on.
+    worker_id = "fake-worker-lost-cancel"
+    actor = "fake.cancel_me"
+    hello = {"t": "hello", "worker_id": worker_id, "slots": 1, "concurrency": 1,
+             "actors": [{"name": actor, "options": {}}], "running": []}
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, worker_id.encode())
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cluster.urls[0])
+    try:
+        sock.send(encode(hello))
+        assert sock.poll(5000) and decode(sock.recv())["t"] == "welcome"
+        with qrt.Client(cluster.urls) as client:
+            task = client.submit(actor)
+            running: list[list[Any]] = []
+            cancels = 0
+            deadline = time.monotonic() + 10
+            last_beat = 0.0
+            while time.monotonic() < deadline and cancels < 2:
+                if running and time.monotonic() - last_beat > 1.0:
+                    sock.send(encode({"t": "heartbeat", "running": running}))
+                    last_beat = time.monotonic()
+                if sock.poll(100):
+                    message = decode(sock.recv())
+                    if message["t"] == "run":
+                        running = [[run["id"], run["attempt"]] for run in message["tasks"]]
+                        assert client.cancel(task.id)
+                    elif message["t"] == "cancel":
+                        cancels += 1  # the first one is "lost": we run on
+            assert cancels == 2, "the cancel was not sent again"
+            sock.send(encode({"t": "done", "credit": 1, "outcomes": [
+                {"id": task.id, "attempt": running[0][1], "ok": False, "error_type": "cancelled",
+                 "message": "cancelled while running", "traceback": "", "retryable": True}]}))
+            with pytest.raises(qrt.TaskCancelled):
+                task.result(timeout=5)
     finally:
         sock.close(linger=0)
         ctx.term()
