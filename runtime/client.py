@@ -15,6 +15,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -189,10 +190,10 @@ class AsyncClient:
 
     async def dlq_replay(self, ids: list[str] | None) -> int:
         """Put dead letters back in their queue (None: all of them); returns how many."""
-        return (await self._request(protocol.DlqReplay(ids), protocol.Counted)).n
+        return (await self._request(protocol.DlqReplay(ids, uuid.uuid4().hex), protocol.Counted)).n
 
     async def dlq_purge(self, ids: list[str] | None) -> int:
-        return (await self._request(protocol.DlqPurge(ids), protocol.Counted)).n
+        return (await self._request(protocol.DlqPurge(ids, uuid.uuid4().hex), protocol.Counted)).n
 
     async def limits(self) -> dict[str, Any]:
         """Per actor: the limits in force, what workers registered, operators' overrides, running."""
@@ -220,7 +221,7 @@ class AsyncClient:
 
     async def purge(self, actor: str) -> int:
         """Cancel every queued and delayed task of `actor`; returns how many."""
-        return (await self._request(protocol.QueuePurge(actor), protocol.Counted)).n
+        return (await self._request(protocol.QueuePurge(actor, uuid.uuid4().hex), protocol.Counted)).n
 
     async def cron_add(self, name: str, actor: ActorRef, expr: str, args: list[Any] | tuple[Any, ...] = (),
                        kwargs: dict[str, Any] | None = None, tz: str = "UTC") -> None:

@@ -159,15 +159,15 @@ def _command_of(msg: P.ClientRequest) -> C.Command:
     if isinstance(msg, P.Cancel):
         return C.Cancel(msg.id)
     if isinstance(msg, P.DlqReplay):
-        return C.DlqReplay(msg.ids)
+        return C.DlqReplay(msg.ids, msg.op)
     if isinstance(msg, P.DlqPurge):
-        return C.DlqPurge(msg.ids)
+        return C.DlqPurge(msg.ids, msg.op)
     if isinstance(msg, P.LimitsSet):
         return C.operator_limits(msg.actor, msg.rate, msg.key, msg.concurrency, msg.weight)
     if isinstance(msg, P.LimitsReset):
         return C.ResetLimits(msg.actor)
     if isinstance(msg, P.QueuePurge):
-        return C.PurgeQueue(msg.actor)
+        return C.PurgeQueue(msg.actor, msg.op)
     if isinstance(msg, P.QueuePause):
         return C.Pause(msg.actor, msg.paused)
     if isinstance(msg, P.CronAdd):

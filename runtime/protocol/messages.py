@@ -197,13 +197,21 @@ class DlqShow(Request):
     READERS = {"id": v.str_id}
 
 
+def _op(msg: dict[str, Any], name: str, where: str = "") -> str | None:
+    """An operation's id: the same in every copy of a request, so that a resent one acts once."""
+    return v.str_id(msg, name, where) if msg.get(name) is not None else None
+
+
 @dataclass(slots=True)
 class _DlqChange(Request):
     ids: list[str] | None  # None: every dead letter
-    READERS = {"ids": v.ids_or_all}
+    op: str | None = None  # see _op
+    READERS = {"ids": v.ids_or_all, "op": _op}
 
     def to_wire(self) -> dict[str, Any]:
-        chosen = {"all": True} if self.ids is None else {"ids": self.ids}
+        chosen: dict[str, Any] = {"all": True} if self.ids is None else {"ids": self.ids}
+        if self.op is not None:
+            chosen["op"] = self.op
         return {"t": self.TYPE, "rid": self.rid, **chosen}
 
 
@@ -290,7 +298,8 @@ class QueuePause(Request):
 class QueuePurge(Request):
     TYPE = "queue_purge"
     actor: str
-    READERS = {"actor": v.str_id}
+    op: str | None = None  # see _op
+    READERS = {"actor": v.str_id, "op": _op}
 
 
 @dataclass(slots=True)

@@ -132,12 +132,14 @@ class RegisterNode(_Record):
 class DlqReplay(_Record):
     KIND: ClassVar[str] = "dlq_replay"
     ids: list[str] | None  # None: every dead letter
+    op: str | None = None  # the operation's id: a resent request acts once (StateMachine.ops)
 
 
 @dataclass(frozen=True, slots=True)
 class DlqPurge(_Record):
     KIND: ClassVar[str] = "dlq_purge"
     ids: list[str] | None  # None: every dead letter
+    op: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +225,7 @@ class PurgeQueue(_Record):
 
     KIND: ClassVar[str] = "purge_queue"
     actor: str
+    op: str | None = None
 
 
 Command = (Submit | Dispatch | Finish | Lost | Cancel | RegisterActors | RegisterNode | DlqReplay | DlqPurge

@@ -46,6 +46,8 @@ log = logging.getLogger("qrt.state")
 
 # Idle per-key rate windows are swept every this many batches (bounded memory, cheap on average).
 SWEEP_EVERY = 1024
+# Operators' changes remembered by operation id (a client resends within seconds; this is plenty).
+MAX_OPS = 1000
 
 Handler = Callable[[Any, Any, list[Effect]], None]  # (machine, command record, its effects)
 
@@ -267,7 +269,23 @@ class StateMachine(TaskStore):
 
     # -- operators' commands ----------------------------------------------------------------
 
+    def _repeated(self, op: str | None, effects: list[Effect]) -> bool:
+        """Whether operation `op` was applied before: its first count is the answer again."""
+        done = self.ops.get(op) if op else None
+        if done is not None:
+            effects.append(Count(done[0], done[1]))
+        return done is not None
+
+    def _record(self, op: str | None, n: int, ids: list[str], effects: list[Effect]) -> None:
+        if op:
+            self.ops[op] = (n, ids)
+            if len(self.ops) > MAX_OPS:
+                del self.ops[next(iter(self.ops))]
+        effects.append(Count(n, ids))
+
     def _dlq_replay(self, cmd: C.DlqReplay, effects: list[Effect]) -> None:
+        if self._repeated(cmd.op, effects):
+            return
         ids = list(self.dlq) if cmd.ids is None else [i for i in cmd.ids if i in self.dlq]
         for task_id in ids:
             task = self.tasks[task_id]
@@ -276,14 +294,16 @@ class StateMachine(TaskStore):
             task.failures = task.losses = 0
             task.error = task.result = None
             task.finished_at = task.expires_at = 0.0
-        effects.append(Count(len(ids), ids))
+        self._record(cmd.op, len(ids), ids, effects)
 
     def _dlq_purge(self, cmd: C.DlqPurge, effects: list[Effect]) -> None:
+        if self._repeated(cmd.op, effects):
+            return
         ids = list(self.dlq) if cmd.ids is None else [i for i in cmd.ids if i in self.dlq]
         for task_id in ids:
             del self.dlq[task_id]
             self._forget(self.tasks[task_id])
-        effects.append(Count(len(ids), ids))
+        self._record(cmd.op, len(ids), ids, effects)
 
     def _set_limits(self, cmd: C.SetLimits, effects: list[Effect]) -> None:
         override = self.overrides.setdefault(cmd.actor, {})
@@ -319,11 +339,13 @@ class StateMachine(TaskStore):
         effects.append(Count(int(changed)))
 
     def _purge_queue(self, cmd: C.PurgeQueue, effects: list[Effect]) -> None:
+        if self._repeated(cmd.op, effects):
+            return
         doomed = [t for t in self.tasks.values()
                   if t.actor == cmd.actor and t.state in (TaskState.QUEUED, TaskState.DELAYED)]
         for task in doomed:
             self._terminate(task, TaskState.CANCELLED, effects, error=TaskError("purged", "its queue was purged"))
-        effects.append(Count(len(doomed)))
+        self._record(cmd.op, len(doomed), [], effects)
 
     def _cron_add(self, cmd: C.CronAdd, effects: list[Effect]) -> None:
         existing = self.cron.entries.get(cmd.name)

@@ -53,6 +53,9 @@ class TaskStore:
         self.idempotency: dict[str, str] = {}  # "actor\0key" -> the task id it stands for
         self.actors: dict[str, dict[str, Any]] = {}  # registered options per actor
         self.nodes: dict[str, str] = {}  # raft address -> client URL of each coordinator node
+        # Operation id -> what it did (n, ids), of the latest MAX_OPS operators' changes that carry
+        # one: a resent `dlq_purge --all` must not purge letters that died since the first.
+        self.ops: dict[str, tuple[int, list[str]]] = {}
         self.order = 0
         self.now = 0.0  # the newest leader timestamp applied
         self.term = 0  # the highest term of any batch applied

@@ -203,6 +203,29 @@ def test_dlq_replay_and_purge() -> None:
     assert "t2" not in d.machine.tasks and not d.machine.dlq
 
 
+def test_a_resent_operators_change_acts_once() -> None:
+    # A client resends after a lost reply or a failover: a second `dlq_purge --all` used to purge
+    # letters that died since the first, and a second `queue purge`, tasks submitted since.
+    d = Driver()
+    d.apply(C.RegisterActors({"a": {"retries": 0}}))
+    d.submit("t1")
+    d.finish(d.dispatch()[0], ok=False)
+    [[first]] = d.apply(C.DlqPurge(None, "op-purge"))
+    d.submit("t2")
+    d.finish(d.dispatch()[0], ok=False)
+    [[again]] = d.apply(C.DlqPurge(None, "op-purge"))
+    assert again == first and first.ids == ["t1"] and list(d.machine.dlq) == ["t2"]
+    d.submit("q1", delay=60)
+    [[*_, purged]] = d.apply(C.PurgeQueue("a", "op-queue"))  # its Finished effects, then its Count
+    d.submit("q2", delay=60)
+    [[repeat]] = d.apply(C.PurgeQueue("a", "op-queue"))
+    assert purged == repeat and purged.n == 1 and d.state("q2") == "delayed"
+    [[replayed]] = d.apply(C.DlqReplay(None, "op-replay"))
+    d.finish(d.dispatch()[0], ok=False)  # t2 runs and dies again
+    [[replayed_again]] = d.apply(C.DlqReplay(None, "op-replay"))
+    assert replayed == replayed_again and list(d.machine.dlq) == ["t2"]
+
+
 def test_dlq_is_bounded_by_age() -> None:
     d = Driver()
     d.apply(C.RegisterActors({"a": {"retries": 0}}))
