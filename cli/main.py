@@ -171,6 +171,11 @@ def status(client: Client, as_json: bool) -> None:
     for actor, row in sorted(st["queues"].items()):
         note = "" if row["served"] else "  (no connected worker serves it)"
         click.echo(f"  {actor}  queued {row['queued']}  delayed {row['delayed']}  running {row['running']}{note}")
+    for actor, variants in st.get("option_conflicts", {}).items():
+        click.echo(f"CONFLICT: the workers of {actor} declare {len(variants)} different options "
+                   "(those of the worker started last are in force):")
+        for variant in variants:
+            click.echo(f"  {json.dumps(variant['options'], sort_keys=True)}  by {', '.join(variant['workers'])}")
 
 
 def _replica_view(url: str, timeout: float) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..state.commands import Dispatch, Offer
 
@@ -32,6 +33,7 @@ class WorkerConn:
     # Whether its heartbeats list what it runs (`running`, optional in the protocol): the leader
     # reconciles with those; the others' leases get a deadline instead (WorkerDesk.expire_overdue).
     lists_running: bool = False
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # actor -> the options it declares
     expiring: set[str] = field(default_factory=set)  # overdue leases whose expiry is being committed
 
     def give_credit(self, n: int, held: int) -> None:

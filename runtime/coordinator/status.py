@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from ..replication import Replication
 from ..state import views
 from .roster import WorkerTable
+
+
+def option_conflicts(workers: WorkerTable) -> dict[str, list[dict[str, Any]]]:
+    """Actors whose connected workers declare different options (a rolling deploy): each variant
+    with its workers. The options in force are those of the worker started last."""
+    variants: dict[str, dict[str, dict[str, Any]]] = {}
+    for w in workers.by_id.values():
+        if w.connected:
+            for actor, options in w.options.items():
+                key = json.dumps(options, sort_keys=True, default=str)
+                variant = variants.setdefault(actor, {}).setdefault(key, {"options": options, "workers": []})
+                variant["workers"].append(w.id)
+    return {actor: list(found.values()) for actor, found in sorted(variants.items()) if len(found) > 1}
 
 
 def cluster_status(listen: str, leading: bool, replication: Replication, workers: WorkerTable) -> dict[str, Any]:
@@ -37,4 +51,4 @@ def cluster_status(listen: str, leading: bool, replication: Replication, workers
             "term": raft["term"], "commit_index": raft["commit_index"], "last_applied": raft["last_applied"],
             "applied_batches": applied, "digest": digest, "state_digest": replication.checkpoints.view(),
             "nodes": nodes, "workers": rows,
-            "queues": queues, "dead_letters": dlq}
+            "queues": queues, "dead_letters": dlq, "option_conflicts": option_conflicts(workers)}

@@ -78,7 +78,9 @@ class WorkerDesk:
         # the worker cannot list it yet, so only older unlisted leases count as vanished.
         since = previous.hello_batch if previous is not None and previous.connected else None
         conn = self.workers.hello(msg.worker_id, identity, [a.name for a in msg.actors], msg.slots, msg.concurrency)
-        self.proposer.add(C.RegisterActors({a.name: a.options for a in msg.actors}), None)
+        conn.options = {a.name: a.options for a in msg.actors}
+        self._say_option_changes(msg)
+        self.proposer.add(C.RegisterActors(conn.options, msg.started), None)
         still_running = set(msg.running)
         with self.replication.reading() as machine:
             conn.hello_batch = machine.applied
@@ -95,6 +97,23 @@ class WorkerDesk:
                  ", ".join(a.name for a in msg.actors))
         self._send(identity, P.Welcome(msg.worker_id, defaults.HEARTBEAT_INTERVAL, defaults.LEASE_TIMEOUT,
                                         self.proposer.clock()))
+
+    def _say_option_changes(self, msg: P.Hello) -> None:
+        """Never a silent change of limits: the options of the worker started last are in force
+        (state machine, `_register_actors`); say when a hello changes a limit, or is outvoted."""
+        machine = self.replication.machine
+        for spec in msg.actors:
+            current = machine.actors.get(spec.name)
+            if current is None or current == spec.options:
+                continue
+            if msg.started < machine.registered_by.get(spec.name, 0.0):
+                log.warning("worker %s declares other options for %s than a worker started after it: theirs stay "
+                            "in force (qrt status shows the conflict)", msg.worker_id, spec.name)
+                continue
+            for limit in ("rate_limits", "concurrency"):
+                if current.get(limit) != spec.options.get(limit):
+                    log.warning("worker %s (the latest started) changes %s of %s from %s to %s", msg.worker_id,
+                                limit, spec.name, current.get(limit), spec.options.get(limit))
 
     def _reconcile(self, conn: WorkerConn, listed: list[tuple[str, int]]) -> None:
         """Every lease is delivered, and nothing runs without one (DESIGN.md, "Lease expiry"): what

@@ -69,10 +69,14 @@ class Hello(Message):
     slots: int  # free slots right now
     concurrency: int
     running: list[tuple[str, int]] = field(default_factory=list)  # (task id, attempt) still held
+    # When the worker process started (epoch s): the options of the worker started last are in
+    # force for an actor, so an old worker reconnecting in a rolling deploy cannot undo new ones.
+    started: float = 0.0
 
     def to_wire(self) -> dict[str, Any]:
         return {"t": self.TYPE, "worker_id": self.worker_id, "slots": self.slots, "concurrency": self.concurrency,
-                "actors": [a.to_wire() for a in self.actors], "running": [list(r) for r in self.running]}
+                "actors": [a.to_wire() for a in self.actors], "running": [list(r) for r in self.running],
+                "started": self.started}
 
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> Self:
@@ -85,7 +89,7 @@ class Hello(Message):
         return cls(worker_id,
                    [ActorSpec.from_wire(a, f"actors[{i}]") for i, a in enumerate(v.get(m, "actors", list))],
                    v.nonneg(v.get(m, "slots", int), "slots"), v.nonneg(v.get(m, "concurrency", int), "concurrency"),
-                   running)
+                   running, v.nonneg(v.get(m, "started", v.NUMBER, 0.0), "started"))
 
 
 @dataclass(slots=True)

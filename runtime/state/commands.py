@@ -119,6 +119,7 @@ class Cancel(_Record):
 class RegisterActors(_Record):
     KIND: ClassVar[str] = "register_actors"
     actors: dict[str, dict[str, Any]]  # actor -> the options its workers declare
+    started: float = 0.0  # when the worker that declares them started: the latest one's are in force
 
 
 @dataclass(frozen=True, slots=True)

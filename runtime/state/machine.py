@@ -245,6 +245,9 @@ class StateMachine(TaskStore):
 
     def _register_actors(self, cmd: C.RegisterActors, effects: list[Effect]) -> None:
         for name, options in cmd.actors.items():
+            if cmd.started < self.registered_by.get(name, 0.0):
+                continue  # a worker started before the one whose options are in force: older code
+            self.registered_by[name] = cmd.started
             self.actors[name] = options
             declared = self.cron.entries.get(name)
             if options.get("cron"):

@@ -52,6 +52,7 @@ class TaskStore:
         self.start_deadlines: list[tuple[float, str]] = []  # (start_by, id) of tasks that may expire
         self.idempotency: dict[str, str] = {}  # "actor\0key" -> the task id it stands for
         self.actors: dict[str, dict[str, Any]] = {}  # registered options per actor
+        self.registered_by: dict[str, float] = {}  # actor -> start time of the worker whose options are in force
         self.nodes: dict[str, str] = {}  # raft address -> client URL of each coordinator node
         # Operation id -> what it did (n, ids), of the latest MAX_OPS operators' changes that carry
         # one: a resent `dlq_purge --all` must not purge letters that died since the first.

@@ -114,6 +114,7 @@ class Worker:
         # Also its ZeroMQ routing id (at most 255 bytes): keep it short and ASCII.
         host = socket.gethostname().encode("ascii", "replace").decode()[:60]
         self.id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.started = time.time()  # its options win over those of workers started before (hello)
         self.standing = Standing.GREETING
         self.draining = False  # since `stop`: no new tasks, whichever leader we talk to
         self.running: dict[str, Running] = {}
@@ -235,7 +236,7 @@ class Worker:
         self._hello_at = time.monotonic()
         self._hello_slots = 0 if self.draining else self._free_slots()
         # Finished but unacknowledged tasks too: their leases must stay, for the report we resend.
-        self._send(Hello(self.id, self._specs, self._hello_slots, self.concurrency, self._held()))
+        self._send(Hello(self.id, self._specs, self._hello_slots, self.concurrency, self._held(), self.started))
 
     def _held(self) -> list[tuple[str, int]]:
         """What the leader must keep leased to us: the tasks we run, and those whose report it has

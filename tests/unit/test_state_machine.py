@@ -364,3 +364,12 @@ def test_a_deposed_leaders_lease_expiries_and_clock_change_nothing() -> None:
     d.apply(C.Lost("w1"))
     assert d.state("t1") == "running" and d.machine.tasks["t1"].losses == 0
     assert d.machine.now == before
+
+
+def test_the_options_of_the_worker_started_last_are_in_force() -> None:
+    d = Driver()
+    d.apply(C.RegisterActors({"a": {"rate_limits": [[5, 1.0, None]]}}, started=200.0))
+    d.apply(C.RegisterActors({"a": {}}, started=100.0))  # an old worker reconnects
+    assert d.machine.actors["a"] == {"rate_limits": [[5, 1.0, None]]}
+    d.apply(C.RegisterActors({"a": {"retries": 1}}, started=300.0))  # a newer one
+    assert d.machine.actors["a"] == {"retries": 1}
