@@ -194,7 +194,9 @@ def _digest_line(view: dict[str, Any]) -> str:
         return "(did not answer)"
     if not digest or not digest["mark"]:
         return "no checkpoint yet"
+    skew = view.get("clock_skew")
     line = f"checkpoint {digest['mark']} state {digest['digest'][:12]}"
+    line += "" if skew is None else f"  clock skew {skew:+.3f} s"
     return f"{line}  DIVERGED {digest['diverged']}" if digest.get("diverged") else line
 
 

@@ -57,6 +57,7 @@ class LocalCluster:
     base_dir: str | None = None
     log_level: str = "info"
     env: dict[str, str] = field(default_factory=dict)
+    node_env: dict[int, dict[str, str]] = field(default_factory=dict)  # more environment for node i
     fsync: bool = False  # every node runs with `qrt coordinator --fsync`
     # Per node: the host it listens on (Raft and clients) and a command prefix that starts it, e.g.
     # ["ip", "netns", "exec", NS] for a node in a network namespace (tests/netns.py). Default: all
@@ -92,11 +93,12 @@ class LocalCluster:
     def urls(self) -> list[str]:
         return [n.url for n in self.coordinator_nodes]
 
-    def _spawn(self, args: list[str], log_name: str, prefix: list[str] | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log_name: str, prefix: list[str] | None = None,
+               env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         assert self.base_dir is not None
         log = open(os.path.join(self.base_dir, log_name), "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(log)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **(env_extra or {})}
         # A prefix must exec the command (as `ip netns exec` does), so the PID kept is the process's own.
         return subprocess.Popen([*(prefix or []), sys.executable, "-m", "qrt.cli", *args], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -111,7 +113,8 @@ class LocalCluster:
     def start_node(self, i: int) -> None:
         node = self.coordinator_nodes[i]
         node.log_path = f"node{i}.log"
-        node.proc = self._spawn(node.args, node.log_path, self.node_prefixes[i] if self.node_prefixes else None)
+        node.proc = self._spawn(node.args, node.log_path, self.node_prefixes[i] if self.node_prefixes else None,
+                                self.node_env.get(i))
 
     def start_worker(self, modules: list[str], concurrency: int = 8, extra: list[str] | None = None,
                      name: str | None = None, prefix: list[str] | None = None) -> subprocess.Popen[bytes]:

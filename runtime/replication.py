@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,6 +44,8 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
         super().__init__()
         self.machine = StateMachine()
         self.checkpoints = Checkpoints()
+        self.current_term: Callable[[], int] = lambda: -1  # pysyncobj's, once it runs (Replication)
+        self.time_seen: tuple[float, float] | None = None  # (replicated time, monotonic time) when it advanced
 
     @replicated  # type: ignore[misc, untyped-decorator]
     def apply(self, payload: bytes) -> Applied:
@@ -50,7 +53,12 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
             gc.unfreeze()
             self._frozen = False
         with self.lock:
+            before = self.machine.now
             applied = self.machine.apply_batch(payload)
+            if self.machine.now != before and self.machine.batch_term == self.current_term():
+                # Leader time as this node saw it live (not a batch of an earlier term, replayed
+                # from the journal or committed late): what it goes on from if it takes office.
+                self.time_seen = (self.machine.now, time.monotonic())
             if self.machine.checkpoint is not None:  # digest the state as it is at this batch
                 self.checkpoints.begin(self.machine, *self.machine.checkpoint)
             return applied
@@ -162,6 +170,7 @@ class Replication:
             raise OSError(f"cannot listen for Raft on {self_address} ({exc}); is the port in use?") from None
         finally:
             quiet.setLevel(level)
+        self.log.current_term = lambda: int(self.sync.raftCurrentTerm)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._tick_forever, name="qrt-raft", daemon=True)
         self._thread.start()
@@ -185,6 +194,10 @@ class Replication:
     @property
     def machine(self) -> StateMachine:
         return self.log.machine
+
+    def time_seen(self) -> tuple[float, float] | None:
+        """(replicated time, monotonic time) when this node last saw leader time advance live."""
+        return self.log.time_seen
 
     @property
     def checkpoints(self) -> Checkpoints:

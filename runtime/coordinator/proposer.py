@@ -71,10 +71,10 @@ class Proposer:
 
     def take_office(self) -> None:
         """This node now leads: its batches carry this term from now on (even after it is deposed,
-        so that every replica refuses what it decided then), and replicated time goes on from the
-        later of its wall clock and the replicated time it found, advanced by its monotonic clock."""
+        so that every replica refuses what it decided then), and replicated time goes on from
+        where this node last saw it, advanced by its monotonic clock (`_follow`)."""
         self._term = self._replication.term
-        self._anchor = (max(self._clock.wall(), self._replication.machine.now), self._clock.monotonic())
+        self._anchor = (self._follow(), self._clock.monotonic())
 
     @property
     def office_term(self) -> int | None:
@@ -86,10 +86,23 @@ class Proposer:
         the monotonic clock, so a step of the wall clock (NTP, by hand) neither freezes nor hastens
         delays, limits and TTLs (measured before: a 60 s step back held a 5/s actor for 60 s), and it
         is never behind replicated time. The wall clock is read when the node takes office."""
-        if self._anchor is None:  # never led: the wall clock, never behind replicated time
-            return max(self._clock.wall(), self._replication.machine.now)
+        if self._anchor is None:  # never led: leader time as a follower sees it
+            return self._follow()
         since_wall, since = self._anchor
         return max(self._replication.machine.now, since_wall + self._clock.monotonic() - since)
+
+    def _follow(self) -> float:
+        """Leader time as this node can tell: the replicated time it last saw advance live, plus
+        the monotonic time since. A new leader goes on from it, whatever its own wall clock says
+        (a node 60 s ahead used to fire every delay due within the minute, and empty rate
+        windows); the wall clock serves only a node that saw none (after a restart of the
+        cluster, when time must catch up with the outage). Never behind replicated time."""
+        machine_now = self._replication.machine.now
+        seen = self._replication.time_seen()
+        if seen is None:
+            return max(self._clock.wall(), machine_now)
+        now_seen, at = seen
+        return max(machine_now, now_seen + self._clock.monotonic() - at)
 
     def skew(self) -> float:
         """How far this node's wall clock is ahead of leader time (behind: negative)."""

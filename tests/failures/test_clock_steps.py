@@ -63,3 +63,42 @@ def test_a_step_forward_hastens_no_delay(stepped: tuple[LocalCluster, Path]) -> 
         assert delayed.result(timeout=10) == 42
         waited = time.monotonic() - submitted
         assert waited >= 2.5, f"a 3 s delay ran after {waited:.1f} s: the step forward fired it early"
+
+
+def test_a_new_leader_whose_wall_clock_is_ahead_does_not_move_time_forward(tmp_path: Path) -> None:
+    # A new leader started replicated time from the later of its wall clock and replicated time: a
+    # node 60 s ahead fired every delay due in the next minute at once, and emptied rate windows.
+    # Now it goes on from the replicated time it last saw, advanced by its monotonic clock.
+    offsets = [tmp_path / f"wall-offset-{i}" for i in range(3)]
+    for path in offsets:
+        path.write_text("0")
+    c = LocalCluster(nodes=3, password="test-secret", base_dir=str(tmp_path),
+                     node_env={i: {WALL_OFFSET_ENV: str(path)} for i, path in enumerate(offsets)})
+    try:
+        c.start()
+        c.start_worker(["tests.actors"], concurrency=2)
+        c.wait_for_workers(1)
+        leader = c.wait_for_leader()
+        followers = [i for i in range(3) if i != leader]
+        for i in followers:  # whichever of them leads next is a minute ahead
+            offsets[i].write_text("60")
+        for i in followers:  # a follower measures its skew against leader time too
+            with qrt.Client([c.urls[i]]) as one:
+                wait_until(lambda one=one: abs(one.status(local=True)["clock_skew"] - 60) < 2, 5, 0.05,
+                           what="a follower's skew")
+        with qrt.Client(c.urls) as client:
+            before = client.status()["now"]
+            submitted = time.monotonic()
+            delayed = client.submit_with(actors.add, (40, 2), delay=10.0)
+            c.kill_node(leader)
+            new_leader = c.wait_for_leader()
+            assert new_leader in followers
+            elapsed = time.monotonic() - submitted
+            now = client.status()["now"]
+            assert now - before < elapsed + 2, f"leader time jumped {now - before - elapsed:.1f} s at the failover"
+            assert delayed.result(timeout=30) == 42
+            waited = time.monotonic() - submitted
+            assert waited >= 9.0, f"a 10 s delay ran after {waited:.1f} s"
+    finally:
+        c.stop()
+        print(c.dump_logs())

@@ -35,6 +35,10 @@ class FakeReplication:
         self.machine = StateMachine()
         self.proposed: list[Proposal] = []  # every proposal, in order
         self.pending: list[Proposal] = []  # those neither committed nor failed yet
+        self.seen: tuple[float, float] | None = None  # what time_seen() answers
+
+    def time_seen(self) -> tuple[float, float] | None:
+        return self.seen
 
     def as_replication(self) -> Replication:
         return cast(Replication, self)
