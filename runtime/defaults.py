@@ -28,13 +28,15 @@ RESULT_TTL = 600.0
 DLQ_MAX_AGE = 7 * 24 * 3600.0
 DLQ_MAX_ENTRIES = 100_000
 
-# Workers heartbeat every second; a lease expires after 5 s of silence (5 missed beats: a GC pause or
+# Workers heartbeat every second; a lease expires after 6 s of silence (6 missed beats: a GC pause or
 # a busy loop does not lose a task, a dead worker is noticed in seconds).
 HEARTBEAT_INTERVAL = 1.0
-LEASE_TIMEOUT = 5.0
-# A worker that hears no leader this long cancels its async handlers (fences itself) before its
-# leases can expire and be granted elsewhere (DESIGN.md, "Lease expiry is the leader's").
-WORKER_FENCE_AFTER = 4.0
+LEASE_TIMEOUT = 6.0
+# A worker whose heartbeats no leader has answered for this long stops its handlers (fences
+# itself) before its leases can expire and be granted elsewhere, even by a leader elected while a
+# stale one still answered it: docs/reliability.md has the inequality these constants keep, and
+# tests/unit/test_reliability.py checks it.
+WORKER_FENCE_AFTER = 3.5
 # How often the leader has every replica digest its state and compare it with its own (checkpoints.py).
 CHECKPOINT_INTERVAL = 10.0
 # A worker or client that hears nothing from its coordinator this long tries the next address.
@@ -77,6 +79,10 @@ MAX_PEER_FRAME_BYTES = PEER_FRAME_RATIO * MAX_FRAME_BYTES
 # Raft (pysyncobj). Its default batching waits for a timer: ~10 commits/s (measured, DESIGN.md).
 RAFT_APPEND_ENTRIES_USE_BATCH = False
 # A leader cut off from its peers steps down after this; the default 30 s lets it believe it leads.
-RAFT_LEADER_FALLBACK_TIMEOUT = 1.5
+RAFT_LEADER_FALLBACK_TIMEOUT = 1.0
+# A follower that hears no leader for a random time between these campaigns (pysyncobj's defaults,
+# named here because the fence's inequality depends on the minimum).
+RAFT_MIN_TIMEOUT = 0.4
+RAFT_MAX_TIMEOUT = 1.4
 # Group commit: at most this many client commands go into one Raft entry.
 MAX_COMMANDS_PER_ENTRY = 2000

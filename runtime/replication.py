@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
+from pysyncobj.tcp_connection import CONNECTION_STATE
 
 from . import defaults
 from .checkpoints import Checkpoints
@@ -108,15 +110,37 @@ os.register_at_fork(after_in_child=_die_with_forking_parent)
 
 _JOURNAL = "_SyncObj__raftLog"  # SyncObj's private self.__raftLog: the one reference to its journal
 
+# A Raft connection attempt older than this starts afresh. pysyncobj has no connect timeout: a SYN
+# lost in a partition waits for the kernel's retransmits (1, 3, 7, 15, 31 s after the connect), so
+# nodes stayed apart ~8 s after a 15 s partition healed (measured, tests/failures/test_partitions.py).
+# A LAN connect takes well under a millisecond; 1 s is the kernel's own first retransmit.
+RAFT_CONNECT_TIMEOUT = 1.0
+# Message types of the pre-vote, below (pysyncobj ignores types it does not know).
+_PREVOTE = "qrt_prevote"
+_PREVOTE_REPLY = "qrt_prevote_reply"
+
 
 class _SyncObj(SyncObj):  # type: ignore[misc]
     """pysyncobj with its Fernet replaced by RaftCipher: its transport asks `encryptor` for the
     object to encrypt with, when a connection opens (pysyncobj's `password` stays set, so it still
-    requires encryption on every connection). With `fsync`, its journal is a DurableJournal."""
+    requires encryption on every connection). With `fsync`, its journal is a DurableJournal.
+
+    Plus Raft's pre-vote (Ongaro's thesis, 9.6), which pysyncobj lacks: a node whose election timer
+    runs out first asks its peers whether they would vote for it, and raises its term only when a
+    majority would (its log at least as new as theirs, and no leader heard for raftMinTimeout).
+    Without it, a node cut off by a partition campaigned alone, raised its term, and on its return
+    deposed the healthy leader: a needless election (measured). These overrides use pysyncobj's
+    private names: it is pinned (pyproject.toml), and tests/failures/test_partitions.py proves them.
+    """
 
     def __init__(self, *args: Any, cipher: RaftCipher | None, fsync: bool = False, **kwargs: Any) -> None:
         self._qrt_cipher = cipher  # before pysyncobj's __init__, which may open connections
+        self._qrt_leader_heard = float("-inf")  # monotonic time of a leader's last append_entries
+        self._qrt_prevote_term = 0  # the term the pre-vote in flight asks about (0: none)
+        self._qrt_prevote_grants: set[Any] = set()
+        self._qrt_prevote_next = 0.0  # when a pre-vote that got no majority may be asked again
         super().__init__(*args, **kwargs)
+        self.addOnTickCallback(self._qrt_restart_stuck_connects)
         if fsync:
             # pysyncobj has no option for this nor a hook for its journal: its __init__ opened a
             # FileJournal on the file (and wrote the first entry of a new one). Nothing has ticked
@@ -128,6 +152,56 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
     @property
     def encryptor(self) -> RaftCipher | None:
         return self._qrt_cipher
+
+    def _SyncObj__connectedToAnyone(self) -> bool:
+        """pysyncobj asks this, and only this, when its election timer has run out: campaign now?"""
+        others = self._SyncObj__otherNodes
+        if not others:
+            return True
+        if not self._SyncObj__connectedNodes:
+            return False
+        term = self._SyncObj__raftCurrentTerm + 1
+        if self._qrt_prevote_term == term and len(self._qrt_prevote_grants) + 1 > (len(others) + 1) / 2:
+            self._qrt_prevote_term = 0
+            return True  # pysyncobj now raises its term and asks for votes
+        now = time.monotonic()
+        if now >= self._qrt_prevote_next:
+            self._qrt_prevote_next = now + random.uniform(self.conf.raftMinTimeout, self.conf.raftMaxTimeout)
+            self._qrt_prevote_term, self._qrt_prevote_grants = term, set()
+            ask = {"type": _PREVOTE, "term": term, "last_log_index": self._SyncObj__getCurrentLogIndex(),
+                   "last_log_term": self._SyncObj__getCurrentLogTerm()}
+            for node in others:
+                self._SyncObj__transport.send(node, ask)
+        return False
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == _PREVOTE:
+            self._SyncObj__transport.send(node, {"type": _PREVOTE_REPLY, "term": message["term"],
+                                                 "granted": self._qrt_would_vote(message)})
+            return
+        if kind == _PREVOTE_REPLY:
+            if message["granted"] and message["term"] == self._qrt_prevote_term:
+                self._qrt_prevote_grants.add(node)
+            return
+        if kind == "append_entries" and message["term"] >= self._SyncObj__raftCurrentTerm:
+            self._qrt_leader_heard = time.monotonic()
+        super()._SyncObj__onMessageReceived(node, message)
+
+    def _qrt_would_vote(self, ask: dict[str, Any]) -> bool:
+        if self._isLeader() or time.monotonic() - self._qrt_leader_heard < self.conf.raftMinTimeout:
+            return False  # a leader is alive: the one asking is the one cut off
+        last_term = self._SyncObj__getCurrentLogTerm()
+        if ask["last_log_term"] != last_term:
+            return bool(ask["last_log_term"] > last_term)
+        return bool(ask["last_log_index"] >= self._SyncObj__getCurrentLogIndex())
+
+    def _qrt_restart_stuck_connects(self) -> None:
+        now = time.monotonic()
+        for conn in list(self._SyncObj__transport._connections.values()):
+            if conn.state == CONNECTION_STATE.CONNECTING and \
+                    now - conn._TcpConnection__lastReadTime > RAFT_CONNECT_TIMEOUT:
+                conn.disconnect()  # pysyncobj connects again at once (connectionRetryTime allowing)
 
 
 class Replication:
@@ -149,6 +223,8 @@ class Replication:
             password=password,
             bindAddress=self_address,
             leaderFallbackTimeout=defaults.RAFT_LEADER_FALLBACK_TIMEOUT,
+            raftMinTimeout=defaults.RAFT_MIN_TIMEOUT,
+            raftMaxTimeout=defaults.RAFT_MAX_TIMEOUT,
             commandsWaitLeader=False,
             autoTick=False,  # our own tick thread: see _tick_forever
             bindRetryTime=0.2,

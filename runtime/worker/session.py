@@ -18,6 +18,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +128,12 @@ class Worker:
         self._outbox_credit = 0
         self._flush_scheduled = False
         self._last_heard = 0.0  # the last frame from a leader (not a redirect, not an error)
+        # When we last sent something a leader has since answered (a hello it welcomed, a heartbeat
+        # it answered): the leader's lease timer for us restarted no earlier. The fence counts
+        # from here, not from the last frame heard (a `run` says nothing of our lease timer), so
+        # that it comes before the leader can expire our leases (docs/reliability.md).
+        self._fence_from = 0.0
+        self._beats: deque[float] = deque()  # send times of the heartbeats not yet answered, oldest first
         self._last_beat = 0.0
         self._hello_at = 0.0
         self._hello_slots = 0  # free slots announced in the last hello
@@ -143,7 +150,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then drain: finish within the drain timeout, give back the rest."""
         self._loop = asyncio.get_running_loop()
-        self._last_heard = time.monotonic()
+        self._last_heard = self._fence_from = time.monotonic()
         self._link = LeaderLink(self._loop, self.coordinators, self._on_message, self._hello,
                                 identity=self.id.encode())
         try:
@@ -203,7 +210,7 @@ class Worker:
         if self.standing is Standing.LEFT:
             return
         now = time.monotonic()
-        if now - self._last_heard > defaults.WORKER_FENCE_AFTER and self.running:
+        if now - self._fence_from > defaults.WORKER_FENCE_AFTER and self.running:
             self._fence()
         if self._link.tick(self._last_heard):
             return  # no leader answers here: the link moved to the next node, and we said hello there
@@ -212,6 +219,7 @@ class Worker:
         if self.standing is Standing.WELCOMED:
             if now - self._last_beat >= defaults.HEARTBEAT_INTERVAL:
                 self._last_beat = now
+                self._beats.append(now)
                 self._send(Heartbeat(self._held()))  # the leader reconciles its leases with these
             stale = [report for report in self.unacked.values() if now - report.sent_at > defaults.RESEND_AFTER]
             if stale:
@@ -234,6 +242,7 @@ class Worker:
         """Introduce ourselves (again) to the node the link is connected to."""
         self.standing = Standing.GREETING
         self._hello_at = time.monotonic()
+        self._beats.clear()  # a new connection, maybe to another node: earlier beats go unanswered
         self._hello_slots = 0 if self.draining else self._free_slots()
         # Finished but unacknowledged tasks too: their leases must stay, for the report we resend.
         self._send(Hello(self.id, self._specs, self._hello_slots, self.concurrency, self._held(), self.started))
@@ -253,6 +262,10 @@ class Worker:
             return
         if isinstance(message, (Welcome, Hb, Run, Ack, CancelRun)):  # only a leader sends these
             self._last_heard = time.monotonic()
+        if isinstance(message, Hb) and self._beats:  # one `hb` per heartbeat, in order
+            self._fence_from = max(self._fence_from, self._beats.popleft())
+        elif isinstance(message, Welcome):
+            self._fence_from = max(self._fence_from, self._hello_at)
         if self.standing is Standing.LEFT:
             return
         match message:

@@ -180,6 +180,27 @@ async def test_a_worker_that_hears_no_leader_cancels_its_tasks_and_says_so(monke
         assert not worker.running and not worker.unacked
 
 
+async def test_the_fence_counts_from_the_last_answered_heartbeat_not_the_last_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The leader's lease timer restarts only on what the worker sends: a `run` that reached the
+    # worker said nothing of it, yet restarted the fence, which could then come after the leases
+    # had expired and run elsewhere (two runs at once, over a concurrency limit).
+    monkeypatch.setattr(defaults, "WORKER_FENCE_AFTER", 1.5)
+    async with fake_nodes(1) as [node], serving([node.url]) as (worker, _, _):
+        identity, _ = await welcome(node)
+        welcomed = time.monotonic()
+        node.send(identity, run(("t1", "unit.session.gated", ["g1"], 1)))
+        await wait_for(lambda: "t1" in worker.running, what="t1 to start")
+        while True:  # no heartbeat is answered; the same `run` keeps arriving (the worker ignores it)
+            node.send(identity, run(("t1", "unit.session.gated", ["g1"], 1)))
+            try:
+                _, hello = await node.expect("hello", timeout=0.2, skip=("heartbeat",))
+                break
+            except TimeoutError:
+                assert time.monotonic() - welcomed < 4.0, "no fence while `run` frames kept arriving"
+        assert hello["running"] == [] and time.monotonic() - welcomed < 2.5
+
+
 async def test_a_bad_frame_is_dropped_and_the_session_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     async with fake_nodes(1) as [node], serving([node.url]) as (_, _, _):
         identity, _ = await welcome(node)
