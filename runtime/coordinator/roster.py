@@ -35,12 +35,15 @@ class WorkerConn:
     lists_running: bool = False
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # actor -> the options it declares
     expiring: set[str] = field(default_factory=set)  # overdue leases whose expiry is being committed
+    reporting: set[str] = field(default_factory=set)  # tasks whose outcome it sent, not yet committed
 
-    def give_credit(self, n: int, held: int) -> None:
-        """`n` slots came free; never more than its concurrency less the `held` leases committed to
-        it (a `run` from a deposed leader, started and cancelled, would otherwise count twice)."""
+    def give_credit(self, n: int, held: int | None = None) -> None:
+        """`n` slots came free. With `held`, the leases committed to it that stay held (those a
+        `done` reports excluded), never more than its concurrency less those: a `run` from a
+        deposed leader, started and cancelled, would otherwise count its slot twice. (A bare
+        `credit` cannot be clamped so: the outcomes of the slots it frees may still be on their way.)"""
         if not self.draining:
-            self.credit = max(0, min(self.credit + n, self.concurrency - held))
+            self.credit = max(0, self.credit + n if held is None else min(self.credit + n, self.concurrency - held))
 
 
 class WorkerTable:

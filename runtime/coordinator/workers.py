@@ -48,7 +48,7 @@ class WorkerDesk:
         elif isinstance(msg, P.Done):
             self._done(conn, msg)
         elif isinstance(msg, P.Credit):
-            conn.give_credit(msg.n, self._held(conn))
+            conn.give_credit(msg.n)
             self.dispatcher.poke()
         elif isinstance(msg, P.Drain):
             conn.draining = True
@@ -84,9 +84,16 @@ class WorkerDesk:
         still_running = set(msg.running)
         with self.replication.reading() as machine:
             conn.hello_batch = machine.applied
-            vanished = [(tid, attempt) for tid, attempt in views.leases_of(machine, msg.worker_id)
-                        if (tid, attempt) not in still_running
-                        and (since is None or machine.tasks[tid].leased_in <= since)]
+            unlisted = [(tid, attempt) for tid, attempt in views.leases_of(machine, msg.worker_id)
+                        if (tid, attempt) not in still_running]
+            vanished = [(tid, attempt) for tid, attempt in unlisted
+                        if since is None or machine.tasks[tid].leased_in <= since]
+            # Granted since its previous hello: their `run` is on its way, or was lost with the
+            # socket the worker just replaced. Sent again after the welcome (a duplicate is ignored).
+            on_their_way = views.runs_of(machine, msg.worker_id, [tid for tid, _ in unlisted
+                                                                  if (tid, _) not in vanished])
+        # The hello counted their slots as free: they are not, once their `run` arrives.
+        conn.credit = max(0, conn.credit - len(on_their_way))
         if previous is not None and previous.connected:  # runs still on their way may be resent
             gone = {tid for tid, _ in vanished}
             conn.runs_sent = {tid: at for tid, at in previous.runs_sent.items() if tid not in gone}
@@ -97,6 +104,7 @@ class WorkerDesk:
                  ", ".join(a.name for a in msg.actors))
         self._send(identity, P.Welcome(msg.worker_id, defaults.HEARTBEAT_INTERVAL, defaults.LEASE_TIMEOUT,
                                         self.proposer.clock()))
+        self.dispatcher.resend(conn, on_their_way)
 
     def _say_option_changes(self, msg: P.Hello) -> None:
         """Never a silent change of limits: the options of the worker started last are in force
@@ -141,20 +149,21 @@ class WorkerDesk:
             if held.get(tid, -1) < attempt or tid in cancelling:
                 self._send(conn.identity, P.CancelRun(tid))
 
-    def _held(self, conn: WorkerConn) -> int:
-        """How many leases are committed to this worker (a dict's len: atomic, no lock needed)."""
-        return len(self.replication.machine.leases.get(conn.id, ()))
-
     def _done(self, conn: WorkerConn, msg: P.Done) -> None:
-        # Its own leases still count as held here: the slots they free are in `msg.credit`.
-        finishing = sum(1 for o in msg.outcomes if o.id in self.replication.machine.leases.get(conn.id, ()))
-        conn.give_credit(msg.credit, self._held(conn) - finishing)
+        conn.reporting.update(o.id for o in msg.outcomes)
+        # Held: its committed leases, less those whose outcomes are reported (here or in a `done`
+        # not committed yet): the slots they free are in this `credit` or were in an earlier one.
+        held = [tid for tid in list(self.replication.machine.leases.get(conn.id, ())) if tid not in conn.reporting]
+        conn.give_credit(msg.credit, len(held))
         for outcome in msg.outcomes:
             conn.runs_sent.pop(outcome.id, None)
         ack = P.Ack([o.id for o in msg.outcomes]).encode()
         identity = conn.identity
 
+        reported = [o.id for o in msg.outcomes]
+
         def finished(effects: list[Effect] | None, error: str | None) -> None:
+            conn.reporting.difference_update(reported)
             if effects is not None:  # else no ack: the worker sends the outcomes again
                 self.router.send(identity, ack)
         self.proposer.add(C.Finish(conn.id, msg.outcomes), finished)

@@ -145,3 +145,42 @@ def test_a_cancel_lost_on_its_way_is_sent_again(cluster: LocalCluster) -> None:
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+def test_a_run_lost_in_a_reconnect_is_sent_again_after_the_hello(cluster: LocalCluster) -> None:
+    # The hello of the reconnected worker lists no task: the lease, granted since its previous
+    # hello, was kept (its `run` might still be on its way) but its `run` was lost with the old
+    # socket. It is sent again at once, without waiting for heartbeats (a worker written from the
+    # protocol may send them without `running`): the worker ignores a `run` it already has.
+    worker_id = "fake-worker-lost-run-hello"
+    actor = "fake.echo_again"
+    hello = {"t": "hello", "worker_id": worker_id, "slots": 1, "concurrency": 1,
+             "actors": [{"name": actor, "options": {}}], "running": []}
+    ctx = zmq.Context()
+
+    def connect() -> zmq.Socket:  # type: ignore[type-arg]
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, worker_id.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(cluster.urls[0])
+        sock.send(encode(hello))
+        assert sock.poll(5000) and decode(sock.recv())["t"] == "welcome"
+        return sock
+
+    sock = connect()
+    try:
+        with qrt.Client(cluster.urls) as client:
+            task = client.submit(actor, 9)
+            cluster.wait_running(actor, 1)
+            sock.close(linger=0)
+            sock = connect()
+            assert sock.poll(2000), "the lost run was not sent again after the hello"
+            message = decode(sock.recv())
+            assert message["t"] == "run"
+            [run] = message["tasks"]
+            sock.send(encode({"t": "done", "credit": 1, "outcomes": [
+                {"id": run["id"], "attempt": run["attempt"], "ok": True, "value": run["args"][0]}]}))
+            assert task.result(timeout=5) == 9
+    finally:
+        sock.close(linger=0)
+        ctx.term()

@@ -35,3 +35,6 @@ def test_a_leader_paused_under_load_leaves_no_lease_that_nobody_delivers(tmp_pat
                 except qrt.ResultTimeout:
                     unfinished.append(handle.id)
             assert not unfinished, f"{len(unfinished)} tasks never finished: {client.status()['queues']}"
+            # And no slot was lost or counted twice on the way: every worker is offered all of its.
+            wait_until(lambda: all(w["free"] == w["concurrency"] == 4 for w in client.status()["workers"]), 10,
+                       what="every slot free again")
