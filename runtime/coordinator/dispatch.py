@@ -42,7 +42,10 @@ class Dispatcher:
         self._pass_scheduled = False
         self._work_check_scheduled = False
         self._last_tick = 0.0
-        self._timer: asyncio.TimerHandle | None = None  # wakes the leader when the next thing is due
+        # Wakes the leader when the next thing is due, at loop time `_timer_at`. (A Handle: uvloop's
+        # call_at returns one without `when()` for a delay under half a millisecond.)
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
 
     def poke(self) -> None:
         """Work or a free slot may be waiting: offer every free slot in this pass, or the next."""
@@ -162,11 +165,11 @@ class Dispatcher:
         if due is None or not self.leading:
             return
         when = self._loop.time() + max(0.0, due - self.proposer.clock()) + 0.001  # never a hair early
-        if self._timer is not None and not self._timer.cancelled() and self._timer.when() <= when:
+        if self._timer is not None and not self._timer.cancelled() and self._timer_at <= when:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer, self._timer_at = self._loop.call_at(when, self._on_timer), when
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -258,3 +258,33 @@ def test_a_lease_holder_the_leader_did_not_know_gets_a_timer() -> None:
     assert not ghost.connected and ghost.credit == 0
     assert ghost in table.silent_since(ghost.last_seen + 0.001)  # its lease timer runs
     assert table.adopt(["orphan"]) == []  # adopted once: its timer is not restarted
+
+
+def test_the_timer_arms_again_under_uvloop_when_work_is_already_due() -> None:
+    # uvloop's call_at returns a plain Handle, without `when()`, for a delay under half a
+    # millisecond, as when the loop's clock moves on between reading it and arming (a busy
+    # machine): arming again after the next commit raised AttributeError (seen in a chaos run),
+    # and that commit's check for waiting work never ran.
+    import uvloop
+
+    class LateClock:
+        """The running loop, read 0.8 ms before it arms: as if the clock moved on in between."""
+
+        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop = loop
+
+        def time(self) -> float:
+            return self.loop.time() - 0.0008
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.loop, name)
+
+    async def scenario() -> None:
+        leader = make_leader()
+        leader.repl.seed(C.Submit([Envelope("m1", "mail", [], {}, delay=60.0)]))
+        leader.dispatcher._loop = cast(asyncio.AbstractEventLoop, LateClock(asyncio.get_running_loop()))
+        leader.repl.machine.delay_heap[0] = (0.0, *leader.repl.machine.delay_heap[0][1:])  # due long ago
+        leader.dispatcher.committed()
+        leader.dispatcher.committed()
+
+    uvloop.run(scenario())
