@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: demo test lint bench bench-qrt clean
+.PHONY: demo test lint chaos bench bench-qrt clean
 
 $(STAMP): pyproject.toml $(shell find runtime cli -name "*.py")
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# 10 minutes of seeded faults under load (tests/chaos); prints the seed, the checks and where the logs
+# and its chaos-summary.json are; SEED=N replays a run.
+chaos: $(STAMP)
+	$(PY) -m tests.chaos.harness --duration 600 $(if $(SEED),--seed $(SEED))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check runtime cli tests bench examples
