@@ -68,19 +68,15 @@ class CallTimes:
             self.failures[kind] = self.failures.get(kind, 0) + 1
 
 
-class Loader:
-    """Submits the load until stopped; `accepted` lists every task the cluster accepted."""
+class Background:
+    """A daemon thread that runs `work()` until `stop()`; what it raised is kept in `error` (the
+    harness reports it: a thread that died silently would hide everything)."""
 
-    def __init__(self, urls: list[str], seed: int, log_path: str, times: CallTimes) -> None:
-        self.urls = urls
-        self.rng = random.Random(f"{seed}/load")
-        self.run_id = f"{seed}-{time.time_ns()}"  # idempotency keys unique to this run
-        self.log_path = log_path
-        self.times = times
-        self.accepted: list[Accepted] = []
-        self.lock = threading.Lock()
+    NAME = "chaos"
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-load", daemon=True)
+        self._thread = threading.Thread(target=self._guarded, name=self.NAME, daemon=True)
         self.error: BaseException | None = None
 
     def start(self) -> None:
@@ -90,16 +86,38 @@ class Loader:
         self._stop.set()
         self._thread.join()
 
+    def work(self) -> None:
+        raise NotImplementedError
+
+    def _guarded(self) -> None:
+        try:
+            self.work()
+        except BaseException as exc:
+            self.error = exc
+
+
+class Loader(Background):
+    """Submits the load until stopped; `accepted` lists every task the cluster accepted."""
+
+    NAME = "chaos-load"
+
+    def __init__(self, urls: list[str], seed: int, log_path: str, times: CallTimes) -> None:
+        self.urls = urls
+        self.rng = random.Random(f"{seed}/load")
+        self.run_id = f"{seed}-{time.time_ns()}"  # idempotency keys unique to this run
+        self.log_path = log_path
+        self.times = times
+        self.accepted: list[Accepted] = []
+        self.lock = threading.Lock()
+        super().__init__()
+
     def snapshot(self) -> list[Accepted]:
         with self.lock:
             return list(self.accepted)
 
-    def _run(self) -> None:
-        try:
-            with qrt.Client(self.urls, timeout=CLIENT_TIMEOUT) as client, open(self.log_path, "a") as log:
-                self._submit_loop(client, log)
-        except BaseException as exc:  # the harness reports it: a loader that died silently hides everything
-            self.error = exc
+    def work(self) -> None:
+        with qrt.Client(self.urls, timeout=CLIENT_TIMEOUT) as client, open(self.log_path, "a") as log:
+            self._submit_loop(client, log)
 
     def _submit_loop(self, client: qrt.Client, log: Any) -> None:
         names, weights = list(MIX), list(MIX.values())
@@ -148,38 +166,31 @@ class Loader:
         return True
 
 
-class Collector:
+class Collector(Background):
     """Asks for each accepted task's result until it is final: `final` maps id -> state."""
+
+    NAME = "chaos-collect"
 
     def __init__(self, urls: list[str], tasks: Callable[[], list[Accepted]]) -> None:
         self.urls = urls
         self.tasks = tasks
         self.final: dict[str, str] = {}
         self.finished_at: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="chaos-collect", daemon=True)
-        self.error: BaseException | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def pending(self) -> list[Accepted]:
         return [a for a in self.tasks() if a.id not in self.final]
 
-    async def _run(self) -> None:
-        try:
-            async with qrt.AsyncClient(self.urls, timeout=5.0) as client:
-                limit = asyncio.Semaphore(COLLECT_PARALLEL)
-                while not self._stop.is_set():
-                    due = [a for a in self.pending() if time.monotonic() - a.accepted >= COLLECT_AFTER]
-                    await asyncio.gather(*(self._ask(client, limit, a) for a in due))
-                    await asyncio.sleep(SWEEP_INTERVAL)  # ok-sleep: the interval between sweeps
-        except BaseException as exc:
-            self.error = exc
+    def work(self) -> None:
+        asyncio.run(self._sweep())
+
+    async def _sweep(self) -> None:
+        async with qrt.AsyncClient(self.urls, timeout=5.0) as client:
+            limit = asyncio.Semaphore(COLLECT_PARALLEL)
+            while not self._stop.is_set():
+                due = [a for a in self.pending() if time.monotonic() - a.accepted >= COLLECT_AFTER]
+                await asyncio.gather(*(self._ask(client, limit, a) for a in due))
+                await asyncio.sleep(SWEEP_INTERVAL)  # ok-sleep: the interval between sweeps
 
     async def _ask(self, client: qrt.AsyncClient, limit: asyncio.Semaphore, task: Accepted) -> None:
         async with limit:
@@ -202,8 +213,10 @@ class Collector:
             self.finished_at[task.id] = time.monotonic()
 
 
-class Monitor:
+class Monitor(Background):
     """Times a `status` every half second, notes each leader change, and samples the nodes' RSS."""
+
+    NAME = "chaos-monitor"
 
     def __init__(self, urls: list[str], times: CallTimes, pids: Callable[[], dict[str, int]]) -> None:
         self.urls = urls
@@ -211,24 +224,12 @@ class Monitor:
         self.pids = pids
         self.leaders: list[tuple[float, str | None, int | None]] = []  # (monotonic, leader url, term)
         self.peak_rss: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-monitor", daemon=True)
-        self.error: BaseException | None = None
+        super().__init__()
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            with qrt.Client(self.urls, timeout=CLIENT_TIMEOUT) as client:
-                while not self._stop.wait(STATUS_INTERVAL):
-                    self._look(client)
-        except BaseException as exc:
-            self.error = exc
+    def work(self) -> None:
+        with qrt.Client(self.urls, timeout=CLIENT_TIMEOUT) as client:
+            while not self._stop.wait(STATUS_INTERVAL):
+                self._look(client)
 
     def _look(self, client: qrt.Client) -> None:
         began = time.monotonic()
@@ -260,37 +261,27 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-class DigestSampler:
+class DigestSampler(Background):
     """Every few seconds, each node's own `status(local=True)`: its applied count and digests, so
     that replicas are compared during the run too, wherever two of them stand at the same point.
     After `stop`, `sample` may still be called (the harness's last looks); `close` ends the clients."""
+
+    NAME = "chaos-digests"
 
     def __init__(self, urls: list[str]) -> None:
         self.urls = urls
         self.samples: list[dict[str, Any]] = []
         self._clients = [qrt.Client([url], timeout=1.0) for url in urls]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-digests", daemon=True)
-        self.error: BaseException | None = None
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def close(self) -> None:
         self.stop()
         for client in self._clients:
             client.close()
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(DIGEST_INTERVAL):
-                self.sample()
-        except BaseException as exc:
-            self.error = exc
+    def work(self) -> None:
+        while not self._stop.wait(DIGEST_INTERVAL):
+            self.sample()
 
     def sample(self) -> None:
         for url, client in zip(self.urls, self._clients, strict=True):

@@ -8,37 +8,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
-
-import msgpack
-import zmq
 
 import qrt
 from qrt.local import LocalCluster, wait_until
+from tests.fake_worker import FakeWorker
 
 ACTOR = "deploy.send_mail"
 NEW = {"rate_limits": [[10, 1.0, None]]}  # the new code adds a rate limit
 OLD: dict[str, Any] = {}
-
-
-@contextmanager
-def fake_worker(url: str, worker_id: str, options: dict[str, Any], started: float) -> Iterator[zmq.Socket]:  # type: ignore[type-arg]
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.ROUTING_ID, worker_id.encode())
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(url)
-    try:
-        sock.send(msgpack.packb({"v": 1, "t": "hello", "worker_id": worker_id, "slots": 0, "concurrency": 1,
-                                 "actors": [{"name": ACTOR, "options": options}], "running": [],
-                                 "started": started}))
-        assert sock.poll(5000) and msgpack.unpackb(sock.recv())["t"] == "welcome"
-        yield sock
-    finally:
-        sock.close(linger=0)
-        ctx.term()
 
 
 def registered(client: qrt.Client) -> Any:
@@ -47,8 +25,8 @@ def registered(client: qrt.Client) -> Any:
 
 def test_the_latest_started_workers_options_win_and_the_conflict_is_shown(cluster: LocalCluster) -> None:
     with qrt.Client(cluster.urls) as client, \
-            fake_worker(cluster.urls[0], "new-code", NEW, started=2000.0), \
-            fake_worker(cluster.urls[0], "old-code", OLD, started=1000.0):  # says hello last
+            FakeWorker(cluster.urls[0], "new-code", {ACTOR: NEW}, slots=0, started=2000.0), \
+            FakeWorker(cluster.urls[0], "old-code", {ACTOR: OLD}, slots=0, started=1000.0):  # says hello last
         wait_until(lambda: ACTOR in client.status()["option_conflicts"], 5, what="the conflict in status")
         assert registered(client) == NEW["rate_limits"]
         [one, two] = client.status()["option_conflicts"][ACTOR]
