@@ -13,6 +13,8 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import select
+import signal
 import threading
 from typing import Any
 
@@ -22,6 +24,8 @@ from .state.store import TaskStore
 log = logging.getLogger("qrt.replication")
 
 KEEP = 4  # marks remembered: the leader's claim for a mark arrives one checkpoint later
+# A digest taking longer than this is given up (its child killed): ~180 ms per 100,000 tasks.
+DIGEST_TIMEOUT = 60.0
 
 
 class Checkpoints:
@@ -30,6 +34,7 @@ class Checkpoints:
         self.mine: dict[int, str] = {}  # mark (batches applied) -> this replica's state digest there
         self.claims: dict[int, str] = {}  # mark -> the leader's digest there
         self.diverged: str | None = None  # what was found, once a digest differed from the leader's
+        self._digesting = False  # a child is digesting: at most one at a time
 
     def latest(self) -> tuple[int, str]:
         """This replica's newest (mark, digest); (0, "") before its first checkpoint."""
@@ -48,8 +53,16 @@ class Checkpoints:
         the leader's claim, and digest the state of batch `mark` in a child."""
         if claim_mark:
             self._note(self.claims, claim_mark, claim)
+        if self._digesting:
+            log.warning("the state at batch %d goes undigested: the previous digest is not done", mark)
+            return
         read, write = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read)
+            os.close(write)
+            raise
         if pid == 0:  # the child: digest, answer, exit without running anything of the parent's
             try:
                 gc.disable()  # a collection would touch (and copy) every object of the parent's heap
@@ -58,16 +71,32 @@ class Checkpoints:
             finally:
                 os._exit(0)
         os.close(write)
-        threading.Thread(target=self._collect, args=(pid, read, mark), name="qrt-digest", daemon=True).start()
+        self._digesting = True
+        try:
+            threading.Thread(target=self._collect, args=(pid, read, mark), name="qrt-digest", daemon=True).start()
+        except RuntimeError:  # no thread to be had: reap the child here
+            self._digesting = False
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(read)
+            raise
 
     def _collect(self, pid: int, read: int, mark: int) -> None:
-        with os.fdopen(read, "rb") as pipe:
-            answer = pipe.read().decode()
-        os.waitpid(pid, 0)
+        try:
+            answer = b""
+            if select.select([read], [], [], DIGEST_TIMEOUT)[0]:
+                answer = os.read(read, 256)  # 32 hex digits, written at once
+            else:
+                log.error("digesting the state at batch %d took over %.0f s: given up", mark, DIGEST_TIMEOUT)
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        finally:
+            os.close(read)
+            self._digesting = False
         if not answer:
             log.error("digesting the state at batch %d failed (the child process died)", mark)
             return
-        self._note(self.mine, mark, answer)
+        self._note(self.mine, mark, answer.decode())
 
     def _note(self, table: dict[int, str], mark: int, digest: str) -> None:
         with self._lock:

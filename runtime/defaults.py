@@ -39,6 +39,9 @@ LEASE_TIMEOUT = 6.0
 WORKER_FENCE_AFTER = 3.5
 # How often the leader has every replica digest its state and compare it with its own (checkpoints.py).
 CHECKPOINT_INTERVAL = 10.0
+# An idle leader commits a tick this often, so that every follower knows leader time to within it
+# even when it caught up with a log the leader wrote long ago (Proposer._follow).
+LEADER_TIME_EVERY = 1.0
 # A worker or client that hears nothing from its coordinator this long tries the next address.
 SILENCE_BEFORE_FAILOVER = 1.5
 # After `no_leader` or `unavailable`, a client sends the request again this much later: an election

@@ -46,7 +46,9 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
         super().__init__()
         self.machine = StateMachine()
         self.checkpoints = Checkpoints()
-        self.current_term: Callable[[], int] = lambda: -1  # pysyncobj's, once it runs (Replication)
+        # Whether the entry being applied reached this process live, i.e. not replayed from its own
+        # journal at start-up (set by Replication once pysyncobj has loaded the journal).
+        self.live: Callable[[], bool] = lambda: False
         self.time_seen: tuple[float, float] | None = None  # (replicated time, monotonic time) when it advanced
 
     @replicated  # type: ignore[misc, untyped-decorator]
@@ -57,12 +59,17 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
         with self.lock:
             before = self.machine.now
             applied = self.machine.apply_batch(payload)
-            if self.machine.now != before and self.machine.batch_term == self.current_term():
-                # Leader time as this node saw it live (not a batch of an earlier term, replayed
-                # from the journal or committed late): what it goes on from if it takes office.
+            # Nothing below may raise: pysyncobj would apply this entry again on its next tick.
+            live = self.live()
+            if live and self.machine.now != before:
+                # Leader time as this node saw it live (not replayed from its journal after a
+                # restart, hours late): what it goes on from if it takes office.
                 self.time_seen = (self.machine.now, time.monotonic())
-            if self.machine.checkpoint is not None:  # digest the state as it is at this batch
-                self.checkpoints.begin(self.machine, *self.machine.checkpoint)
+            if live and self.machine.checkpoint is not None:  # digest the state as it is at this batch
+                try:
+                    self.checkpoints.begin(self.machine, *self.machine.checkpoint)
+                except Exception:  # out of processes or descriptors: this checkpoint goes undigested
+                    log.exception("digesting the state at batch %d failed", self.machine.applied)
             return applied
 
     # Snapshots: pysyncobj forks and pickles what this returns in the child, so the parent only
@@ -103,8 +110,9 @@ def _die_with_forking_parent() -> None:
 
 # pysyncobj forks a child to write each snapshot. It must die with its coordinator: left alone it
 # went on for ~40 s and then replaced the dump file, possibly a newer one written by a coordinator
-# restarted on the same data directory (seen in the benchmarks). Only pysyncobj calls os.fork in
-# a coordinator (subprocess and spawn do not run these hooks).
+# restarted on the same data directory (seen in the benchmarks). Only pysyncobj and the state
+# digest (checkpoints.py) call os.fork in a coordinator, and both children should die with it
+# (subprocess and spawn do not run these hooks).
 os.register_at_fork(after_in_child=_die_with_forking_parent)
 
 
@@ -139,6 +147,9 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         self._qrt_prevote_term = 0  # the term the pre-vote in flight asks about (0: none)
         self._qrt_prevote_grants: set[Any] = set()
         self._qrt_prevote_next = 0.0  # when a pre-vote that got no majority may be asked again
+        # A leader of a lower term is appending to us: it cannot learn our term but from a vote
+        # request, so we campaign without a pre-vote (else neither side ever moves).
+        self._qrt_term_behind_us = False
         super().__init__(*args, **kwargs)
         self.addOnTickCallback(self._qrt_restart_stuck_connects)
         if fsync:
@@ -160,6 +171,9 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
             return True
         if not self._SyncObj__connectedNodes:
             return False
+        if self._qrt_term_behind_us:
+            self._qrt_term_behind_us = False
+            return True
         term = self._SyncObj__raftCurrentTerm + 1
         if self._qrt_prevote_term == term and len(self._qrt_prevote_grants) + 1 > (len(others) + 1) / 2:
             self._qrt_prevote_term = 0
@@ -184,8 +198,13 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
             if message["granted"] and message["term"] == self._qrt_prevote_term:
                 self._qrt_prevote_grants.add(node)
             return
-        if kind == "append_entries" and message["term"] >= self._SyncObj__raftCurrentTerm:
-            self._qrt_leader_heard = time.monotonic()
+        if kind == "append_entries":
+            if message["term"] >= self._SyncObj__raftCurrentTerm:
+                self._qrt_leader_heard = time.monotonic()
+                self._qrt_prevote_term, self._qrt_prevote_grants = 0, set()  # grants before it are stale
+                self._qrt_term_behind_us = False
+            else:
+                self._qrt_term_behind_us = True
         super()._SyncObj__onMessageReceived(node, message)
 
     def _qrt_would_vote(self, ask: dict[str, Any]) -> bool:
@@ -246,7 +265,10 @@ class Replication:
             raise OSError(f"cannot listen for Raft on {self_address} ({exc}); is the port in use?") from None
         finally:
             quiet.setLevel(level)
-        self.log.current_term = lambda: int(self.sync.raftCurrentTerm)
+        # The entries pysyncobj loaded from this node's journal are re-applied on its first ticks:
+        # those are not live. (The entry being applied is the one after raftLastApplied.)
+        replayed_up_to = int(self.sync._SyncObj__getCurrentLogIndex())
+        self.log.live = lambda: int(self.sync.raftLastApplied) + 1 > replayed_up_to
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._tick_forever, name="qrt-raft", daemon=True)
         self._thread.start()

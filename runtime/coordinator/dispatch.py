@@ -82,12 +82,16 @@ class Dispatcher:
 
     def _deliver(self, conn: WorkerConn, slots: int, granted: list[RunTask]) -> None:
         """Send what a committed dispatch granted `conn`, and give back the slots it did not fill."""
-        if self.workers.by_id.get(conn.id) is not conn or not conn.connected:
+        current = self.workers.by_id.get(conn.id)
+        if current is not conn or not conn.connected:
             # The worker said hello again (or left) meanwhile: its new hello counted its slots
             # afresh, so these leases were granted against slots it no longer offers. Or it became
-            # unreachable: its coming hello must not find leases it never heard of.
-            if granted:
-                self.requeue(conn.id, [(t.id, t.attempt) for t in granted])
+            # unreachable: its coming hello must not find leases it never heard of. Unless the new
+            # hello found them committed and sent them itself (WorkerDesk._hello): those stay.
+            taken_over = current.runs_sent if current is not None and current is not conn else {}
+            voided = [(t.id, t.attempt) for t in granted if t.id not in taken_over]
+            if voided:
+                self.requeue(conn.id, voided)
             return
         self.workers.settle(conn, slots, len(granted), time.monotonic())
         if granted:

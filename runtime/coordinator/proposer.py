@@ -40,6 +40,7 @@ class Proposer:
         self._clock = clock or SystemClock()
         self._anchor: tuple[float, float] | None = None  # (leader time, monotonic time) at taking office
         self._term: int | None = None  # the Raft term in which this node took office
+        self.proposed_at = 0.0  # monotonic time of the last batch proposed
         self._loop = loop
         self._on_batch = on_batch  # sees every effect of every batch this node committed, once
         self._scheduled = False
@@ -122,6 +123,7 @@ class Proposer:
             payload = C.join_batch(term, stamp, [packed for _, packed in chunk], refs)
             batch = refs[0]
             self._in_flight[batch] = refs
+            self.proposed_at = self._clock.monotonic()
             try:
                 self._replication.propose(payload, self._on_commit(batch))
             except Exception as exc:  # never a batch dropped without a word to its commands

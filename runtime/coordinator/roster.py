@@ -33,6 +33,7 @@ class WorkerConn:
     # Whether its heartbeats list what it runs (`running`, optional in the protocol): the leader
     # reconciles with those; the others' leases get a deadline instead (WorkerDesk.expire_overdue).
     lists_running: bool = False
+    listed: set[str] = field(default_factory=set)  # what its latest hello or heartbeat said it holds
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # actor -> the options it declares
     expiring: set[str] = field(default_factory=set)  # overdue leases whose expiry is being committed
     reporting: set[str] = field(default_factory=set)  # tasks whose outcome it sent, not yet committed

@@ -179,6 +179,8 @@ class Coordinator:
                 self.worker_desk.expire_silent()
                 self.worker_desk.expire_overdue()
                 self._checkpoint(now)
+                if now - self.proposer.proposed_at >= defaults.LEADER_TIME_EVERY:
+                    self.proposer.add(C.Tick(), None)  # followers see leader time advance (Proposer._follow)
                 self.clients.expire_waits()
                 self.dispatcher.wake_for_time()
                 self._after_pass()

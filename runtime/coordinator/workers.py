@@ -41,9 +41,10 @@ class WorkerDesk:
         if conn is None:
             return
         if isinstance(msg, P.Heartbeat):
-            self._send(conn.identity, P.Hb())
+            self._send(conn.identity, P.Hb(msg.seq))
             if msg.running is not None:
                 conn.lists_running = True
+                conn.listed = {tid for tid, _ in msg.running}
                 self._reconcile(conn, msg.running)
         elif isinstance(msg, P.Done):
             self._done(conn, msg)
@@ -79,8 +80,10 @@ class WorkerDesk:
         since = previous.hello_batch if previous is not None and previous.connected else None
         conn = self.workers.hello(msg.worker_id, identity, [a.name for a in msg.actors], msg.slots, msg.concurrency)
         conn.options = {a.name: a.options for a in msg.actors}
+        conn.listed = {tid for tid, _ in msg.running}
         self._say_option_changes(msg)
-        self.proposer.add(C.RegisterActors(conn.options, msg.started), None)
+        # A start in the future (a wrong clock, a hostile worker) would pin its options for good.
+        self.proposer.add(C.RegisterActors(conn.options, min(msg.started, self.proposer.clock())), None)
         still_running = set(msg.running)
         with self.replication.reading() as machine:
             conn.hello_batch = machine.applied
@@ -208,7 +211,7 @@ class WorkerDesk:
             with self.replication.reading() as machine:
                 overdue = [(tid, attempt) for tid, attempt in
                            views.overdue_leases(machine, conn.id, now, defaults.LEASE_TIMEOUT)
-                           if tid not in conn.expiring]
+                           if tid not in conn.expiring and tid not in conn.listed]
                 held = len(machine.leases.get(conn.id, ()))
             if not overdue:
                 continue

@@ -100,16 +100,19 @@ class Heartbeat(Message):
 
     TYPE = "heartbeat"
     running: list[tuple[str, int]] | None = None  # None: an older worker, nothing to reconcile
+    seq: int | None = None  # echoed in the `hb` that answers it
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"t": self.TYPE}
         if self.running is not None:
             wire["running"] = [list(r) for r in self.running]
+        if self.seq is not None:
+            wire["seq"] = self.seq
         return wire
 
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> Self:
-        return cls(v.leases(m, "running") if "running" in m else None)
+        return cls(v.leases(m, "running") if "running" in m else None, v.get(m, "seq", int, None))
 
 
 _SUCCESS_FIELDS = frozenset({"id", "attempt", "ok", "value"})
@@ -232,9 +235,18 @@ class Welcome(Message):
 
 @dataclass(slots=True)
 class Hb(Message):
-    """The leader's answer to a heartbeat, so an idle worker hears it too."""
+    """The leader's answer to a heartbeat, so an idle worker hears it too; with the heartbeat's
+    `seq`, so that the worker knows when the heartbeat it answers was sent (its fence counts from then)."""
 
     TYPE = "hb"
+    seq: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"t": self.TYPE} if self.seq is None else {"t": self.TYPE, "seq": self.seq}
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        return cls(v.get(m, "seq", int, None))
 
 
 @dataclass(slots=True)

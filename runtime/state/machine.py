@@ -46,8 +46,10 @@ log = logging.getLogger("qrt.state")
 
 # Idle per-key rate windows are swept every this many batches (bounded memory, cheap on average).
 SWEEP_EVERY = 1024
-# Operators' changes remembered by operation id (a client resends within seconds; this is plenty).
+# Operators' changes remembered by operation id (a client resends within seconds; this is plenty),
+# with the ids they touched when there are at most MAX_OP_IDS (a purge of 100,000 letters: the count).
 MAX_OPS = 1000
+MAX_OP_IDS = 100
 
 Handler = Callable[[Any, Any, list[Effect]], None]  # (machine, command record, its effects)
 
@@ -281,7 +283,7 @@ class StateMachine(TaskStore):
 
     def _record(self, op: str | None, n: int, ids: list[str], effects: list[Effect]) -> None:
         if op:
-            self.ops[op] = (n, ids)
+            self.ops[op] = (n, ids if len(ids) <= MAX_OP_IDS else [])  # a resend gets the count alone
             if len(self.ops) > MAX_OPS:
                 del self.ops[next(iter(self.ops))]
         effects.append(Count(n, ids))
@@ -329,6 +331,7 @@ class StateMachine(TaskStore):
 
     def _reset_limits(self, cmd: C.ResetLimits, effects: list[Effect]) -> None:
         existed = self.overrides.pop(cmd.actor, None) is not None
+        self.registered_by.pop(cmd.actor, None)  # and the next worker's hello registers its options
         self.blocked_until.pop(cmd.actor, None)
         effects.append(Count(int(existed)))
 

@@ -66,6 +66,11 @@ class TaskStore:
         # Set while a `checkpoint` command's batch applies: (this batch, the leader's mark, its digest)
         self.checkpoint: tuple[int, int, str] | None = None
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """From a snapshot: a field this version added and the snapshot lacks starts as new."""
+        self.__init__()  # type: ignore[misc]
+        self.__dict__.update(state)
+
     # -- moves between states ---------------------------------------------------------------
 
     def _move(self, task: Task, state: str) -> None:

@@ -18,7 +18,6 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -133,10 +132,15 @@ class Worker:
         # from here, not from the last frame heard (a `run` says nothing of our lease timer), so
         # that it comes before the leader can expire our leases (docs/reliability.md).
         self._fence_from = 0.0
-        self._beats: deque[float] = deque()  # send times of the heartbeats not yet answered, oldest first
+        self._beats: dict[int, float] = {}  # seq -> send time of the heartbeats not yet answered, oldest first
+        self._beat_seq = 0
         self._last_beat = 0.0
         self._hello_at = 0.0
         self._hello_slots = 0  # free slots announced in the last hello
+        # Slots freed since the last hello while no leader listened: the welcome's `credit`. (Not
+        # free slots now less those announced: a `run` that arrived meanwhile took a slot the
+        # leader already counted as taken, and would hide one freed.)
+        self._freed_unsaid = 0
         self._executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="qrt-handler")
         isolated = sorted({a.fn.__module__ for a in actors.values() if a.isolation == "process"})
         self._children = ChildPool(concurrency, isolated)  # for isolation="process": warm before hello
@@ -219,8 +223,9 @@ class Worker:
         if self.standing is Standing.WELCOMED:
             if now - self._last_beat >= defaults.HEARTBEAT_INTERVAL:
                 self._last_beat = now
-                self._beats.append(now)
-                self._send(Heartbeat(self._held()))  # the leader reconciles its leases with these
+                self._beat_seq += 1
+                self._beats[self._beat_seq] = now
+                self._send(Heartbeat(self._held(), self._beat_seq))  # the leader reconciles its leases with these
             stale = [report for report in self.unacked.values() if now - report.sent_at > defaults.RESEND_AFTER]
             if stale:
                 self._resend(stale)
@@ -244,6 +249,7 @@ class Worker:
         self._hello_at = time.monotonic()
         self._beats.clear()  # a new connection, maybe to another node: earlier beats go unanswered
         self._hello_slots = 0 if self.draining else self._free_slots()
+        self._freed_unsaid = 0
         # Finished but unacknowledged tasks too: their leases must stay, for the report we resend.
         self._send(Hello(self.id, self._specs, self._hello_slots, self.concurrency, self._held(), self.started))
 
@@ -262,8 +268,8 @@ class Worker:
             return
         if isinstance(message, (Welcome, Hb, Run, Ack, CancelRun)):  # only a leader sends these
             self._last_heard = time.monotonic()
-        if isinstance(message, Hb) and self._beats:  # one `hb` per heartbeat, in order
-            self._fence_from = max(self._fence_from, self._beats.popleft())
+        if isinstance(message, Hb) and self._beats:
+            self._on_hb(message)
         elif isinstance(message, Welcome):
             self._fence_from = max(self._fence_from, self._hello_at)
         if self.standing is Standing.LEFT:
@@ -288,6 +294,16 @@ class Worker:
             case Error():
                 self._on_error(message)
 
+    def _on_hb(self, hb: Hb) -> None:
+        """The leader's timer for us restarted when it read the heartbeat this answers: no sooner
+        than we sent it. (An `hb` without `seq`, from an older coordinator: the oldest unanswered.)"""
+        seq = hb.seq if hb.seq in self._beats else next(iter(self._beats)) if hb.seq is None else None
+        if seq is None:
+            return  # an answer to a heartbeat sent on an earlier connection
+        self._fence_from = max(self._fence_from, self._beats[seq])
+        for older in [s for s in self._beats if s <= seq]:
+            del self._beats[older]
+
     def _on_welcome(self) -> None:
         self._last_beat = time.monotonic()  # the hello told what we hold: the first heartbeat can wait
         if self._bye is not None:  # a new leader while leaving: what it must know, then bye again
@@ -296,7 +312,7 @@ class Worker:
             self._say_bye()
             return
         self.standing = Standing.WELCOMED
-        freed = self._free_slots() - self._hello_slots  # slots freed while the hello travelled
+        freed, self._freed_unsaid = self._freed_unsaid, 0  # slots freed while the hello travelled
         if freed > 0 and not self.draining:
             self._send(Credit(freed))
         if self.unacked:
@@ -383,8 +399,12 @@ class Worker:
 
     def _slot_freed(self) -> None:
         self.held_slots -= 1
-        if not self.draining and self.standing is Standing.WELCOMED:
+        if self.draining:
+            return
+        if self.standing is Standing.WELCOMED:
             self._send(Credit(1))
+        else:
+            self._freed_unsaid += 1
 
     def _free_slots(self) -> int:
         return max(0, self.concurrency - len(self.running) - self.held_slots)
@@ -406,8 +426,11 @@ class Worker:
         self._outbox, self._outbox_credit = [], 0
         # Not welcomed (between leaders, or leaving): the outcomes wait in `unacked` (sent again on
         # welcome), and the next hello, or the welcome, counts the freed slots.
-        if self.standing is Standing.WELCOMED and (outbox or credit):
-            self._send_done(outbox, credit)
+        if self.standing is Standing.WELCOMED:
+            if outbox or credit:
+                self._send_done(outbox, credit)
+        else:
+            self._freed_unsaid += credit
 
     def _resend(self, reports: list[Report]) -> None:
         """Send unacknowledged outcomes again, with credit 0 (the first `done` carried it)."""

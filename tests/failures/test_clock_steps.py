@@ -102,3 +102,25 @@ def test_a_new_leader_whose_wall_clock_is_ahead_does_not_move_time_forward(tmp_p
     finally:
         c.stop()
         print(c.dump_logs())
+
+
+def test_a_cluster_restarted_after_an_outage_catches_up_with_it(tmp_path: Path) -> None:
+    # A restarted node re-applies its journal: those batches are not leader time seen live. Taken
+    # as such, a node down for an hour came back an hour behind, for good (its delays, ETAs and
+    # cron an hour late). The outage is an hour of wall clock, stepped while the node is down.
+    offset = tmp_path / "wall-offset"
+    offset.write_text("0")
+    c = LocalCluster(nodes=1, base_dir=str(tmp_path), env={WALL_OFFSET_ENV: str(offset)})
+    try:
+        c.start()
+        with qrt.Client(c.urls) as client:
+            client.submit("nobody.serves", 1)
+        c.stop()
+        offset.write_text("3600")
+        c.start()
+        with qrt.Client(c.urls) as client:
+            status = client.status()
+        assert abs(status["clock_skew"]) < 5, f"leader time is {status['clock_skew']:.0f} s behind the wall clock"
+    finally:
+        c.stop()
+        print(c.dump_logs())

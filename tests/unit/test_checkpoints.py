@@ -3,7 +3,10 @@ replica whose digest differs from the leader's says so."""
 
 from __future__ import annotations
 
+import os
 import pickle
+
+import pytest
 
 from qrt.checkpoints import Checkpoints
 from qrt.local import wait_until
@@ -55,3 +58,27 @@ def test_a_replica_whose_digest_differs_from_the_leaders_says_so() -> None:
     assert mine.diverged is None
     mine.begin(machine_with_work(), 12, 5, "0" * 32)  # ... or not
     assert mine.diverged is not None and "batch 5" in mine.diverged
+
+
+def test_a_checkpoint_that_cannot_fork_leaves_its_batch_applied_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An exception out of the replicated `apply` makes pysyncobj apply the same entry again on
+    # its next tick (seen: one batch applied four times while fork failed): the replica diverges
+    # and the proposer never hears back.
+    from qrt.replication import ReplicatedLog
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(os, "fork", no_fork)
+    log = ReplicatedLog()
+    log.live = lambda: True
+    applied = log.apply(C.pack_batch(1, 1000.0, [C.Checkpoint(0, "")]), _doApply=True)
+    assert log.machine.applied == 1 and applied is not None and log.checkpoints.latest() == (0, "")
+
+
+def test_a_snapshot_of_an_earlier_version_gets_the_fields_it_lacks() -> None:
+    m = machine_with_work()
+    state = dict(m.__dict__)
+    del state["ops"], state["registered_by"]
+    restored = StateMachine.__new__(StateMachine)
+    restored.__setstate__(state)
+    assert restored.ops == {} and restored.registered_by == {} and restored.tasks.keys() == m.tasks.keys()

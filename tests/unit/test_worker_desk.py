@@ -73,3 +73,43 @@ async def test_a_slot_reported_free_twice_is_counted_once() -> None:
     desk.handle(W.encode(), P.Done([Outcome("stale", 1, False, None, "cancelled", "", "", None, True)], 1))
     assert leader.workers.by_id[W].credit == 4
     assert not [c for p in leader.repl.pending for c in p.commands if isinstance(c, C.Dispatch)]
+
+
+async def test_a_lease_listed_in_the_hello_has_no_deadline_before_the_first_heartbeat() -> None:
+    # Every hello makes a new connection whose heartbeats have not listed anything yet: for the
+    # second before the first one, the deadline of workers that do not list what they run hit a
+    # sync handler overrunning its timeout, listed in the hello: cancelled, its slot given back and
+    # its task run again beside it.
+    leader = make_leader()
+    desk = desk_of(leader)
+    await four_running(leader, desk)
+    for task_id, _ in leader.leases_of(W):
+        lease = leader.repl.machine.tasks[task_id].lease
+        assert lease is not None
+        lease.started_at -= 1000  # far past its timeout and the grace
+    hello(desk, 0, leader.leases_of(W))
+    sent = len(leader.router.sent)
+    desk.expire_overdue()
+    assert leader.router.sent[sent:] == [] and leader.workers.by_id[W].credit == 0
+    assert not [c for p in leader.repl.pending for c in p.commands if isinstance(c, C.Lost)]
+
+
+async def test_a_lease_a_new_hello_sent_again_is_not_voided_by_its_dispatch() -> None:
+    # The dispatch applied, its callback still queued on the loop; the worker's new hello found
+    # the lease (granted since its previous hello, not listed) and sent its `run` again. The
+    # callback then voided the lease as granted to the replaced connection: the task was
+    # requeued and leased elsewhere while the worker ran it.
+    leader = make_leader()
+    desk = desk_of(leader)
+    leader.submit("m1")
+    hello(desk, 1, [])
+    await settle()
+    register, dispatch = leader.repl.pending
+    assert [type(c) for c in dispatch.commands] == [C.Dispatch]
+    leader.repl.commit(register)
+    leader.repl.commit(dispatch)  # applied; its callback waits for the loop
+    hello(desk, 1, [])
+    await settle()
+    assert leader.leases_of(W) == [("m1", 1)] and "m1" in leader.workers.by_id[W].runs_sent
+    assert not [c for p in leader.repl.pending for c in p.commands if isinstance(c, C.Lost)]
+    assert leader.workers.by_id[W].credit == 0
