@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: demo test lint chaos bench bench-qrt clean
+.PHONY: demo test lint chaos fuzz bench bench-qrt clean
 
 $(STAMP): pyproject.toml $(shell find runtime cli -name "*.py")
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 # and its chaos-summary.json are; SEED=N replays a run.
 chaos: $(STAMP)
 	$(PY) -m tests.chaos.harness --duration 600 $(if $(SEED),--seed $(SEED))
+
+# 100,000 hostile frames to each socket of a live coordinator and of a live worker (tests/fuzz); SEED=N
+# replays a run. `make test` sends 2,000.
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz.harness --frames 100000 $(if $(SEED),--seed $(SEED))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check runtime cli tests bench examples

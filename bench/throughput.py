@@ -1,6 +1,6 @@
 """Throughput: 20,000 no-op tasks through 2 worker processes, on a 1-node and a 3-node cluster.
 
-    python -m bench.throughput [--nodes 1|3] [--tasks 20000] [--workers 2] [--concurrency 8] [--fsync]
+    python -m bench.throughput [--nodes 1|3] [--tasks 20000] [--workers 2] [--concurrency 8] [--fsync] [--curve]
 
 Reports, per cluster size, the enqueue rate (tasks accepted per second, from the first submit to
 the last `accepted`) and the end-to-end rate (from the first submit to the last result received),
@@ -9,12 +9,15 @@ entry each) with a few in flight, and waits on every task's result as soon as it
 accepted; every one of the results is checked, so a lost or failed task fails the benchmark.
 Targets (the issue): >= 5,000 tasks/s on 1 node, >= 4,500 on 3 nodes. With --fsync, every node runs
 `qrt coordinator --fsync` (each Raft entry on disk before it counts): the run records the data
-directory's filesystem and the cost of one fdatasync there, which that figure depends on.
+directory's filesystem and the cost of one fdatasync there, which that figure depends on. With
+--curve, the client/worker port uses CURVE (keys generated for the run): compare with a run without.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -22,7 +25,7 @@ from typing import Any
 import uvloop
 
 import qrt
-from qrt import defaults
+from qrt import curve, defaults
 
 from . import harness
 from .actors import noop
@@ -75,10 +78,28 @@ async def push(urls: list[str], actor: qrt.Actor[Any, Any] | str, total: int, ch
                 out["end_to_end_rate"] = round(done / out["end_to_end_s"], 1)
 
 
+@contextlib.contextmanager
+def client_keys(c: Any) -> Any:
+    """The cluster's client keys in this process's environment (every qrt client here reads them)."""
+    keys = c.curve_keys("client")
+    names = {"curve_secret_key": curve.ENV_SECRET_KEY, "curve_server_key": curve.ENV_SERVER_KEY}
+    saved = {env: os.environ.get(env) for env in names.values()}
+    os.environ.update({names[k]: v for k, v in keys.items()})
+    try:
+        yield
+    finally:
+        for env, value in saved.items():
+            if value is None:
+                os.environ.pop(env, None)
+            else:
+                os.environ[env] = value
+
+
 def run_config(nodes: int, args: Any, deadline: harness.Deadline, report: dict[str, Any]) -> None:
-    entry: dict[str, Any] = {"nodes": nodes, "fsync": args.fsync, "target_end_to_end_rate": TARGETS.get(nodes)}
+    entry: dict[str, Any] = {"nodes": nodes, "fsync": args.fsync, "curve": args.curve,
+                             "target_end_to_end_rate": TARGETS.get(nodes)}
     report["runs"].append(entry)
-    with harness.cluster(nodes, fsync=args.fsync) as c:
+    with harness.cluster(nodes, fsync=args.fsync, curve=args.curve) as c, client_keys(c):
         assert c.base_dir is not None
         entry["data_disk"] = harness.disk_info(c.base_dir)
         harness.start_workers(c, args.workers, args.concurrency, deadline)
@@ -113,6 +134,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--chunk", type=int, default=1000, help="tasks per submit_many call (one batch)")
     parser.add_argument("--inflight", type=int, default=4, help="submit_many calls in flight at once")
     parser.add_argument("--fsync", action="store_true", help="run the coordinators with --fsync")
+    parser.add_argument("--curve", action="store_true", help="CURVE on the client/worker port (its cost)")
     args = parser.parse_args(argv)
     configs = [args.nodes] if args.nodes else [1, 3]
 

@@ -26,10 +26,18 @@ def coordinator_option(fn: F) -> F:
     )(fn)
 
 
+def curve_options(fn: F) -> F:
+    """--curve-secret-key and --curve-server-key: a client's or worker's CURVE keys (curve.py)."""
+    fn = click.option("--curve-server-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                      help="The coordinator's public CURVE .key; default $QRT_CURVE_SERVER_KEY.")(fn)
+    return click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+                        help="This peer's CURVE .key_secret; default $QRT_CURVE_SECRET_KEY.")(fn)
+
+
 class ClusterCommand(click.Command):
     """A command that talks to the cluster.
 
-    It takes --coordinator (listed after its own options); while it runs, its context holds a
+    It takes --coordinator and the CURVE keys (listed after its own options); while it runs, its context holds a
     `Client` for those coordinators, which `pass_client` hands to it and which is closed when the
     command ends, however it ends; and qrt's errors become click's here, in this one place, so that
     no command catches them. The client is made when the command is invoked, not while its options
@@ -39,13 +47,15 @@ class ClusterCommand(click.Command):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         coordinator_option(self)  # click's option decorators append to a Command's params
+        curve_options(self)
 
     def invoke(self, ctx: click.Context) -> Any:
         coordinators = ctx.params.pop("coordinators")
+        keys = {name: ctx.params.pop(name) for name in ("curve_secret_key", "curve_server_key")}
         if not isinstance(ctx.obj, Client):  # else the caller's own (`main(obj=client)`), which it closes
             try:
-                ctx.obj = ctx.with_resource(Client(list(coordinators) or None))
-            except ValueError as exc:  # an address that is not a tcp:// URL
+                ctx.obj = ctx.with_resource(Client(list(coordinators) or None, **keys))
+            except ValueError as exc:  # an address that is not a tcp:// URL, a key that cannot be read
                 raise click.UsageError(str(exc), ctx) from None
         try:
             return super().invoke(ctx)

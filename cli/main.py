@@ -12,7 +12,8 @@ from qrt import defaults
 from qrt.client import Client, resolve_coordinators
 from qrt.errors import QrtError, TaskCancelled, TaskFailed
 
-from .cluster import ClusterGroup, coordinator_option, json_arg, pass_client, setup_logging
+from .cluster import ClusterGroup, coordinator_option, curve_options, json_arg, pass_client, setup_logging
+from .keys import keys
 from .operators import cron, dlq, limits, queue
 
 
@@ -32,16 +33,26 @@ def main() -> None:
 @click.option("--peer", "peers", multiple=True, metavar="HOST:PORT",
               help="Another node's Raft address; once per peer (a cluster of 3 or 5 lists 2 or 4).")
 @click.option("--raft-password-file", type=click.File("r"),
-              help="File holding the Raft password (encrypts Raft traffic); required off loopback.")
+              help="File holding the Raft password, the same on every node (authenticates and encrypts "
+                   "Raft traffic); required with --peer. Without it a lone node generates its own, "
+                   "kept in --data-dir as raft-secret (0600).")
 @click.option("--max-frame-bytes", default=defaults.MAX_FRAME_BYTES, show_default=True, type=click.IntRange(1024),
               help="Largest frame accepted from a client or worker.")
 @click.option("--fsync", is_flag=True,
               help="Put every Raft entry on disk (fsync) before acting on it: accepted tasks then survive "
                    "a power loss too, not only a process crash.")
+@click.option("--curve-secret-key", type=click.Path(exists=True, dir_okay=False),
+              help="This coordinator's CURVE .key_secret (`qrt keys generate`; the same on every node): "
+                   "clients and workers must then use CURVE. Required off loopback.")
+@click.option("--curve-clients", type=click.Path(exists=True, file_okay=False),
+              help="Directory of the public .key files allowed as clients (submit, wait, operator commands).")
+@click.option("--curve-workers", type=click.Path(exists=True, file_okay=False),
+              help="Directory of the public .key files allowed as workers.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], raft_password_file: Any,
-                max_frame_bytes: int, fsync: bool, log_level: str) -> None:
+                max_frame_bytes: int, fsync: bool, log_level: str, curve_secret_key: str | None = None,
+                curve_clients: str | None = None, curve_workers: str | None = None) -> None:
     """Run one coordinator node (one node alone when no --peer is given)."""
     from qrt.coordinator.node import run_coordinator
     from qrt.replication import check_cluster
@@ -57,9 +68,15 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
         raise click.UsageError(f"{exc} (see --peer and --raft-password-file)") from None
     if not listen.startswith("tcp://"):
         raise click.BadParameter("must be a tcp:// URL", param_hint="--listen")
+    from qrt.curve import check_listen, server_keys
+    try:
+        curve_keys = server_keys(curve_secret_key, curve_clients, curve_workers)
+        check_listen(listen, curve_keys)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     setup_logging(log_level)
     try:
-        run_coordinator(listen, data_dir, raft, list(peers), password, max_frame_bytes, fsync)
+        run_coordinator(listen, data_dir, raft, list(peers), password, max_frame_bytes, fsync, curve_keys)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start the coordinator: {exc}") from None
 
@@ -67,14 +84,15 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
 @main.command(cls=click.Command)
 @click.argument("modules", nargs=-1, required=True)
 @coordinator_option
+@curve_options
 @click.option("--concurrency", default=defaults.WORKER_CONCURRENCY, show_default=True, type=click.IntRange(1),
               help="Slots: tasks run at once.")
 @click.option("--drain-timeout", default=defaults.DRAIN_TIMEOUT, show_default=True, type=click.FloatRange(0),
               help="On SIGTERM, seconds to finish running tasks before giving them back.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def worker(modules: tuple[str, ...], coordinators: tuple[str, ...], concurrency: int, drain_timeout: float,
-           log_level: str) -> None:
+def worker(modules: tuple[str, ...], coordinators: tuple[str, ...], curve_secret_key: str | None,
+           curve_server_key: str | None, concurrency: int, drain_timeout: float, log_level: str) -> None:
     """Import MODULES and run their @qrt.actor handlers until SIGTERM/SIGINT, then drain."""
     from qrt.worker import import_actors, run_worker
 
@@ -85,8 +103,8 @@ def worker(modules: tuple[str, ...], coordinators: tuple[str, ...], concurrency:
         raise click.ClickException(str(exc)) from None
     setup_logging(log_level)
     try:
-        run_worker(list(modules), urls, concurrency, drain_timeout)
-    except ImportError as exc:
+        run_worker(list(modules), urls, concurrency, drain_timeout, curve_secret_key, curve_server_key)
+    except (ImportError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -152,7 +170,7 @@ def cancel(client: Client, task_id: str) -> None:
 def status(client: Client, as_json: bool) -> None:
     """Leader, term, nodes, connected workers, queue depth per actor."""
     st = client.status()
-    replicas = {node["url"]: _replica_view(node["url"], client.timeout) for node in st["nodes"]}
+    replicas = {node["url"]: _replica_view(node["url"], client) for node in st["nodes"]}
     if as_json:
         click.echo(json.dumps({**st, "replicas": replicas}, indent=2))
         return
@@ -178,10 +196,11 @@ def status(client: Client, as_json: bool) -> None:
             click.echo(f"  {json.dumps(variant['options'], sort_keys=True)}  by {', '.join(variant['workers'])}")
 
 
-def _replica_view(url: str, timeout: float) -> dict[str, Any]:
+def _replica_view(url: str, client: Client) -> dict[str, Any]:
     """One node's own view of its state digest and clock (None where it does not answer)."""
     try:
-        with Client([url], timeout=min(timeout, 1.0)) as one:
+        with Client([url], timeout=min(client.timeout, 1.0), curve_secret_key=client.curve_secret_key,
+                    curve_server_key=client.curve_server_key) as one:
             own = one.status(local=True)
     except QrtError as exc:
         return {"answered": False, "error": str(exc)}
@@ -219,3 +238,4 @@ def _agreement(views: list[dict[str, Any]]) -> str:
 
 for group in (dlq, limits, queue, cron):
     main.add_command(group)
+main.add_command(keys)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from . import defaults, protocol
+from .curve import peer_keys
 from .envelope import ActorRef, SubmitOptions, make_envelope
 from .errors import (
     ClientClosed,
@@ -110,14 +111,21 @@ class AsyncClient:
     """The asyncio client. ``async with qrt.AsyncClient() as c: t = await c.submit(add, 1, 2)``.
 
     `timeout`: how long a request may go without any leader answering before it fails with NoLeader
-    (a `wait` held by the coordinator gets its own hold on top).
+    (a `wait` held by the coordinator gets its own hold on top). `curve_secret_key`: this client's
+    `.key_secret` file, `curve_server_key`: the coordinator's public `.key` (else $QRT_CURVE_SECRET_KEY
+    and $QRT_CURVE_SERVER_KEY; neither: no CURVE). ValueError when a key cannot be read.
     """
 
     def __init__(self, coordinators: str | Iterable[str] | None = None,
-                 timeout: float = defaults.REQUEST_TIMEOUT) -> None:
+                 timeout: float = defaults.REQUEST_TIMEOUT, *, curve_secret_key: str | None = None,
+                 curve_server_key: str | None = None) -> None:
         self.coordinators = resolve_coordinators(coordinators)
         self.timeout = _request_timeout(timeout)
-        self._requester = Requester(self.coordinators, self.timeout)
+        keys = peer_keys(curve_secret_key, curve_server_key)
+        # The files, to open more clients alike (`qrt status` asks each node itself).
+        self.curve_secret_key = keys.secret_file if keys else None
+        self.curve_server_key = keys.server_file if keys else None
+        self._requester = Requester(self.coordinators, self.timeout, keys)
 
     @property
     def state(self) -> ClientState:
@@ -160,9 +168,12 @@ class AsyncClient:
         return (await self._submit([make_envelope(actor, args, kwargs, options)]))[0]
 
     async def submit_many(self, actor: ActorRef, calls: Iterable[tuple[Any, ...] | list[Any]]) -> list[AsyncTaskHandle]:
-        """Submit one task per tuple of positional arguments: one round trip, one Raft entry."""
+        """Submit one task per tuple of positional arguments: one round trip, one Raft entry (a
+        submit per MAX_TASKS_PER_SUBMIT tasks, all sent at once: each is accepted whole or not)."""
         envelopes = [make_envelope(actor, args, None) for args in calls]
-        return await self._submit(envelopes) if envelopes else []
+        n = defaults.MAX_TASKS_PER_SUBMIT
+        parts = await asyncio.gather(*(self._submit(envelopes[i:i + n]) for i in range(0, len(envelopes), n)))
+        return [handle for part in parts for handle in part]
 
     def task(self, task_id: str) -> AsyncTaskHandle:
         """A handle to a task submitted elsewhere (by its id)."""
@@ -260,14 +271,18 @@ class TaskHandle:
 class Client:
     """The blocking client: ``with qrt.Client() as c: c.submit(add, 1, 2).result(timeout=10)``.
 
-    `timeout`: as for `AsyncClient`. Safe to share between threads.
+    `timeout`, `curve_secret_key`, `curve_server_key`: as for `AsyncClient`. Safe to share between threads.
     """
 
     def __init__(self, coordinators: str | Iterable[str] | None = None,
-                 timeout: float = defaults.REQUEST_TIMEOUT) -> None:
-        self._async = AsyncClient(coordinators, timeout)
+                 timeout: float = defaults.REQUEST_TIMEOUT, *, curve_secret_key: str | None = None,
+                 curve_server_key: str | None = None) -> None:
+        self._async = AsyncClient(coordinators, timeout, curve_secret_key=curve_secret_key,
+                                  curve_server_key=curve_server_key)
         self.coordinators = self._async.coordinators
         self.timeout = self._async.timeout
+        self.curve_secret_key = self._async.curve_secret_key
+        self.curve_server_key = self._async.curve_server_key
         self._loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="qrt-client", daemon=True)
         self._thread.start()

@@ -68,6 +68,11 @@ DRAIN_TIMEOUT = 60.0
 # deep): msgpack's own limit is 1,024, and a value near it passed the edge, then could not be packed
 # inside the command that carries it (measured: its whole Raft batch was dropped, again and again).
 MAX_NESTING = 64
+# What one request may create (docs/protocol.md, "Limits"): a submit's tasks (the client splits
+# larger batches), a hello's actors, a task's key names.
+MAX_TASKS_PER_SUBMIT = 10_000
+MAX_ACTORS_PER_HELLO = 1_000
+MAX_KEYS_PER_TASK = 16
 
 # Largest frame accepted: big enough for any sane payload, small enough that one client cannot
 # exhaust the coordinator's memory.

@@ -7,6 +7,7 @@ outlives the `with LocalCluster(...)` block, even when the block fails.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -59,9 +60,12 @@ class LocalCluster:
     env: dict[str, str] = field(default_factory=dict)
     node_env: dict[int, dict[str, str]] = field(default_factory=dict)  # more environment for node i
     fsync: bool = False  # every node runs with `qrt coordinator --fsync`
+    # CURVE on the client/worker port: keys for the coordinator (shared by its nodes), a client and a
+    # worker are generated in base_dir/curve, and every node, worker and client here uses them.
+    curve: bool = False
     # Per node: the host it listens on (Raft and clients) and a command prefix that starts it, e.g.
     # ["ip", "netns", "exec", NS] for a node in a network namespace (tests/netns.py). Default: all
-    # on 127.0.0.1, no prefix. A node off loopback needs `password` (replication.check_cluster).
+    # on 127.0.0.1, no prefix. Without `password`, nodes > 1 share a generated one (a lone node makes its own).
     hosts: list[str] = field(default_factory=list)
     node_prefixes: list[list[str]] = field(default_factory=list)
     coordinator_nodes: list[Node] = field(default_factory=list)
@@ -72,11 +76,15 @@ class LocalCluster:
         self.base_dir = self.base_dir or tempfile.mkdtemp(prefix="qrt-local-")
         addrs = [(free_port(), free_port()) for _ in range(self.nodes)]
         password_args: list[str] = []
+        if self.password is None and self.nodes > 1:  # nodes must share a Raft secret (check_cluster)
+            self.password = secrets.token_urlsafe(32)
         if self.password:
             path = os.path.join(self.base_dir, "raft-password")
-            with open(path, "w") as f:
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
                 f.write(self.password)
             password_args = ["--raft-password-file", path]
+        if self.curve:
+            password_args += self._make_keys()
         hosts = self.hosts or ["127.0.0.1"] * self.nodes
         for i, (client_port, raft_port) in enumerate(addrs):
             raft = f"{hosts[i]}:{raft_port}"
@@ -88,6 +96,31 @@ class LocalCluster:
             for peer in peers:
                 args += ["--peer", peer]
             self.coordinator_nodes.append(Node(url, raft, data_dir, args))
+
+    def _make_keys(self) -> list[str]:
+        """Generate the coordinator's, a client's and a worker's key pairs; the coordinator's options."""
+        from .curve import generate
+
+        assert self.base_dir is not None
+        root = os.path.join(self.base_dir, "curve")
+        for name in ("coordinator", "client", "worker"):
+            generate(root, name)
+        for role in ("client", "worker"):
+            os.makedirs(os.path.join(root, f"{role}s"), exist_ok=True)
+            with open(os.path.join(root, f"{role}.key")) as src, \
+                    open(os.path.join(root, f"{role}s", f"{role}.key"), "w") as dst:
+                dst.write(src.read())
+        return ["--curve-secret-key", os.path.join(root, "coordinator.key_secret"),
+                "--curve-clients", os.path.join(root, "clients"), "--curve-workers", os.path.join(root, "workers")]
+
+    def curve_keys(self, name: str) -> dict[str, str]:
+        """With `curve`: the keyword arguments of `Client` for key pair `name` ("client", "worker")."""
+        if not self.curve:
+            return {}
+        assert self.base_dir is not None
+        root = os.path.join(self.base_dir, "curve")
+        return {"curve_secret_key": os.path.join(root, f"{name}.key_secret"),
+                "curve_server_key": os.path.join(root, "coordinator.key")}
 
     @property
     def urls(self) -> list[str]:
@@ -120,6 +153,8 @@ class LocalCluster:
                      name: str | None = None, prefix: list[str] | None = None) -> subprocess.Popen[bytes]:
         args = ["worker", *modules, "--log-level", self.log_level, *(extra or [])]
         args += ["--concurrency", str(concurrency)]
+        for option, path in self.curve_keys("worker").items():
+            args += [f"--{option.replace('_', '-')}", path]
         for url in self.urls:
             args += ["--coordinator", url]
         proc = self._spawn(args, name or f"worker{len(self.workers)}.log", prefix)
@@ -127,11 +162,13 @@ class LocalCluster:
         return proc
 
     def client(self) -> Client:
-        return Client(self.urls)
+        keys = self.curve_keys("client")
+        return Client(self.urls, curve_secret_key=keys.get("curve_secret_key"),
+                      curve_server_key=keys.get("curve_server_key"))
 
     def leader_index(self) -> int | None:
         """Which node leads, asking each directly (None: no leader that all agree on yet)."""
-        with Client(self.urls) as c:
+        with self.client() as c:
             try:
                 status = c.status()
             except Exception:
@@ -148,13 +185,13 @@ class LocalCluster:
 
     def wait_for_workers(self, n: int = 1, timeout: float = 30.0) -> None:
         """Until the leader knows `n` connected workers."""
-        with Client(self.urls) as client:
+        with self.client() as client:
             wait_until(lambda: sum(w["connected"] for w in client.status()["workers"]) >= n, timeout, 0.05,
                        f"{n} connected worker(s)")
 
     def wait_running(self, actor: str, n: int, timeout: float = 10.0) -> None:
         """Until the leader sees `n` tasks of `actor` running."""
-        with Client(self.urls) as client:
+        with self.client() as client:
             wait_until(lambda: client.status()["queues"].get(actor, {}).get("running") == n, timeout, 0.05,
                        f"{n} task(s) of {actor} running")
 

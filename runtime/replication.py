@@ -21,7 +21,7 @@ from typing import Any
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 from pysyncobj.tcp_connection import CONNECTION_STATE
 
-from . import defaults
+from . import defaults, raft_guard
 from .checkpoints import Checkpoints
 from .lifetime import die_with_parent
 from .raft_cipher import RaftCipher
@@ -93,15 +93,21 @@ def local_only(address: str) -> bool:
 
 
 def check_cluster(self_address: str, peers: list[str], password: str | None) -> None:
-    """The rules a cluster's shape must follow; ValueError naming the one broken."""
+    """The rules a cluster's shape must follow; ValueError naming the one broken.
+
+    Raft traffic is always encrypted and authenticated, loopback included (pysyncobj unpickles what
+    its port receives, and any local user can reach a loopback port): a one-node cluster without a
+    password generates its own secret (raft_guard.node_secret); nodes of a larger one must share one.
+    """
     if (len(peers) + 1) % 2 == 0:
         raise ValueError(f"{len(peers) + 1} nodes: a Raft cluster needs an odd number (1, 3 or 5); "
                          "an even one tolerates no more failures than one node fewer")
     if password is not None and not password:
         raise ValueError("the Raft password is empty")
-    if password is None and not all(local_only(a) for a in [self_address, *peers]):
-        raise ValueError("a Raft password is required when any node is not on loopback "
-                         "(pysyncobj unpickles what its port receives)")
+    if password is None and peers:
+        raise ValueError("a Raft password is required for a cluster of more than one node, the same on "
+                         "every node (it authenticates and encrypts Raft traffic: pysyncobj unpickles "
+                         "what its port receives)")
 
 
 def _die_with_forking_parent() -> None:
@@ -131,7 +137,8 @@ _PREVOTE_REPLY = "qrt_prevote_reply"
 class _SyncObj(SyncObj):  # type: ignore[misc]
     """pysyncobj with its Fernet replaced by RaftCipher: its transport asks `encryptor` for the
     object to encrypt with, when a connection opens (pysyncobj's `password` stays set, so it still
-    requires encryption on every connection). With `fsync`, its journal is a DurableJournal.
+    requires encryption on every connection), and its connections guarded (raft_guard.py: frame
+    caps, no connection without the cipher). With `fsync`, its journal is a DurableJournal.
 
     Plus Raft's pre-vote (Ongaro's thesis, 9.6), which pysyncobj lacks: a node whose election timer
     runs out first asks its peers whether they would vote for it, and raises its term only when a
@@ -141,7 +148,7 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
     private names: it is pinned (pyproject.toml), and tests/failures/test_partitions.py proves them.
     """
 
-    def __init__(self, *args: Any, cipher: RaftCipher | None, fsync: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cipher: RaftCipher, fsync: bool = False, **kwargs: Any) -> None:
         self._qrt_cipher = cipher  # before pysyncobj's __init__, which may open connections
         self._qrt_leader_heard = float("-inf")  # monotonic time of a leader's last append_entries
         self._qrt_prevote_term = 0  # the term the pre-vote in flight asks about (0: none)
@@ -150,7 +157,7 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         # A leader of a lower term is appending to us: it cannot learn our term but from a vote
         # request, so we campaign without a pre-vote (else neither side ever moves).
         self._qrt_term_behind_us = False
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, transportClass=raft_guard.GuardedTransport, **kwargs)
         self.addOnTickCallback(self._qrt_restart_stuck_connects)
         if fsync:
             # pysyncobj has no option for this nor a hook for its journal: its __init__ opened a
@@ -161,7 +168,7 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
             setattr(self, _JOURNAL, DurableJournal(conf.journalFile, conf.fullDumpFile))
 
     @property
-    def encryptor(self) -> RaftCipher | None:
+    def encryptor(self) -> RaftCipher:
         return self._qrt_cipher
 
     def _SyncObj__connectedToAnyone(self) -> bool:
@@ -229,9 +236,12 @@ class Replication:
     def __init__(self, self_address: str, peers: list[str], data_dir: str, password: str | None,
                  on_state_changed: Callable[[], None] | None = None, fsync: bool = False) -> None:
         """`fsync`: every Raft entry, term and snapshot is on disk before this node acts on it (a
-        leader counts itself in a majority, a follower acknowledges): see raft_journal.py."""
+        leader counts itself in a majority, a follower acknowledges): see raft_journal.py.
+        `password` None: a one-node cluster's own secret, kept in `data_dir` (check_cluster)."""
         check_cluster(self_address, peers, password)
         os.makedirs(data_dir, exist_ok=True)
+        if password is None:
+            password = raft_guard.node_secret(data_dir)
         self.log = ReplicatedLog()
         tag = self_address.replace(":", "_")
         conf = SyncObjConf(
@@ -260,7 +270,7 @@ class Replication:
         quiet.setLevel(logging.CRITICAL)  # a failed bind is logged with a traceback; we say it once, below
         try:
             self.sync = _SyncObj(self_address, peers, conf, consumers=[self.log],
-                                 cipher=RaftCipher(password) if password is not None else None, fsync=fsync)
+                                 cipher=RaftCipher(password), fsync=fsync)
         except SyncObjException as exc:  # "BindError" after its retries: say which address
             raise OSError(f"cannot listen for Raft on {self_address} ({exc}); is the port in use?") from None
         finally:
@@ -308,7 +318,14 @@ class Replication:
             yield self.log.machine
 
     def propose(self, payload: bytes, callback: ProposeCallback) -> None:
-        """Append one batch; `callback(applied, None)` or `(None, reason)` later, on pysyncobj's thread."""
+        """Append one batch; `callback(applied, None)` or `(None, reason)` later, on pysyncobj's thread
+        (at once, on the caller's, for a batch too large for a Raft frame)."""
+        if len(payload) > raft_guard.MAX_ENTRY_BYTES:
+            # Peers refuse a frame over raft_guard.MAX_FRAME_BYTES: appended, this entry would never
+            # reach them and would stall every entry after it. The batch fails, with its reason.
+            callback(None, f"batch too large for Raft: {len(payload)} bytes, over {raft_guard.MAX_ENTRY_BYTES}")
+            return
+
         def done(result: Any, error: int) -> None:
             if error == FAIL_REASON.SUCCESS:
                 callback(result, None)

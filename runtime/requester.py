@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import defaults, protocol
+from .curve import PeerKeys
 from .errors import ClientClosed, InvalidArgument, NoLeader, ProtocolError, RemoteError
 from .protocol import ErrorCode
 from .transport import LeaderLink
@@ -50,9 +51,10 @@ class _Pending:
 class Requester:
     """Sends typed requests to the leader among `coordinators` and returns their typed replies."""
 
-    def __init__(self, coordinators: list[str], timeout: float) -> None:
+    def __init__(self, coordinators: list[str], timeout: float, keys: PeerKeys | None = None) -> None:
         self.coordinators = coordinators
         self.timeout = timeout  # how long a request may go without any leader answering
+        self.keys = keys  # CURVE keys, or None
         self.state = ClientState.UNOPENED
         self._rids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
@@ -102,7 +104,7 @@ class Requester:
             self._link = None
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> None:
-        link = LeaderLink(loop, self.coordinators, self._on_message, self._on_connect)
+        link = LeaderLink(loop, self.coordinators, self._on_message, self._on_connect, keys=self.keys)
         try:
             link.start()
         except ValueError:
@@ -147,6 +149,13 @@ class Requester:
         else:
             pending.future.set_result(reply)
 
+    def _curve_hint(self) -> str:
+        """A refused CURVE key looks like silence (ZeroMQ closes the connection unanswered): say so."""
+        if self.keys is None:
+            return ""
+        return (f"; with CURVE keys: check that the coordinator allows the key of {self.keys.secret_file} and "
+                f"that {self.keys.server_file} is the coordinator's public key")
+
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = loop.call_later(TIMER_INTERVAL, self._tick, loop)
         now = time.monotonic()
@@ -154,7 +163,8 @@ class Requester:
         for pending in self._live():  # (every pending request, ten times a second: kept lean)
             if now - pending.started > self.timeout + pending.hold:
                 pending.future.set_exception(NoLeader(
-                    f"no coordinator leader answered within {self.timeout:g} s (tried {', '.join(self.coordinators)})"))
+                    f"no coordinator leader answered within {self.timeout:g} s (tried {', '.join(self.coordinators)})"
+                    + self._curve_hint()))
                 continue
             if pending.retry_at is not None and now >= pending.retry_at:
                 pending.retry_at = None

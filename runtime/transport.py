@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from . import defaults, protocol
+from .curve import PeerKeys
 from .errors import ProtocolError
 
 log = logging.getLogger("qrt.transport")
@@ -84,8 +85,11 @@ class EdgeReader:
             self.schedule()
 
 
-def new_dealer(ctx: zmq.Context[zmq.Socket[bytes]], identity: bytes | None) -> zmq.Socket[bytes]:
+def new_dealer(ctx: zmq.Context[zmq.Socket[bytes]], identity: bytes | None,
+               keys: PeerKeys | None = None) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.DEALER)
+    if keys is not None:
+        keys.apply(sock)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -115,6 +119,8 @@ class LeaderLink:
       be dead: connect to the next URL. On `no_leader` or `unavailable` the owner just sends again
       later, to the same node: that is not hearing from a leader, so the silence goes on counting.
 
+    `keys`: CURVE keys (curve.py), or None to speak in clear (a coordinator on loopback without keys).
+
     `on_connect()` runs after every connection, the first (`start()`) included. A new socket drops
     what the old one had queued, and replies go to the socket that asked: the owner sends what it
     must there (a client every pending request, a worker its hello).
@@ -122,7 +128,7 @@ class LeaderLink:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, urls: Sequence[str],
                  on_message: Callable[[dict[str, Any]], None], on_connect: Callable[[], None],
-                 identity: bytes | None = None) -> None:
+                 identity: bytes | None = None, keys: PeerKeys | None = None) -> None:
         if not urls:
             raise ValueError("no coordinator address given")
         self.urls = list(urls)
@@ -133,6 +139,7 @@ class LeaderLink:
         self._on_message = on_message
         self._on_connect = on_connect
         self._identity = identity
+        self._keys = keys
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock: zmq.Socket[bytes] | None = None
         self._reader: EdgeReader | None = None
@@ -195,7 +202,7 @@ class LeaderLink:
 
     def _connect(self, url: str) -> None:
         self._close_socket()
-        sock = new_dealer(self._ctx, self._identity)
+        sock = new_dealer(self._ctx, self._identity, self._keys)
         try:
             sock.connect(url)
         except zmq.ZMQError as exc:

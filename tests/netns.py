@@ -63,6 +63,7 @@ class NetLab:
     """Namespaces for `members`, joined by one bridge; `isolate(m)` cuts a member off, `heal(m)` joins it."""
 
     def __init__(self, members: Sequence[str]) -> None:
+        self.agent_env: dict[str, str] = {}  # more environment for the agents (e.g. CURVE keys)
         if len(set(members)) != len(members) or not 0 < len(members) < 250:
             raise ValueError(f"members must be distinct, 1 to 249 of them: {members!r}")
         self.members = list(members)
@@ -151,7 +152,7 @@ class NetLab:
     def agent(self, member: str) -> Agent:
         """The agent in `member`'s namespace (started on first use, stopped by close())."""
         if member not in self._agents:
-            self._agents[member] = Agent(self.prefix(member))
+            self._agents[member] = Agent(self.prefix(member), self.agent_env)
         return self._agents[member]
 
     def close(self) -> None:
@@ -191,8 +192,8 @@ class Agent:
     Every reply is a map: {"ok": value} or {"error": exception class name, "message": text}.
     """
 
-    def __init__(self, prefix: list[str]) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(self, prefix: list[str], extra_env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "tests.netns"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, cwd=REPO, env=env)
         reply = self._call({"op": "ping"})
@@ -242,9 +243,14 @@ class Agent:
 def _ask(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
     import zmq
 
+    from qrt.curve import peer_keys
+
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    keys = peer_keys()  # from QRT_CURVE_SECRET_KEY and QRT_CURVE_SERVER_KEY, as a client's
+    if keys is not None:
+        keys.apply(sock)
     try:
         sock.connect(url)
         sock.send(msgpack.packb({"v": 1, "rid": 1, **body}, use_bin_type=True))

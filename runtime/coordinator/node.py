@@ -9,6 +9,7 @@ import signal
 import uvloop
 
 from .. import clock, defaults
+from ..curve import ServerKeys
 from ..replication import Replication
 from .server import Coordinator
 
@@ -17,13 +18,14 @@ log = logging.getLogger("qrt.coordinator")
 def run_coordinator(listen: str = defaults.COORDINATOR_URL, data_dir: str = defaults.DATA_DIR,
                     raft: str = defaults.RAFT_ADDRESS, peers: list[str] | None = None,
                     password: str | None = None, max_frame: int = defaults.MAX_FRAME_BYTES,
-                    fsync: bool = False) -> None:
-    """Run one coordinator node until SIGTERM or SIGINT (`fsync`: Replication's)."""
-    uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame, fsync))
+                    fsync: bool = False, keys: ServerKeys | None = None) -> None:
+    """Run one coordinator node until SIGTERM or SIGINT (`fsync`: Replication's; `keys`: CURVE on the
+    client/worker port, curve.server_keys)."""
+    uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame, fsync, keys))
 
 
 async def _main(listen: str, data_dir: str, raft: str, peers: list[str], password: str | None,
-                max_frame: int, fsync: bool) -> None:
+                max_frame: int, fsync: bool, keys: ServerKeys | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -35,9 +37,10 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
 
     replication = Replication(raft, peers, data_dir, password, on_state_changed=state_changed, fsync=fsync)
     try:
-        coordinator = Coordinator(listen, replication, max_frame, clock.from_environment())
-        log.info("coordinator listening on %s, raft %s, peers %s, data in %s%s", listen, raft,
-                 ",".join(peers) or "none", data_dir, " (fsync)" if fsync else "")
+        coordinator = Coordinator(listen, replication, max_frame, clock.from_environment(), keys)
+        log.info("coordinator listening on %s, raft %s, peers %s, data in %s%s%s", listen, raft,
+                 ",".join(peers) or "none", data_dir, " (fsync)" if fsync else "",
+                 f" (CURVE: {len(keys.roles)} keys allowed)" if keys is not None else "")
         await coordinator.serve(stop, raft_changed)
     finally:
         replication.destroy()

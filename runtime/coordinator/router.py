@@ -1,8 +1,10 @@
 """The coordinator's ROUTER socket: every client and worker frame in, every reply and `run` out.
 
-It knows frames and routing ids, nothing of what they mean: `on_frame(identity, frame)` is called
-for each frame read, and `after_pass()` once each pass over the socket is done (the coordinator
-then offers free slots and proposes all that the pass gathered as one Raft entry).
+It knows frames and routing ids, nothing of what they mean: `on_frame(identity, frame, key)` is
+called for each frame read (`key`: the sender's CURVE public key in Z85 text, as pyzmq's ZAP
+handler named it in the frame's "User-Id"; None without CURVE), and `after_pass()` once each
+pass over the socket is done (the coordinator then offers free slots and proposes all that the
+pass gathered as one Raft entry).
 """
 
 from __future__ import annotations
@@ -13,34 +15,42 @@ from collections.abc import Callable
 
 import zmq
 
-from .. import defaults
+from ..curve import ServerKeys, serve_curve
 from ..transport import EdgeReader
 
 log = logging.getLogger("qrt.coordinator")
 
 
 class Router:
-    def __init__(self, listen: str, max_frame: int, on_frame: Callable[[bytes, bytes], None],
-                 after_pass: Callable[[], None]) -> None:
+    def __init__(self, listen: str, max_frame: int, on_frame: Callable[[bytes, bytes, str | None], None],
+                 after_pass: Callable[[], None], keys: ServerKeys | None = None) -> None:
         self.max_frame = max_frame
         self._on_frame = on_frame
         self._ctx = zmq.Context()
         self.sock = self._ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # ZeroMQ drops frames to unknown peers silently otherwise
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting worker keeps its identity
-        # Beyond this ZeroMQ drops the peer without reading the frame; up to it, a frame over
-        # `max_frame` is read and answered `too_large` (the same ratio as MAX_PEER_FRAME_BYTES).
-        self.sock.setsockopt(zmq.MAXMSGSIZE, defaults.PEER_FRAME_RATIO * max_frame)
+        # A reconnecting worker keeps its identity: its new connection takes the routing id over.
+        # Not with CURVE: anyone can claim any routing id, and a takeover would hand a worker's
+        # `run`s to another key. Without handover ZeroMQ leaves a second connection claiming a live
+        # id unnamed, so it receives nothing (a worker's old connection is gone within ZMTP's
+        # heartbeat timeout; its new one is then named). Frames are checked against the key too
+        # (server.py, `_refused`).
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 0 if keys is not None else 1)
+        # ZeroMQ drops a peer whose frame exceeds the limit without reading it into memory; only
+        # inbound frames count, so the coordinator still sends bigger ones (a `run` with large
+        # arguments, a dead letter), which clients and workers accept up to MAX_PEER_FRAME_BYTES.
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_frame)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
+        self._auth = serve_curve(self._ctx, self.sock, keys) if keys is not None else None
         try:
             self.sock.bind(listen)
         except zmq.ZMQError as exc:
-            self.sock.close(linger=0)
-            self._ctx.term()
+            self._close_all()
             raise OSError(f"cannot listen on {listen} ({exc})") from None
-        self._reader = EdgeReader(asyncio.get_running_loop(), self.sock, self._receive, after_pass)
+        receive = self._receive if keys is None else self._receive_keyed
+        self._reader = EdgeReader(asyncio.get_running_loop(), self.sock, receive, after_pass)
 
     def _receive(self) -> bool:
         """Read and hand on one frame; False when none is waiting."""
@@ -49,7 +59,17 @@ class Router:
         except zmq.Again:
             return False
         if len(frames) == 2:
-            self._on_frame(frames[0], frames[1])
+            self._on_frame(frames[0], frames[1], None)
+        return True
+
+    def _receive_keyed(self) -> bool:
+        """`_receive` with CURVE: the sender's key comes with each frame (zero-copy frames carry it)."""
+        try:
+            frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        if len(frames) == 2:
+            self._on_frame(frames[0].bytes, frames[1].bytes, str(frames[1].get("User-Id")))
         return True
 
     def start(self) -> None:
@@ -71,5 +91,10 @@ class Router:
 
     def close(self) -> None:
         self._reader.stop()
+        self._close_all()
+
+    def _close_all(self) -> None:
         self.sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
         self._ctx.term()

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 
-from .. import defaults
+from .. import curve, defaults
 from .. import protocol as P
 from ..clock import Clock
 from ..errors import ProtocolError
@@ -38,12 +38,14 @@ REGISTER_INTERVAL = 0.2
 
 class Coordinator:
     def __init__(self, listen: str, replication: Replication, max_frame: int = defaults.MAX_FRAME_BYTES,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, keys: curve.ServerKeys | None = None) -> None:
         self.listen = listen
         self.replication = replication
         self.max_frame = max_frame
+        self.keys = keys
+        self.worker_keys: dict[str, str] = {}  # with CURVE: worker id -> the key that said its hello
         self.workers = WorkerTable()
-        self.router = Router(listen, max_frame, self._on_frame, self._after_pass)
+        self.router = Router(listen, max_frame, self._on_frame, self._after_pass, keys)
         self.proposer = Proposer(replication, asyncio.get_running_loop(), self._on_batch, clock)
         self.dispatcher = Dispatcher(replication, self.proposer, self.router, self.workers)
         self.clients = ClientDesk(listen, replication, self.proposer, self.router, self.dispatcher, self.workers)
@@ -110,9 +112,11 @@ class Coordinator:
 
     # -- frames -----------------------------------------------------------------------------
 
-    def _on_frame(self, identity: bytes, frame: bytes) -> None:
+    def _on_frame(self, identity: bytes, frame: bytes, key: str | None = None) -> None:
         try:
             message = P.parse_request(P.decode(frame, self.max_frame))
+            if self.keys is not None:
+                self._check_role(identity, message, key)
         except ProtocolError as exc:
             self.router.send(identity, P.Error.of(exc).encode())
             return
@@ -134,6 +138,36 @@ class Coordinator:
             log.exception("handling %s failed", message.TYPE)
             self.router.send(identity, P.Error(P.ErrorCode.INTERNAL, f"the coordinator failed to handle "
                                                f"{message.TYPE!r}", rid).encode())
+
+    def _check_role(self, identity: bytes, message: P.ClientRequest | P.WorkerMessage, key: str | None) -> None:
+        """With CURVE: a request needs a client key, a worker message a worker key, and a worker id
+        belongs to the key that said its hello while that worker lives (a routing id claimed by
+        another key gets nothing). ProtocolError `forbidden` otherwise."""
+        assert self.keys is not None
+        roles = self.keys.roles_of(key)
+        if isinstance(message, P.Request):
+            if curve.CLIENT not in roles:
+                raise ProtocolError(P.ErrorCode.FORBIDDEN, f"{message.TYPE!r} needs a client key: this key is not "
+                                    "in the coordinator's --curve-clients", message.rid)
+            return
+        if curve.WORKER not in roles:
+            raise ProtocolError(P.ErrorCode.FORBIDDEN, f"{message.TYPE!r} needs a worker key: this key is not in "
+                                "the coordinator's --curve-workers")
+        if not self.leading:
+            return  # a follower only redirects
+        worker_id = message.worker_id if isinstance(message, P.Hello) else identity.decode(errors="replace")
+        owner = self.worker_keys.get(worker_id)
+        if owner is not None and owner != key and worker_id in self.workers.by_id:
+            conn = self.workers.by_id[worker_id]
+            conn.credit = 0  # its routing id may be another key's now: no `run` goes there
+            log.warning("worker id %s used by a key other than the one that said its hello: refused", worker_id)
+            raise ProtocolError(P.ErrorCode.FORBIDDEN, f"worker id {worker_id!r} belongs to another key")
+        if isinstance(message, P.Hello) and identity == worker_id.encode():
+            assert key is not None
+            self.worker_keys[worker_id] = key
+            if len(self.worker_keys) > 2 * len(self.workers.by_id) + 64:  # forget the ids of workers gone
+                self.worker_keys = {w: k for w, k in self.worker_keys.items() if w in self.workers.by_id
+                                    or w == worker_id}
 
     def _after_pass(self) -> None:
         self.dispatcher.offer()

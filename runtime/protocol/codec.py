@@ -20,6 +20,17 @@ VERSION = 1
 # it to; messages.Request.to_wire does) needs a few bytes; the bound caps what a hostile frame can
 # make us read.
 RID_PEEK_BYTES = 64 * 1024
+# A frame larger than this is unpacked counting its arrays and maps, at most one per
+# BYTES_PER_CONTAINER of the frame. Each costs ~60 bytes of memory for as little as 1 byte of
+# msgpack: a 16 MiB frame of empty arrays took 1.17 GiB (measured). Real frames hold one per ~25
+# bytes (a task: its map, its args and kwargs). Smaller frames are not counted: they cannot cost
+# much, and counting costs ~40 % of unpacking.
+COUNT_CONTAINERS_ABOVE = 256 * 1024
+BYTES_PER_CONTAINER = 8
+
+
+class _TooManyContainers(Exception):
+    pass
 
 
 class ErrorCode:
@@ -34,6 +45,7 @@ class ErrorCode:
     NOT_FOUND = "not_found"  # the task or dead letter named does not exist
     UNAVAILABLE = "unavailable"  # the node could not commit the request (lost leadership): retry
     NOT_HELLO = "not_hello"  # a worker message arrived before its hello
+    FORBIDDEN = "forbidden"  # with CURVE: the sender's key lacks the role this message needs
     INTERNAL = "internal"  # the node failed to handle a valid request (a bug): report it
 
 
@@ -73,17 +85,36 @@ def peek_rid(frame: bytes) -> int | None:
     return None
 
 
+def _unpack(frame: bytes, max_bytes: int) -> Any:
+    """msgpack with explicit limits (its defaults derive from max_buffer_size): no string, array or
+    map longer than the frame itself could describe; and, in a large frame, no more arrays and maps
+    than one per BYTES_PER_CONTAINER of it, so that what a frame costs is proportional to its size."""
+    limits: dict[str, Any] = {"max_str_len": max_bytes, "max_bin_len": max_bytes, "max_array_len": max_bytes,
+                              "max_map_len": max_bytes // 2, "max_ext_len": max_bytes}
+    if len(frame) > COUNT_CONTAINERS_ABOVE:
+        left = len(frame) // BYTES_PER_CONTAINER
+
+        def count(container: Any) -> Any:
+            nonlocal left
+            left -= 1
+            if left < 0:
+                raise _TooManyContainers
+            return container
+        limits["list_hook"] = limits["object_hook"] = count
+    return msgpack.unpackb(frame, raw=False, strict_map_key=False, **limits)
+
+
 def decode(frame: bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
     """Unpack one frame into a map with a known version and a type string."""
     if len(frame) > max_bytes:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"frame of {len(frame)} bytes exceeds the limit of {max_bytes}",
                             peek_rid(frame))
     try:
-        # Explicit limits (msgpack's defaults derive from max_buffer_size): no string, array or map
-        # longer than the frame itself could describe.
-        message = msgpack.unpackb(frame, raw=False, strict_map_key=False,
-                                  max_str_len=max_bytes, max_bin_len=max_bytes, max_array_len=max_bytes,
-                                  max_map_len=max_bytes // 2, max_ext_len=max_bytes)
+        message = _unpack(frame, max_bytes)
+    except _TooManyContainers:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"frame of {len(frame)} bytes holds more than "
+                            f"{len(frame) // BYTES_PER_CONTAINER} arrays and maps (at most one per "
+                            f"{BYTES_PER_CONTAINER} bytes)", peek_rid(frame)) from None
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(ErrorCode.BAD_FRAME, f"frame is not valid msgpack: {exc}", peek_rid(frame)) from None
     if not isinstance(message, dict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Self
 
+from ..defaults import MAX_TASKS_PER_SUBMIT
 from ..errors import ProtocolError
 from . import validate as v
 from .codec import ErrorCode, encode
@@ -147,6 +148,8 @@ class Submit(Request):
         raw = v.get(m, "tasks", list)
         if not raw:
             raise v.bad("tasks", "must hold at least one task")
+        if len(raw) > MAX_TASKS_PER_SUBMIT:
+            raise v.bad("tasks", f"holds {len(raw)} tasks: at most {MAX_TASKS_PER_SUBMIT} per submit")
         return cls([Envelope.from_wire(t, f"tasks[{i}]") for i, t in enumerate(raw)], rid=rid_of(m))
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeGuard
 
 from ..cron_expr import CronExpr, check_zone
-from ..defaults import MAX_NESTING
+from ..defaults import MAX_KEYS_PER_TASK, MAX_NESTING
 from ..errors import ProtocolError
 from .codec import ErrorCode
 
@@ -185,6 +185,8 @@ def str_list(msg: dict[str, Any], name: str, where: str = "") -> list[str]:
 def key_values(msg: dict[str, Any], where: str) -> dict[str, Any]:
     """Key values for per-key limits: str names, scalar values (they name buckets and lanes)."""
     keys: dict[Any, Any] = get(msg, "keys", dict, {}, where=where)
+    if len(keys) > MAX_KEYS_PER_TASK:
+        raise bad(f"{where}keys", f"holds {len(keys)} names: at most {MAX_KEYS_PER_TASK}")
     for name, value in keys.items():
         if not isinstance(name, str) or not isinstance(value, KEY_VALUE_TYPES):
             raise bad(f"{where}keys", "must map str names to scalars (str, int, float, bool, bin, nil)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
+from ..defaults import MAX_ACTORS_PER_HELLO
 from . import validate as v
 from .messages import Message
 
@@ -86,8 +87,11 @@ class Hello(Message):
         # the id check above but may take up to 800 bytes of UTF-8.
         if len(worker_id.encode()) > 255:
             raise v.bad("worker_id", "must be at most 255 bytes of UTF-8 (it is the ZeroMQ routing id)")
+        actors = v.get(m, "actors", list)
+        if len(actors) > MAX_ACTORS_PER_HELLO:
+            raise v.bad("actors", f"holds {len(actors)} actors: at most {MAX_ACTORS_PER_HELLO}")
         return cls(worker_id,
-                   [ActorSpec.from_wire(a, f"actors[{i}]") for i, a in enumerate(v.get(m, "actors", list))],
+                   [ActorSpec.from_wire(a, f"actors[{i}]") for i, a in enumerate(actors)],
                    v.nonneg(v.get(m, "slots", int), "slots"), v.nonneg(v.get(m, "concurrency", int), "concurrency"),
                    running, v.nonneg(v.get(m, "started", v.NUMBER, 0.0), "started"))
 

@@ -26,11 +26,32 @@ class ActorQueue:
         self.lanes: dict[str, list[Entry]] = {}  # insertion order is the round-robin order
         self.prioritised = 0  # queued entries with a priority other than 0
         self.turns: dict[str, int] = {}  # picks a weighted lane has had in its current turn
+        self.size = 0  # entries in all lanes, stale ones included (the store compares it with its count)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """From a snapshot written before `size` existed: count it."""
+        self.__dict__.update(state)
+        if "size" not in state:
+            self.size = sum(len(heap) for heap in self.lanes.values())
 
     def push(self, lane: str, entry: Entry) -> None:
         heapq.heappush(self.lanes.setdefault(lane, []), entry)
+        self.size += 1
         if entry[0]:
             self.prioritised += 1
+
+    def compact(self, valid: Callable[[Entry], bool]) -> None:
+        """Drop stale entries (and the lanes left empty, with their turns), keeping the lanes' order."""
+        for lane in list(self.lanes):
+            heap = [entry for entry in self.lanes[lane] if valid(entry)]
+            if heap:
+                heapq.heapify(heap)
+                self.lanes[lane] = heap
+            else:
+                del self.lanes[lane]
+                self.turns.pop(lane, None)
+        self.size = sum(len(heap) for heap in self.lanes.values())
+        self.prioritised = sum(1 for heap in self.lanes.values() for entry in heap if entry[0])
 
     def heads(self, valid: Callable[[Entry], bool]) -> Iterator[tuple[str, Entry]]:
         """Each lane's best valid entry, in round-robin order; drops stale entries and empty lanes."""
@@ -57,8 +78,10 @@ class ActorQueue:
     def _pop(self, lane: str) -> Entry:
         heap = self.lanes[lane]
         entry = heapq.heappop(heap)
+        self.size -= 1
         if entry[0]:
             self.prioritised -= 1
         if not heap:
             del self.lanes[lane]
+            self.turns.pop(lane, None)  # a lane that comes back starts a new turn (as after `take`)
         return entry

@@ -85,6 +85,10 @@ class StateMachine(TaskStore):
             except Exception as exc:
                 self._failed(cmd.kind if isinstance(cmd, C.Unreadable) else cmd.KIND, exc, effects)
             applied.by_ref[ref] = effects
+        try:
+            self._compact()
+        except Exception as exc:  # as for time passing: never let it wedge Raft
+            self._failed("compaction", exc, applied.time)
         return applied
 
     def _failed(self, what: str, exc: Exception, effects: list[Effect]) -> None:
@@ -101,19 +105,18 @@ class StateMachine(TaskStore):
             entry = fire.entry
             self._accept(Envelope(fire.task_id, entry.actor, entry.args, entry.kwargs), effects)
         while self.delay_heap and self.delay_heap[0][0] <= now:
-            eta, _, task_id = heapq.heappop(self.delay_heap)
-            task = self.tasks.get(task_id)
-            if task is not None and task.state == TaskState.DELAYED and task.eta == eta:
-                if now - eta > ON_TIME_GRACE and task.attempt == 0 and self.option(task, "missed") == "skip":
-                    task.start_by = eta  # due while no leader ran, and its actor skips such tasks
-                    self._expire(task, effects)
+            due = heapq.heappop(self.delay_heap)
+            if self._live_delay(due):
+                eta, ready = due[0], self.tasks[due[2]]
+                if now - eta > ON_TIME_GRACE and ready.attempt == 0 and self.option(ready, "missed") == "skip":
+                    self._expire(ready, effects)
+                    ready.start_by = eta  # due while no leader ran, and its actor skips such tasks
                 else:
-                    self._enqueue(task)
+                    self._enqueue(ready)
         while self.start_deadlines and self.start_deadlines[0][0] <= now:
-            _, task_id = heapq.heappop(self.start_deadlines)
-            task = self.tasks.get(task_id)
-            if task is not None and task.state in (TaskState.QUEUED, TaskState.DELAYED) and task.attempt == 0:
-                self._expire(task, effects)
+            deadline = heapq.heappop(self.start_deadlines)
+            if self._live_deadline(deadline):  # (not an old task's, whose id was used again)
+                self._expire(self.tasks[deadline[1]], effects)
         while self.expiry and self.expiry[0][0] <= now:
             at, task_id = heapq.heappop(self.expiry)
             task = self.tasks.get(task_id)
@@ -156,7 +159,9 @@ class StateMachine(TaskStore):
         start_by = env.expires_at or (self.now + env.expires_in if env.expires_in else 0.0)
         if start_by:
             task.start_by = start_by
+        if start_by > self.now:  # else it expires below, and no entry is needed
             heapq.heappush(self.start_deadlines, (start_by, task_id))
+            self.deadlines_live += 1
         due = env.eta if env.eta else self.now + env.delay
         if start_by and start_by <= self.now:
             self._expire(task, effects)

@@ -10,6 +10,7 @@ slot gets. The commands that drive all this are in machine.py, the read-only que
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from typing import Any
 
 from .. import defaults
@@ -28,17 +29,29 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "max_worker_losses": defaults.MAX_WORKER_LOSSES,
 }
 
+# A heap is compacted when its dead entries (of tasks that left the state or time it was pushed
+# for) outnumber its live ones and this: each entry is then copied at most once per entry that
+# died since the last compaction (amortised O(1)), memory is at most twice the live entries, and
+# small heaps are left alone. The counts that decide it are replicated state, so every replica
+# compacts at the same batch, and the heaps stay equal (their digest says so).
+COMPACT_MIN = 64
+
 
 class TaskStore:
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
-        # Per actor, the heaps of (-priority, order, id) of QUEUED tasks, one per lane. Entries of
-        # tasks that left the queue another way (cancel, purge) stay behind and are skipped when
-        # they surface; the counts below are exact.
+        # Per actor with QUEUED tasks, the heaps of (-priority, order, id) of them, one per lane.
+        # Entries of tasks that left the queue another way (cancel, purge) stay behind and are
+        # skipped when they surface, until they outnumber the live ones (COMPACT_MIN); an actor's
+        # queue goes when it has no QUEUED task left (so one-off actor names leave nothing).
         self.queues: dict[str, ActorQueue] = {}
-        self.queued_count: dict[str, int] = {}  # actor -> number of QUEUED tasks (no zeros)
+        # actor -> number of QUEUED tasks (no zeros): the keys are the actors with queued work,
+        # kept by `_move`, so the leader's look after each commit (views.ready_actors) walks
+        # those, not every actor ever seen.
+        self.queued_count: dict[str, int] = {}
         self.delay_heap: list[tuple[float, int, str]] = []  # (eta, order, id) of DELAYED tasks (and stale ones)
         self.delayed_count: dict[str, int] = {}  # actor -> number of DELAYED tasks (no zeros)
+        self.delayed_total = 0  # DELAYED tasks: the live entries of delay_heap (one each)
         self.flow = FlowState()  # rate windows and running counts (RUNNING tasks), per actor and key value
         # actor -> leader time before which no queued task of it may start (inf: until a lease
         # ends or work arrives), so that an idle dispatch loop does not spin on blocked work
@@ -46,10 +59,16 @@ class TaskStore:
         self.overrides: dict[str, dict[str, Any]] = {}  # operators' limits, winning until reset
         self.paused: dict[str, None] = {}  # actors whose queued tasks do not start
         self.cron = CronTable()
-        self.expiry: list[tuple[float, str]] = []  # (expires_at, id) of finished tasks
+        # (expires_at, id) of finished tasks. Not compacted: an entry dies only when it is popped
+        # (a finished task with one leaves `tasks` only here; dead letters, which go otherwise,
+        # have none), so it holds no dead entries.
+        self.expiry: list[tuple[float, str]] = []
         self.leases: dict[str, dict[str, None]] = {}  # worker -> ordered set of task ids it runs
         self.dlq: dict[str, float] = {}  # task id -> when it died, oldest first
         self.start_deadlines: list[tuple[float, str]] = []  # (start_by, id) of tasks that may expire
+        # Tasks whose start_deadlines entry can still expire them (QUEUED or DELAYED, never leased):
+        # its live entries (one each).
+        self.deadlines_live = 0
         self.idempotency: dict[str, str] = {}  # "actor\0key" -> the task id it stands for
         self.actors: dict[str, dict[str, Any]] = {}  # registered options per actor
         self.registered_by: dict[str, float] = {}  # actor -> start time of the worker whose options are in force
@@ -67,9 +86,42 @@ class TaskStore:
         self.checkpoint: tuple[int, int, str] | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """From a snapshot: a field this version added and the snapshot lacks starts as new."""
+        """From a snapshot: a field this version added and the snapshot lacks starts as new, or
+        is counted from what the snapshot holds. The heaps are not rebuilt: a replica that loads
+        an old snapshot then compacts at the same batches as one that applied the same log."""
         self.__init__()  # type: ignore[misc]
         self.__dict__.update(state)
+        if "delayed_total" not in state:  # written before the heaps were compacted
+            self.delayed_total = sum(self.delayed_count.values())
+            self.deadlines_live = sum(1 for t in self.tasks.values() if self._holds_deadline(t))
+            for actor in [a for a in self.queues if a not in self.queued_count]:
+                del self.queues[actor]
+            for actor in [a for a in self.blocked_until if a not in self.queued_count]:
+                del self.blocked_until[actor]
+
+    # -- compaction ---------------------------------------------------------------------------
+
+    def _holds_deadline(self, task: Task) -> bool:
+        """Whether `task`'s entry in start_deadlines may still expire it."""
+        return bool(task.start_by) and task.attempt == 0 and task.state in (TaskState.QUEUED, TaskState.DELAYED)
+
+    def _live_delay(self, entry: tuple[float, int, str]) -> bool:
+        task = self.tasks.get(entry[2])
+        return task is not None and task.state == TaskState.DELAYED and task.eta == entry[0]
+
+    def _live_deadline(self, entry: tuple[float, str]) -> bool:
+        task = self.tasks.get(entry[1])
+        return task is not None and task.start_by == entry[0] and self._holds_deadline(task)
+
+    def _compact(self) -> None:
+        """Rebuild a heap whose dead entries outnumber its live ones (COMPACT_MIN); called after
+        each batch. A task holds one live entry in each heap of a state it is in, so the dead are
+        the rest. The filter keeps one entry per task (an id used again after its task was
+        forgotten could match an old entry too)."""
+        if len(self.delay_heap) - self.delayed_total > max(self.delayed_total, COMPACT_MIN):
+            self.delay_heap = _rebuilt(self.delay_heap, self._live_delay, 2)
+        if len(self.start_deadlines) - self.deadlines_live > max(self.deadlines_live, COMPACT_MIN):
+            self.start_deadlines = _rebuilt(self.start_deadlines, self._live_deadline, 1)
 
     # -- moves between states ---------------------------------------------------------------
 
@@ -80,14 +132,25 @@ class TaskStore:
         if state not in MOVES[old]:
             raise IllegalMove(task.id, old, state)
         actor = task.actor
+        if self._holds_deadline(task) and state not in (TaskState.QUEUED, TaskState.DELAYED):
+            self.deadlines_live -= 1  # leased (attempt 0 -> 1) or ended: its deadline is dead
         if old == TaskState.QUEUED:
-            _uncount(self.queued_count, actor)
+            left = _uncount(self.queued_count, actor)
+            queue = self.queues.get(actor)
+            if not left:  # what its queue still holds is stale: the actor leaves no entry behind
+                self.queues.pop(actor, None)
+                self.blocked_until.pop(actor, None)
+            elif state != TaskState.RUNNING and queue is not None \
+                    and queue.size - left > max(left, COMPACT_MIN):  # (a lease took its entry)
+                queue.compact(self._is_queued)
         elif old == TaskState.DELAYED:
             _uncount(self.delayed_count, actor)
+            self.delayed_total -= 1
         if state == TaskState.QUEUED:
             self.queued_count[actor] = self.queued_count.get(actor, 0) + 1
         elif state == TaskState.DELAYED:
             self.delayed_count[actor] = self.delayed_count.get(actor, 0) + 1
+            self.delayed_total += 1
         task.state = state
 
     def _enqueue(self, task: Task, keep_order: bool = False) -> None:
@@ -243,9 +306,23 @@ class TaskStore:
         return task is not None and task.state == TaskState.QUEUED and task.order == entry[1]
 
 
-def _uncount(counts: dict[str, int], actor: str) -> None:
+def _uncount(counts: dict[str, int], actor: str) -> int:
+    """One task fewer of `actor`; how many are left."""
     left = counts[actor] - 1
     if left:
         counts[actor] = left
     else:
         del counts[actor]  # no zeros: the keys are the actors with such tasks
+    return left
+
+
+def _rebuilt(heap: list[Any], live: Callable[[Any], bool], id_at: int) -> list[Any]:
+    """The live entries of `heap`, one per task id (the first in list order), as a new heap."""
+    seen: set[str] = set()
+    kept = []
+    for entry in heap:
+        if entry[id_at] not in seen and live(entry):
+            seen.add(entry[id_at])
+            kept.append(entry)
+    heapq.heapify(kept)
+    return kept

@@ -12,6 +12,7 @@ import uvloop
 
 from .. import defaults
 from ..actor import Actor, registry
+from ..curve import peer_keys
 from .session import Worker
 
 __all__ = ["Worker", "import_actors", "run_worker"]
@@ -30,11 +31,15 @@ def import_actors(modules: list[str]) -> dict[str, Actor[Any, Any]]:
 
 
 def run_worker(modules: list[str], coordinators: list[str], concurrency: int = defaults.WORKER_CONCURRENCY,
-               drain_timeout: float = defaults.DRAIN_TIMEOUT) -> None:
+               drain_timeout: float = defaults.DRAIN_TIMEOUT, curve_secret_key: str | None = None,
+               curve_server_key: str | None = None) -> None:
+    """Serve `modules`' actors until SIGTERM/SIGINT; CURVE keys as for `qrt.Client` (ValueError when
+    one cannot be read)."""
+    keys = peer_keys(curve_secret_key, curve_server_key)
     actors = import_actors(modules)
     if not actors:
         raise ImportError(f"no @qrt.actor found in {', '.join(modules)}")
-    worker = Worker(actors, coordinators, concurrency, drain_timeout)
+    worker = Worker(actors, coordinators, concurrency, drain_timeout, keys)
     uvloop.run(_serve(worker))
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import defaults
 from ..actor import Actor
+from ..curve import PeerKeys
 from ..errors import ProtocolError
 from ..protocol import (
     Ack,
@@ -104,13 +105,14 @@ class Report:
 class Worker:
     def __init__(self, actors: dict[str, Actor[Any, Any]], coordinators: list[str],
                  concurrency: int = defaults.WORKER_CONCURRENCY,
-                 drain_timeout: float = defaults.DRAIN_TIMEOUT) -> None:
+                 drain_timeout: float = defaults.DRAIN_TIMEOUT, keys: PeerKeys | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.actors = actors
         self.coordinators = coordinators
         self.concurrency = concurrency
         self.drain_timeout = drain_timeout
+        self.keys = keys  # CURVE keys (curve.peer_keys), or None
         # Also its ZeroMQ routing id (at most 255 bytes): keep it short and ASCII.
         host = socket.gethostname().encode("ascii", "replace").decode()[:60]
         self.id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -156,7 +158,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._last_heard = self._fence_from = time.monotonic()
         self._link = LeaderLink(self._loop, self.coordinators, self._on_message, self._hello,
-                                identity=self.id.encode())
+                                identity=self.id.encode(), keys=self.keys)
         try:
             if self._children.modules:
                 await self._children.warm()  # before our slots are offered (isolation.py)

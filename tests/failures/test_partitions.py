@@ -145,8 +145,11 @@ def net_cluster(base: Path) -> Iterator[NetCluster]:
     """Started nodes with an agreed leader; the test starts its workers. Everything is stopped and
     every namespace deleted afterwards, whatever happened (processes by PID first, then the lab)."""
     lab = NetLab.create_or_skip([*NODES, *WORKERS, CLIENT])
-    cluster = LocalCluster(nodes=len(NODES), password="partition-test", base_dir=str(base),
+    # Off loopback, the client/worker port requires CURVE keys (docs/security.md).
+    cluster = LocalCluster(nodes=len(NODES), password="partition-test", base_dir=str(base), curve=True,
                            hosts=[lab.address(n) for n in NODES], node_prefixes=[lab.prefix(n) for n in NODES])
+    keys = cluster.curve_keys("client")
+    lab.agent_env = {"QRT_CURVE_SECRET_KEY": keys["curve_secret_key"], "QRT_CURVE_SERVER_KEY": keys["curve_server_key"]}
     try:
         cluster.start(wait=False)  # its own wait asks from the root namespace, which reaches no node
         net = NetCluster(lab, cluster)

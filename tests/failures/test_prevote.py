@@ -19,7 +19,7 @@ from qrt.state import commands as C
 @pytest.fixture
 def three(tmp_path: Path) -> Iterator[list[Replication]]:
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    nodes = [Replication(a, [b for b in addresses if b != a], str(tmp_path / a.replace(":", "_")), None)
+    nodes = [Replication(a, [b for b in addresses if b != a], str(tmp_path / a.replace(":", "_")), "prevote-test")
              for a in addresses]
     try:
         yield nodes

@@ -661,3 +661,28 @@ def test_a_run_task_nested_past_the_limit_is_refused_by_the_worker() -> None:
                                            "attempt": 1, "timeout": 5.0, "term": 1}]}
     exc = refused(lambda: P.parse_for_worker(raw))
     assert exc.field == "tasks[0].args"
+
+
+def test_what_one_request_may_create_is_bounded_and_each_limit_named() -> None:
+    task = {"id": "t", "actor": "a"}
+    submit = {"v": 1, "t": "submit", "rid": 1, "tasks": [task] * (defaults.MAX_TASKS_PER_SUBMIT + 1)}
+    hello = {"v": 1, "t": "hello", "worker_id": "w", "slots": 1, "concurrency": 1,
+             "actors": [{"name": "a"}] * (defaults.MAX_ACTORS_PER_HELLO + 1)}
+    keyed = {"v": 1, "t": "submit", "rid": 2,
+             "tasks": [{**task, "keys": {f"k{i}": i for i in range(defaults.MAX_KEYS_PER_TASK + 1)}}]}
+    for message, field, says in [(submit, "tasks", "at most 10000 per submit"), (hello, "actors", "at most 1000"),
+                                 (keyed, "tasks[0].keys", "at most 16")]:
+        with pytest.raises(ProtocolError) as refused:
+            P.parse_request(message)
+        assert (refused.value.code, refused.value.field) == (P.ErrorCode.BAD_FIELD, field)
+        assert says in refused.value.message
+
+
+def test_a_large_frame_may_hold_one_array_or_map_per_8_bytes() -> None:
+    n = 1024 * 1024
+    head = P.encode({"t": "submit", "rid": 9, "tasks": []})[:-1]
+    with pytest.raises(ProtocolError) as refused:
+        P.decode(head + b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n)
+    assert (refused.value.code, refused.value.rid) == (P.ErrorCode.BAD_FRAME, 9)
+    tasks = [{"id": f"{i:032x}", "actor": "a", "args": [i], "kwargs": {}} for i in range(5000)]
+    assert len(P.decode(P.encode({"t": "submit", "rid": 1, "tasks": tasks}))["tasks"]) == 5000  # ~300 KiB
