@@ -142,7 +142,9 @@ def raft_view(c: LocalCluster) -> list[dict[str, Any]]:
     lags or a digest that differs shows here."""
     out = []
     for node in c.coordinator_nodes:
-        with qrt.Client([node.url], **c.curve_keys("client")) as client:
+        keys = c.curve_keys("client")
+        with qrt.Client([node.url], curve_secret_key=keys.get("curve_secret_key"),
+                        curve_server_key=keys.get("curve_server_key")) as client:
             s = client.status(local=True)
         out.append({k: s.get(k) for k in ("is_leader", "term", "commit_index", "last_applied", "digest")})
     return out
