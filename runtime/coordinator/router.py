@@ -20,6 +20,8 @@ from ..transport import EdgeReader
 
 log = logging.getLogger("qrt.coordinator")
 
+MAXMSGSIZE_MARGIN = 64 * 1024
+
 
 class Router:
     def __init__(self, listen: str, max_frame: int, on_frame: Callable[[bytes, bytes, str | None], None],
@@ -39,7 +41,9 @@ class Router:
         # ZeroMQ drops a peer whose frame exceeds the limit without reading it into memory; only
         # inbound frames count, so the coordinator still sends bigger ones (a `run` with large
         # arguments, a dead letter), which clients and workers accept up to MAX_PEER_FRAME_BYTES.
-        self.sock.setsockopt(zmq.MAXMSGSIZE, max_frame)
+        # The margin: CURVE counts its own framing in the size (~40 bytes), and a frame just over the
+        # limit should be answered `too_large` by the decoder rather than drop the connection.
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_frame + MAXMSGSIZE_MARGIN)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)

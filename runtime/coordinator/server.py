@@ -158,8 +158,8 @@ class Coordinator:
         worker_id = message.worker_id if isinstance(message, P.Hello) else identity.decode(errors="replace")
         owner = self.worker_keys.get(worker_id)
         if owner is not None and owner != key and worker_id in self.workers.by_id:
-            conn = self.workers.by_id[worker_id]
-            conn.credit = 0  # its routing id may be another key's now: no `run` goes there
+            if identity == worker_id.encode():  # its routing id may be another key's now: no `run` goes there
+                self.workers.by_id[worker_id].credit = 0  # (not for a hello from another id: that is no takeover)
             log.warning("worker id %s used by a key other than the one that said its hello: refused", worker_id)
             raise ProtocolError(P.ErrorCode.FORBIDDEN, f"worker id {worker_id!r} belongs to another key")
         if isinstance(message, P.Hello) and identity == worker_id.encode():

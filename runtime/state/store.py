@@ -87,8 +87,9 @@ class TaskStore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """From a snapshot: a field this version added and the snapshot lacks starts as new, or
-        is counted from what the snapshot holds. The heaps are not rebuilt: a replica that loads
-        an old snapshot then compacts at the same batches as one that applied the same log."""
+        is counted from what the snapshot holds. The heaps are not rebuilt here. (Replicas of
+        different versions may still decide differently from the same log: docs/reliability.md,
+        "Upgrades".)"""
         self.__init__()  # type: ignore[misc]
         self.__dict__.update(state)
         if "delayed_total" not in state:  # written before the heaps were compacted

@@ -138,6 +138,21 @@ def test_a_stolen_routing_id_gets_nothing(keyed: LocalCluster) -> None:
         assert [w["id"] for w in client.status()["workers"]] == [victim]
 
 
+def test_a_hello_in_another_workers_name_from_its_own_id_leaves_that_worker_served(keyed: LocalCluster) -> None:
+    # It was refused, but set the real worker's credit to 0: an idle worker, which reports credit
+    # only as slots free up, was sent nothing more until it reconnected.
+    with keyed.client() as client:
+        victim = client.status()["workers"][0]["id"]
+        thief = Raw(keyed, "thief", identity=b"thief-own-id")
+        try:
+            thief.send(hello(victim))
+            reply = thief.receive(2.0)
+            assert reply is not None and reply["code"] == "forbidden"
+        finally:
+            thief.close()
+        assert client.submit(actors.add, 2, 3).result(timeout=10) == 5
+
+
 def test_keys_are_required_beyond_loopback(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["coordinator", "--listen", "tcp://0.0.0.0:7799", "--data-dir",
                                        str(tmp_path / "data")])
