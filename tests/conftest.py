@@ -17,7 +17,13 @@ from qrt.local import LocalCluster
 @contextmanager
 def serving_cluster(base_dir: Path, workers: int, concurrency: int) -> Iterator[LocalCluster]:
     """One coordinator node and `workers` workers serving tests.actors, connected; always stopped."""
-    c = LocalCluster(nodes=1, base_dir=str(base_dir))
+    with serving(LocalCluster(nodes=1, base_dir=str(base_dir)), workers, concurrency) as c:
+        yield c
+
+
+@contextmanager
+def serving(c: LocalCluster, workers: int, concurrency: int) -> Iterator[LocalCluster]:
+    """`c` started, with `workers` workers serving tests.actors, connected; always stopped."""
     try:
         c.start()
         for _ in range(workers):

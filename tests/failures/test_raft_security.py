@@ -30,6 +30,7 @@ from qrt.protocol import Envelope
 from qrt.replication import Replication
 from qrt.state import commands as C
 from tests import actors
+from tests.conftest import serving
 
 
 class Exploit:
@@ -86,15 +87,8 @@ def serves_a_task(c: LocalCluster) -> None:
 def default_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalCluster]:
     """A cluster as LocalCluster starts it by default (no password), with one worker."""
     (tmp_path / "cluster").mkdir()
-    c = LocalCluster(nodes=request.param, base_dir=str(tmp_path / "cluster"))
-    try:
-        c.start()
-        c.start_worker(["tests.actors"], concurrency=2)
-        c.wait_for_workers(1)
+    with serving(LocalCluster(nodes=request.param, base_dir=str(tmp_path / "cluster")), workers=1, concurrency=2) as c:
         yield c
-    finally:
-        c.stop()
-        print(c.dump_logs())
 
 
 def test_a_pickle_sent_to_the_raft_port_runs_nothing(default_cluster: LocalCluster, tmp_path: Path) -> None:

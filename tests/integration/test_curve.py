@@ -19,6 +19,7 @@ from qrt import curve
 from qrt.cli.main import main
 from qrt.local import LocalCluster
 from tests import actors
+from tests.conftest import serving
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +30,8 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = os.path.join(c.base_dir, "curve")
     curve.generate(root, "thief")
     shutil.copy(os.path.join(root, "thief.key"), os.path.join(root, "workers"))
-    try:
-        c.start()
-        c.start_worker(["tests.actors"], concurrency=4)
-        c.wait_for_workers(1)
+    with serving(c, workers=1, concurrency=4):
         yield c
-    finally:
-        c.stop()
-        print(c.dump_logs())
 
 
 def key_file(c: LocalCluster, name: str) -> str:

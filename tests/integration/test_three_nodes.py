@@ -12,6 +12,7 @@ import pytest
 import qrt
 from qrt.local import LocalCluster, wait_until
 from tests import actors
+from tests.conftest import serving
 
 UNSERVED = "nobody.serves.this"  # no worker imports an actor of that name
 
@@ -19,15 +20,8 @@ UNSERVED = "nobody.serves.this"  # no worker imports an actor of that name
 @pytest.fixture(scope="module")
 def three_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c = LocalCluster(nodes=3, password="test-secret", base_dir=str(tmp_path_factory.mktemp("three")))
-    try:
-        c.start()
-        for _ in range(2):
-            c.start_worker(["tests.actors"], concurrency=8)
-        c.wait_for_workers(2)
+    with serving(c, workers=2, concurrency=8):
         yield c
-    finally:
-        c.stop()
-        print(c.dump_logs())
 
 
 def _spin(seconds: float) -> None:
