@@ -13,6 +13,7 @@ from qrt.client import Client, resolve_coordinators
 from qrt.errors import QrtError, TaskCancelled, TaskFailed
 
 from .cluster import ClusterGroup, coordinator_option, curve_options, json_arg, pass_client, setup_logging
+from .history import parse_duration, parse_size, stats, tasks
 from .keys import keys
 from .operators import cron, dlq, limits, queue
 
@@ -48,11 +49,20 @@ def main() -> None:
               help="Directory of the public .key files allowed as clients (submit, wait, operator commands).")
 @click.option("--curve-workers", type=click.Path(exists=True, file_okay=False),
               help="Directory of the public .key files allowed as workers.")
+@click.option("--history-retention", default="7d", show_default=True, metavar="DURATION",
+              help="Keep finished tasks in the task history this long after their last event (30m, 12h, 7d).")
+@click.option("--history-max-size", default="1GiB", show_default=True, metavar="SIZE",
+              help="Delete the oldest finished tasks when the history's file grows past this (500MB, 1GiB).")
+@click.option("--history-value-bytes", default=65536, show_default=True, type=click.IntRange(64),
+              help="Store arguments and results truncated past this many bytes (of JSON) in the history.")
+@click.option("--no-history", is_flag=True, help="Keep no task history on this node (other nodes answer).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], raft_password_file: Any,
                 max_frame_bytes: int, fsync: bool, log_level: str, curve_secret_key: str | None = None,
-                curve_clients: str | None = None, curve_workers: str | None = None) -> None:
+                curve_clients: str | None = None, curve_workers: str | None = None,
+                history_retention: str = "7d", history_max_size: str = "1GiB", history_value_bytes: int = 65536,
+                no_history: bool = False) -> None:
     """Run one coordinator node (one node alone when no --peer is given)."""
     from qrt.coordinator.node import run_coordinator
     from qrt.replication import check_cluster
@@ -74,9 +84,13 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
         check_listen(listen, curve_keys)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    from qrt.history.writer import Retention
+    retention = None if no_history else Retention(parse_duration(history_retention),
+                                                  parse_size(history_max_size), history_value_bytes)
     setup_logging(log_level)
     try:
-        run_coordinator(listen, data_dir, raft, list(peers), password, max_frame_bytes, fsync, curve_keys)
+        run_coordinator(listen, data_dir, raft, list(peers), password, max_frame_bytes, fsync, curve_keys,
+                        retention)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start the coordinator: {exc}") from None
 
@@ -236,6 +250,7 @@ def _agreement(views: list[dict[str, Any]]) -> str:
     return f"the same state at checkpoint {mark}" + ("" if len(by_mark) == 1 else " (some nodes are at another)")
 
 
-for group in (dlq, limits, queue, cron):
+for group in (dlq, limits, queue, cron, tasks):
     main.add_command(group)
+main.add_command(stats)
 main.add_command(keys)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import math
 import os
 import threading
@@ -23,11 +24,12 @@ import uvloop
 
 from . import defaults, protocol
 from .curve import peer_keys
-from .envelope import ActorRef, SubmitOptions, make_envelope
+from .envelope import ActorRef, SubmitOptions, make_envelope, new_task_id
 from .errors import (
     ClientClosed,
     InvalidArgument,
     ProtocolError,
+    RemoteError,
     ResultTimeout,
     TaskCancelled,
     TaskExpired,
@@ -83,6 +85,9 @@ def raise_for_result(result: protocol.Result | dict[str, Any]) -> Any:
         raise TaskNotFound(task_id)
     raise ProtocolError(protocol.ErrorCode.BAD_FIELD, f"unexpected result state {state!r}")
 
+
+# `cancel_many`: requests in flight at once (each a small frame; the leader batches them in its entries).
+CANCELS_IN_FLIGHT = 500
 
 class AsyncTaskHandle:
     """A submitted task; `await handle.result(timeout=...)`."""
@@ -183,6 +188,24 @@ class AsyncClient:
         """Cancel a task: a queued one never runs, a running async handler is cancelled."""
         return bool((await self._request(protocol.Cancel(task_id), protocol.Counted)).n)
 
+    async def cancel_many(self, task_ids: list[str]) -> int:
+        """Cancel each of `task_ids` (as `cancel`, many requests in flight at once); how many were."""
+        done = 0
+        for i in range(0, len(task_ids), CANCELS_IN_FLIGHT):
+            done += sum(await asyncio.gather(*(self.cancel(t) for t in task_ids[i:i + CANCELS_IN_FLIGHT])))
+        return done
+
+    async def submit_again(self, task_id: str) -> AsyncTaskHandle:
+        """A new task with what the history holds of `task_id`: its actor, arguments, keys and
+        priority (a finished task runs again). InvalidArgument when the history stored its
+        arguments truncated (over --history-value-bytes)."""
+        record = await self.task_history(task_id)
+        if any(isinstance(record[name], str) for name in ("args", "kwargs", "keys")):
+            raise InvalidArgument(f"the history holds the arguments of {task_id} truncated: it cannot run again")
+        envelope = protocol.Envelope(new_task_id(), record["actor"], record["args"] or [], record["kwargs"] or {},
+                                     record["keys"] or {}, priority=record.get("priority") or 0)
+        return (await self._submit([envelope]))[0]
+
     async def _submit(self, envelopes: list[protocol.Envelope]) -> list[AsyncTaskHandle]:
         reply = await self._request(protocol.Submit(envelopes), protocol.Accepted)
         return [AsyncTaskHandle(self, task_id) for task_id in reply.ids]
@@ -251,6 +274,55 @@ class AsyncClient:
     async def cron_list(self) -> list[dict[str, Any]]:
         """Every cron entry with its next and last fire time and how many fires it missed."""
         return (await self._request(protocol.CronList(), protocol.CronEntries)).entries
+
+    # -- what happened (the task history: any node answers) --------------------------------
+
+    async def describe(self, task_id: str) -> dict[str, Any]:
+        """A task's present state, without waiting: queued, delayed, running (on which worker, at
+        which attempt) or how it ended. TaskNotFound when no node holds it (its record was dropped:
+        `task_history` may still have it)."""
+        return await self._answer(protocol.Describe(task_id), task_id)
+
+    async def task_history(self, task_id: str) -> dict[str, Any]:
+        """Everything the history holds of a task: its arguments, keys, result or error and
+        traceback, and every event of it (each attempt, its worker, its times)."""
+        return await self._answer(protocol.TaskShow(task_id), task_id)
+
+    async def list_tasks(self, **filters: Any) -> dict[str, Any]:
+        """Tasks newest first, as `qrt tasks list` shows them: `{"tasks": [...], "next": cursor}`.
+
+        Filters (all optional, every one given must hold): actor, state (queued, delayed, running,
+        succeeded, failed, dead, cancelled, expired), worker, key=(NAME, VALUE), since and until
+        (epoch seconds of the task's latest event), error and args (text they contain); then
+        limit (default 50, at most 1000) and cursor (the previous page's `next`).
+        """
+        return (await self._request(protocol.TasksList(**_history_filters(filters)), protocol.Answer)).body
+
+    async def task_events(self, after: int = 0, limit: int = 500, **filters: Any) -> dict[str, Any]:
+        """Events after cursor `after` of the tasks the filters select, oldest first: `{"events":
+        [...], "next": cursor}`. `after=0` starts from now (no events, a cursor): a live tail asks
+        again with `next`."""
+        message = protocol.TaskEvents(after=after, limit=limit, **_history_filters(filters))
+        return (await self._request(message, protocol.Answer)).body
+
+    async def stats(self, since: float, until: float | None = None, by: str = "actor") -> dict[str, Any]:
+        """Per actor (or worker, key value, minute) between epoch seconds `since` and `until` (now):
+        `{"rows": [{"group", "submitted", "succeeded", "failed", "failure_rate", "queue_wait_p50",
+        ..., "run_p99"}]}` (failed: attempts that failed; durations in seconds)."""
+        return (await self._request(protocol.Stats(since, until, by), protocol.Answer)).body
+
+    async def history_journal(self, after: int, before: int) -> dict[str, Any]:
+        """Node to node (a node that missed batches copies them): the answering node's history
+        events with `after` < n < `before` (history/queries.py, `journal`)."""
+        return (await self._request(protocol.HistoryJournal(after, before), protocol.Answer)).body
+
+    async def _answer(self, message: protocol.Describe | protocol.TaskShow, task_id: str) -> dict[str, Any]:
+        try:
+            return (await self._request(message, protocol.Answer)).body
+        except RemoteError as exc:
+            if exc.code == protocol.ErrorCode.NOT_FOUND:
+                raise TaskNotFound(task_id) from None
+            raise
 
 
 class TaskHandle:
@@ -367,6 +439,30 @@ class Client:
     def cron_list(self) -> list[dict[str, Any]]:
         return self._call(self._async.cron_list())
 
+    def cancel_many(self, task_ids: list[str]) -> int:
+        return self._call(self._async.cancel_many(task_ids))
+
+    def submit_again(self, task_id: str) -> TaskHandle:
+        return self._wrap(self._call(self._async.submit_again(task_id)))
+
+    def describe(self, task_id: str) -> dict[str, Any]:
+        return self._call(self._async.describe(task_id))
+
+    def task_history(self, task_id: str) -> dict[str, Any]:
+        return self._call(self._async.task_history(task_id))
+
+    def list_tasks(self, **filters: Any) -> dict[str, Any]:
+        return self._call(self._async.list_tasks(**filters))
+
+    def task_events(self, after: int = 0, limit: int = 500, **filters: Any) -> dict[str, Any]:
+        return self._call(self._async.task_events(after, limit, **filters))
+
+    def stats(self, since: float, until: float | None = None, by: str = "actor") -> dict[str, Any]:
+        return self._call(self._async.stats(since, until, by))
+
+    def history_journal(self, after: int, before: int) -> dict[str, Any]:
+        return self._call(self._async.history_journal(after, before))
+
     def set_limits(self, actor: str, rate: str | None = None, key: Any = None, concurrency: int | None = None,
                    weight: int | None = None) -> None:
         self._call(self._async.set_limits(actor, rate, key, concurrency, weight))
@@ -382,3 +478,16 @@ class Client:
 
     def purge(self, actor: str) -> int:
         return self._call(self._async.purge(actor))
+
+
+def _history_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """The filters of `list_tasks` and `task_events` as their message takes them (key as [NAME, VALUE])."""
+    known = {"actor", "state", "worker", "key", "since", "until", "error", "args", "limit", "cursor"}
+    unknown = set(filters) - known
+    if unknown:
+        raise InvalidArgument(f"unknown filter {', '.join(sorted(unknown))}: use {', '.join(sorted(known))}")
+    out = {k: v for k, v in filters.items() if v is not None}
+    if "key" in out:
+        name, value = out["key"]
+        out["key"] = [str(name), value if isinstance(value, str) else json.dumps(value)]
+    return out

@@ -11,6 +11,7 @@ which the coordinator turns into the roles that key has (`ServerKeys.roles_of`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -27,6 +28,15 @@ ENV_SERVER_KEY = "QRT_CURVE_SERVER_KEY"  # the coordinator's public `.key`
 CLIENT = "client"  # may submit, wait, and the operator commands (every request of §5)
 WORKER = "worker"  # may say hello, heartbeat, report outcomes (every message of §6)
 ZAP_DOMAIN = "qrt"
+
+
+def fingerprint(public_key: bytes | str) -> str:
+    """A short name of a public key (Z85, as bytes or text): the suffix a worker's id carries under
+    CURVE ("NAME@FINGERPRINT"), so that a worker id belongs to one key on every leader, with nothing
+    to remember or replicate. 64 bits of SHA-256: a collision among the keys an operator allows is
+    out of reach (and a peer cannot add a key of its own to the allowlist)."""
+    text = public_key.decode("ascii") if isinstance(public_key, bytes) else public_key
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
 def generate(directory: str, name: str) -> tuple[str, str]:
@@ -95,6 +105,7 @@ class ServerKeys:
     public: bytes
     secret: bytes
     roles: dict[str, frozenset[str]] = field(default_factory=dict)
+    secret_file: str = ""  # where they were read: a node uses its own pair as a client of its peers
 
     def roles_of(self, user_id: str | None) -> frozenset[str]:
         return self.roles.get(user_id or "", frozenset())
@@ -118,12 +129,15 @@ def server_keys(secret_key_file: str | None, clients_dir: str | None, workers_di
                          "public .key files allowed in each role): else no one may connect")
     public, secret = _load(secret_key_file, secret=True)
     assert secret is not None
-    keys = ServerKeys(public, secret)
+    keys = ServerKeys(public, secret, secret_file=secret_key_file)
+    # The nodes' own key is a client of every node: a node copies the task history it missed from
+    # a peer (history/writer.py). Whoever holds it runs the cluster anyway.
+    keys.roles[public.decode("ascii")] = frozenset({CLIENT})
     for directory, option, role in ((clients_dir, "--curve-clients", CLIENT), (workers_dir, "--curve-workers", WORKER)):
         if directory:
             for key in _allowlist(directory, option):
                 keys.roles[key] = keys.roles.get(key, frozenset()) | {role}
-    if not keys.roles:
+    if len(keys.roles) == 1:  # its own key alone
         log.warning("no public .key file in --curve-clients or --curve-workers: every peer will be refused")
     return keys
 

@@ -83,6 +83,13 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 # up to this; so does a worker from its process-isolated children (an outcome holds one result).
 PEER_FRAME_RATIO = 4
 MAX_PEER_FRAME_BYTES = PEER_FRAME_RATIO * MAX_FRAME_BYTES
+# What one connection's requests may hold in the leader at once: submits and changes not yet
+# committed, waits not yet answered, counted by frame size (a request costs at least
+# REQUEST_FLOOR_BYTES, so a flood of tiny waits is bounded too). Past it, `unavailable`: resend once
+# some are answered (clients do, after a pause). Four full frames in flight is room enough for any
+# client that reads its answers.
+HELD_FRAMES_PER_PEER = 4  # times the node's frame limit (MAX_FRAME_BYTES by default: 64 MiB)
+REQUEST_FLOOR_BYTES = 512
 
 # Raft (pysyncobj). Its default batching waits for a timer: ~10 commits/s (measured, DESIGN.md).
 RAFT_APPEND_ENTRIES_USE_BATCH = False

@@ -23,6 +23,7 @@ from pysyncobj.tcp_connection import CONNECTION_STATE
 
 from . import defaults, raft_guard
 from .checkpoints import Checkpoints
+from .history.writer import History
 from .lifetime import die_with_parent
 from .raft_cipher import RaftCipher
 from .raft_journal import DurableJournal
@@ -50,6 +51,7 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
         # journal at start-up (set by Replication once pysyncobj has loaded the journal).
         self.live: Callable[[], bool] = lambda: False
         self.time_seen: tuple[float, float] | None = None  # (replicated time, monotonic time) when it advanced
+        self.history: History | None = None  # gets every batch's task events (history/writer.py)
 
     @replicated  # type: ignore[misc, untyped-decorator]
     def apply(self, payload: bytes) -> Applied:
@@ -58,7 +60,15 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
             self._frozen = False
         with self.lock:
             before = self.machine.now
-            applied = self.machine.apply_batch(payload)
+            history = self.history
+            if history is not None:
+                self.machine.journal = []
+            try:
+                applied = self.machine.apply_batch(payload)
+            finally:
+                if history is not None:  # the events of this batch, to the history's own thread
+                    events, self.machine.journal = self.machine.journal or [], None
+                    history.record(self.machine.applied, events)
             # Nothing below may raise: pysyncobj would apply this entry again on its next tick.
             live = self.live()
             if live and self.machine.now != before:
@@ -85,6 +95,17 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
     def _deserialize(self, data: dict[str, Any]) -> None:
         with self.lock:
             self.machine = data["machine"]
+
+
+def _compaction() -> dict[str, Any]:
+    """When pysyncobj snapshots the state and drops the entries before (log compaction): its
+    defaults (after 5,000 entries or 5 minutes), or QRT_RAFT_COMPACTION="ENTRIES,SECONDS", which
+    tests set to make a lagging node install a snapshot within seconds."""
+    raw = os.environ.get("QRT_RAFT_COMPACTION")
+    if not raw:
+        return {}
+    entries, seconds = raw.split(",")
+    return {"logCompactionMinEntries": int(entries), "logCompactionMinTime": float(seconds)}
 
 
 def local_only(address: str) -> bool:
@@ -234,7 +255,8 @@ class Replication:
     """One Raft node. `on_state_changed` runs on pysyncobj's thread: hand it to a loop thread-safely."""
 
     def __init__(self, self_address: str, peers: list[str], data_dir: str, password: str | None,
-                 on_state_changed: Callable[[], None] | None = None, fsync: bool = False) -> None:
+                 on_state_changed: Callable[[], None] | None = None, fsync: bool = False,
+                 history: History | None = None) -> None:
         """`fsync`: every Raft entry, term and snapshot is on disk before this node acts on it (a
         leader counts itself in a majority, a follower acknowledges): see raft_journal.py.
         `password` None: a one-node cluster's own secret, kept in `data_dir` (check_cluster)."""
@@ -243,6 +265,7 @@ class Replication:
         if password is None:
             password = raft_guard.node_secret(data_dir)
         self.log = ReplicatedLog()
+        self.log.history = history  # before pysyncobj replays this node's journal into the machine
         tag = self_address.replace(":", "_")
         conf = SyncObjConf(
             appendEntriesUseBatch=defaults.RAFT_APPEND_ENTRIES_USE_BATCH,
@@ -262,6 +285,7 @@ class Replication:
             connectionRetryTime=0.5,
             maxBindRetries=10,  # a Raft port in use is an error after ~2 s, not an endless retry
             onStateChanged=(lambda old, new: on_state_changed()) if on_state_changed else None,
+            **_compaction(),
         )
         self.self_address = self_address
         self.peers = peers

@@ -10,11 +10,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import defaults
 from .. import protocol as P
 from ..replication import Replication
 from ..state import TaskState, views
 from ..state import commands as C
 from ..state.model import Accepted, Count, Effect, Finished, Internal
+from .budget import PeerBudget
 from .dispatch import Dispatcher
 from .proposer import UNPACKABLE, OnEffects, Proposer
 from .roster import WorkerTable
@@ -33,16 +35,21 @@ class ClientDesk:
         self.dispatcher = dispatcher
         self.workers = workers
         self.waiters = WaitRoom()
+        self.budget = PeerBudget(defaults.HELD_FRAMES_PER_PEER * router.max_frame)
 
-    def handle(self, identity: bytes, msg: P.ClientRequest) -> None:
+    def handle(self, identity: bytes, msg: P.ClientRequest, size: int = 0) -> None:
+        """Answer `msg`, a frame of `size` bytes from `identity`."""
         if isinstance(msg, P.Submit):
-            self._submit(identity, msg)
+            self._submit(identity, msg, size)
         elif isinstance(msg, P.Wait):
-            self._wait(identity, msg)
+            self._wait(identity, msg, size)
         elif isinstance(msg, P.Status):
             status = cluster_status(self.listen, self.dispatcher.leading, self.replication, self.workers)
+            in_flight, oldest = self.proposer.in_flight()
             self._reply(identity, P.StatusReply(msg.rid, {**status, "now": self.proposer.clock(),
-                                                          "clock_skew": round(self.proposer.skew(), 3)}))
+                                                          "clock_skew": round(self.proposer.skew(), 3),
+                                                          "proposals": {"in_flight": in_flight,
+                                                                        "oldest_s": round(oldest, 3)}}))
         elif isinstance(msg, P.DlqList):
             self._dlq_list(identity, msg)
         elif isinstance(msg, P.DlqShow):
@@ -54,15 +61,27 @@ class ClientDesk:
             with self.replication.reading() as machine:
                 self._reply(identity, P.CronEntries(msg.rid, [e.view() for e in machine.cron.entries.values()]))
         else:
-            self._change(identity, msg)
+            self._change(identity, msg, size)
+
+    def _hold(self, identity: bytes, rid: int, size: int) -> int | None:
+        """Charge a request that waits (for its commit, or its task) to its connection's budget;
+        None, answered `unavailable`, when the connection holds too much already."""
+        charge = self.budget.take(identity, size)
+        if charge is None:
+            self._reply(identity, P.Error(P.ErrorCode.UNAVAILABLE, f"this connection's requests still waiting "
+                                          f"hold {self.budget.held(identity)} bytes (the limit is "
+                                          f"{self.budget.limit}): resend once some are answered", rid))
+        return charge
 
     def _reply(self, identity: bytes, message: P.Message) -> None:
         self.router.send(identity, message.encode())
 
-    def _committed(self, identity: bytes, rid: int, answer: Callable[[list[Effect]], None]) -> OnEffects:
+    def _committed(self, identity: bytes, rid: int, charge: int, answer: Callable[[list[Effect]], None]) -> OnEffects:
         """A callback for a proposed command: `answer(effects)`; or tell the client that it did not
-        commit (retry), or that it failed inside the state machine (an `Internal` effect)."""
+        commit (retry), or that it failed inside the state machine (an `Internal` effect). Either
+        way the command's `charge` goes back to its connection's budget."""
         def on_effects(effects: list[Effect] | None, error: str | None) -> None:
+            self.budget.give(identity, charge)
             failed = next((e for e in effects or [] if isinstance(e, Internal)), None)
             if effects is None and error is not None and error.startswith(UNPACKABLE):  # retrying cannot help
                 self._reply(identity, P.Error(P.ErrorCode.INTERNAL, f"could not be proposed ({error})", rid))
@@ -74,15 +93,19 @@ class ClientDesk:
                 answer(effects)
         return on_effects
 
-    def _submit(self, identity: bytes, msg: P.Submit) -> None:
+    def _submit(self, identity: bytes, msg: P.Submit, size: int) -> None:
+        charge = self._hold(identity, msg.rid, size)
+        if charge is None:
+            return
+
         def accepted(effects: list[Effect]) -> None:
             for effect in effects:
                 if isinstance(effect, Accepted):
                     self._reply(identity, P.Accepted(msg.rid, effect.ids, self.proposer.clock()))
-        self.proposer.add(C.Submit(msg.tasks), self._committed(identity, msg.rid, accepted))
+        self.proposer.add(C.Submit(msg.tasks), self._committed(identity, msg.rid, charge, accepted))
         self.dispatcher.poke()
 
-    def _wait(self, identity: bytes, msg: P.Wait) -> None:
+    def _wait(self, identity: bytes, msg: P.Wait, size: int) -> None:
         with self.replication.reading() as machine:
             task = machine.tasks.get(msg.id)
             summary = task.summary() if task is not None and task.state in TaskState.TERMINAL else None
@@ -91,7 +114,9 @@ class ClientDesk:
         elif summary is not None:
             self._reply(identity, P.Result.of(msg.rid, summary))
         else:
-            self.waiters.add(msg.id, identity, msg.rid, time.monotonic() + msg.timeout)
+            charge = self._hold(identity, msg.rid, size)
+            if charge is not None:
+                self.waiters.add(msg.id, identity, msg.rid, time.monotonic() + msg.timeout, charge)
 
     def _dlq_list(self, identity: bytes, msg: P.DlqList) -> None:
         with self.replication.reading() as machine:
@@ -123,8 +148,11 @@ class ClientDesk:
         else:
             self._reply(identity, P.DlqEntry(msg.rid, summary))
 
-    def _change(self, identity: bytes, msg: P.ClientRequest) -> None:
+    def _change(self, identity: bytes, msg: P.ClientRequest, size: int) -> None:
         """Requests that change state: one replicated command each, answered with what it touched."""
+        charge = self._hold(identity, msg.rid, size)
+        if charge is None:
+            return
         command = _command_of(msg)
         with_ids = isinstance(msg, P.DlqReplay | P.DlqPurge)  # their `ok` names the letters touched
 
@@ -132,7 +160,7 @@ class ClientDesk:
             counts = [e for e in effects if isinstance(e, Count)]
             ids = [i for e in counts for i in e.ids] if with_ids else None
             self._reply(identity, P.Counted(msg.rid, sum(e.n for e in counts), ids))
-        self.proposer.add(command, self._committed(identity, msg.rid, counted))
+        self.proposer.add(command, self._committed(identity, msg.rid, charge, counted))
         if not isinstance(msg, P.Cancel | P.DlqPurge):
             self.dispatcher.poke()  # looser limits, a resumed queue or replayed letters may let work start
 
@@ -143,16 +171,19 @@ class ClientDesk:
         for effect in effects:
             if isinstance(effect, Finished):
                 for waiter in self.waiters.finished(effect.id):
+                    self.budget.give(waiter.identity, waiter.charge)
                     self._reply(waiter.identity, P.Result.of(waiter.rid, effect.summary))
 
     def expire_waits(self) -> None:
         for task_id, waiter in self.waiters.expired(time.monotonic()):
+            self.budget.give(waiter.identity, waiter.charge)
             self._reply(waiter.identity, P.Result(waiter.rid, task_id, "pending"))
 
     def redirect_waiters(self, redirect: Any) -> None:
         """This node stopped leading: every held `wait` is told where to go (`redirect(rid)`)."""
         for waiter in self.waiters.clear():
             self.router.send(waiter.identity, redirect(waiter.rid))
+        self.budget.clear()  # what is proposed is failed (and given back) by Proposer.fail_all
 
 
 def _command_of(msg: P.ClientRequest) -> C.Command:

@@ -82,6 +82,7 @@ class Dispatcher:
 
     def _deliver(self, conn: WorkerConn, slots: int, granted: list[RunTask]) -> None:
         """Send what a committed dispatch granted `conn`, and give back the slots it did not fill."""
+        conn.reserved = max(0, conn.reserved - slots)
         current = self.workers.by_id.get(conn.id)
         if current is not conn or not conn.connected:
             # The worker said hello again (or left) meanwhile: its new hello counted its slots

@@ -4,28 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 import uvloop
 
 from .. import clock, defaults
 from ..curve import ServerKeys
+from ..history.writer import History, Retention
 from ..replication import Replication
 from .server import Coordinator
 
 log = logging.getLogger("qrt.coordinator")
 
+DEFAULT_RETENTION = Retention()
+
 def run_coordinator(listen: str = defaults.COORDINATOR_URL, data_dir: str = defaults.DATA_DIR,
                     raft: str = defaults.RAFT_ADDRESS, peers: list[str] | None = None,
                     password: str | None = None, max_frame: int = defaults.MAX_FRAME_BYTES,
-                    fsync: bool = False, keys: ServerKeys | None = None) -> None:
+                    fsync: bool = False, keys: ServerKeys | None = None,
+                    history: Retention | None = DEFAULT_RETENTION) -> None:
     """Run one coordinator node until SIGTERM or SIGINT (`fsync`: Replication's; `keys`: CURVE on the
-    client/worker port, curve.server_keys)."""
-    uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame, fsync, keys))
+    client/worker port, curve.server_keys; `history`: the task history's retention, None for none)."""
+    uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame, fsync, keys, history))
 
 
 async def _main(listen: str, data_dir: str, raft: str, peers: list[str], password: str | None,
-                max_frame: int, fsync: bool, keys: ServerKeys | None = None) -> None:
+                max_frame: int, fsync: bool, keys: ServerKeys | None = None,
+                retention: Retention | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -35,13 +41,23 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
     def state_changed() -> None:  # on pysyncobj's thread
         loop.call_soon_threadsafe(raft_changed.set)
 
-    replication = Replication(raft, peers, data_dir, password, on_state_changed=state_changed, fsync=fsync)
+    os.makedirs(data_dir, exist_ok=True)
+    history = History(data_dir, retention) if retention is not None else None
     try:
-        coordinator = Coordinator(listen, replication, max_frame, clock.from_environment(), keys)
+        replication = Replication(raft, peers, data_dir, password, on_state_changed=state_changed, fsync=fsync,
+                                  history=history)
+    except BaseException:
+        if history is not None:
+            history.close()
+        raise
+    try:
+        coordinator = Coordinator(listen, replication, max_frame, clock.from_environment(), keys, history)
         log.info("coordinator listening on %s, raft %s, peers %s, data in %s%s%s", listen, raft,
                  ",".join(peers) or "none", data_dir, " (fsync)" if fsync else "",
                  f" (CURVE: {len(keys.roles)} keys allowed)" if keys is not None else "")
         await coordinator.serve(stop, raft_changed)
     finally:
         replication.destroy()
+        if history is not None:
+            history.close()
         log.info("coordinator on %s stopped", listen)

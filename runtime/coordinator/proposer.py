@@ -48,6 +48,7 @@ class Proposer:
         self._gathered: list[tuple[int, bytes]] = []  # (ref, the command packed)
         self._callbacks: dict[int, OnEffects] = {}  # ref -> who waits for that command's effects
         self._in_flight: dict[int, list[int]] = {}  # batch -> refs of its commands
+        self._proposed_at: dict[int, float] = {}  # batch -> monotonic time it was proposed
 
     def add(self, command: C.Command, on_effects: OnEffects | None) -> None:
         """Propose `command` with this pass's others; `on_effects` gets its effects (None: nobody waits).
@@ -123,7 +124,7 @@ class Proposer:
             payload = C.join_batch(term, stamp, [packed for _, packed in chunk], refs)
             batch = refs[0]
             self._in_flight[batch] = refs
-            self.proposed_at = self._clock.monotonic()
+            self.proposed_at = self._proposed_at[batch] = self._clock.monotonic()
             try:
                 self._replication.propose(payload, self._on_commit(batch))
             except Exception as exc:  # never a batch dropped without a word to its commands
@@ -136,17 +137,25 @@ class Proposer:
             self._loop.call_soon_threadsafe(self._resolve, batch, applied, error)
         return on_commit
 
+    def in_flight(self) -> tuple[int, float]:
+        """Batches proposed and not yet answered, and how long the oldest has waited (seconds)."""
+        if not self._proposed_at:
+            return 0, 0.0
+        return len(self._proposed_at), self._clock.monotonic() - min(self._proposed_at.values())
+
     def fail_all(self, reason: str) -> None:
         """Leadership was lost: nothing gathered or in flight will be answered by this node."""
         callbacks = list(self._callbacks.values())
         self._callbacks.clear()
         self._in_flight.clear()
+        self._proposed_at.clear()
         self._gathered.clear()
         for cb in callbacks:
             cb(None, reason)
 
     def _resolve(self, batch: int, applied: Applied | None, error: str | None) -> None:
         refs = self._in_flight.pop(batch, None)
+        self._proposed_at.pop(batch, None)
         if refs is None:
             return  # already failed by fail_all
         if applied is not None:

@@ -23,6 +23,7 @@ class WorkerConn:
     actors: list[str] = field(default_factory=list)
     credit: int = 0  # free slots the worker offered and the leader has not filled yet
     concurrency: int = 0
+    reserved: int = 0  # slots offered in a dispatch not yet committed (credit taken, not yet settled)
     last_seen: float = field(default_factory=time.monotonic)
     draining: bool = False
     connected: bool = True  # False: known only from its leases (after an election), or a `run` to it failed
@@ -35,7 +36,9 @@ class WorkerConn:
     lists_running: bool = False
     listed: set[str] = field(default_factory=set)  # what its latest hello or heartbeat said it holds
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # actor -> the options it declares
-    expiring: set[str] = field(default_factory=set)  # overdue leases whose expiry is being committed
+    # Leases being given up, not yet committed: overdue ones expiring, or those its hello did not
+    # list. They hold no slot of the worker's (it does not run them).
+    expiring: set[str] = field(default_factory=set)
     reporting: set[str] = field(default_factory=set)  # tasks whose outcome it sent, not yet committed
 
     def give_credit(self, n: int, held: int | None = None) -> None:
@@ -50,12 +53,25 @@ class WorkerConn:
 class WorkerTable:
     def __init__(self) -> None:
         self.by_id: dict[str, WorkerConn] = {}
+        # Routing id -> the worker that said hello on that connection. Without CURVE a worker's
+        # routing id is its id; with CURVE the router names each connection (an id no peer can
+        # claim), and a reconnected worker is unknown until it says hello again.
+        self.by_identity: dict[bytes, str] = {}
         self.departing: set[str] = set()  # said bye; their leases are being given back
 
     def hello(self, worker_id: str, identity: bytes, actors: list[str], slots: int, concurrency: int) -> WorkerConn:
+        previous = self.by_id.get(worker_id)
+        if previous is not None and self.by_identity.get(previous.identity) == worker_id:
+            del self.by_identity[previous.identity]  # its old connection speaks for it no more
         conn = WorkerConn(worker_id, identity, sorted(actors), slots, concurrency)
         self.by_id[worker_id] = conn
+        self.by_identity[identity] = worker_id
         return conn
+
+    def on(self, identity: bytes) -> WorkerConn | None:
+        """The worker that said hello on the connection `identity`, marked as heard from now."""
+        worker_id = self.by_identity.get(identity)
+        return self.seen(worker_id) if worker_id is not None else None
 
     def ghost(self, worker_id: str) -> None:
         """A worker that holds leases but has not said hello to this leader: its timer starts now."""
@@ -99,6 +115,7 @@ class WorkerTable:
         """The DISPATCH command for these workers' free slots, which stay reserved until it commits."""
         command = Dispatch([Offer(w.id, w.actors, w.credit) for w in conns])
         for w in conns:
+            w.reserved += w.credit
             w.credit = 0
         return command
 
@@ -111,8 +128,11 @@ class WorkerTable:
             conn.last_run = now
 
     def remove(self, worker_id: str) -> None:
-        self.by_id.pop(worker_id, None)
+        conn = self.by_id.pop(worker_id, None)
+        if conn is not None and self.by_identity.get(conn.identity) == worker_id:
+            del self.by_identity[conn.identity]
 
     def clear(self) -> None:
         self.by_id.clear()
+        self.by_identity.clear()
         self.departing.clear()

@@ -31,12 +31,9 @@ class Router:
         self._ctx = zmq.Context()
         self.sock = self._ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # ZeroMQ drops frames to unknown peers silently otherwise
-        # A reconnecting worker keeps its identity: its new connection takes the routing id over.
-        # Not with CURVE: anyone can claim any routing id, and a takeover would hand a worker's
-        # `run`s to another key. Without handover ZeroMQ leaves a second connection claiming a live
-        # id unnamed, so it receives nothing (a worker's old connection is gone within ZMTP's
-        # heartbeat timeout; its new one is then named). Frames are checked against the key too
-        # (server.py, `_refused`).
+        # Without CURVE a reconnecting worker keeps its identity: its new connection takes the
+        # routing id over. With CURVE workers set none (the router names connections, with ids no
+        # peer can claim), and handover stays off: no connection can take another's.
         self.sock.setsockopt(zmq.ROUTER_HANDOVER, 0 if keys is not None else 1)
         # ZeroMQ drops a peer whose frame exceeds the limit without reading it into memory; only
         # inbound frames count, so the coordinator still sends bigger ones (a `run` with large

@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from .. import curve, defaults
 from .. import protocol as P
+from ..client import Client
 from ..clock import Clock
-from ..errors import ProtocolError
+from ..errors import ProtocolError, QrtError
+from ..history.writer import History
 from ..replication import Replication
 from ..state import commands as C
 from ..state.model import CancelRunning, Effect, Requeued, Retrying
 from .clients import ClientDesk
 from .dispatch import Dispatcher
 from .proposer import Proposer
+from .reader import HistoryDesk
 from .roster import WorkerTable
 from .router import Router
 from .workers import WorkerDesk
@@ -34,22 +38,28 @@ HOUSEKEEPING_INTERVAL = 0.1
 STALL = 1.0
 # How often a node checks that its client URL is replicated (so that followers can redirect to it).
 REGISTER_INTERVAL = 0.2
+# A peer's history that does not answer within this is skipped (another is asked).
+PEER_TIMEOUT = 5.0
 
 
 class Coordinator:
     def __init__(self, listen: str, replication: Replication, max_frame: int = defaults.MAX_FRAME_BYTES,
-                 clock: Clock | None = None, keys: curve.ServerKeys | None = None) -> None:
+                 clock: Clock | None = None, keys: curve.ServerKeys | None = None,
+                 history: History | None = None) -> None:
         self.listen = listen
         self.replication = replication
         self.max_frame = max_frame
         self.keys = keys
-        self.worker_keys: dict[str, str] = {}  # with CURVE: worker id -> the key that said its hello
         self.workers = WorkerTable()
         self.router = Router(listen, max_frame, self._on_frame, self._after_pass, keys)
         self.proposer = Proposer(replication, asyncio.get_running_loop(), self._on_batch, clock)
         self.dispatcher = Dispatcher(replication, self.proposer, self.router, self.workers)
         self.clients = ClientDesk(listen, replication, self.proposer, self.router, self.dispatcher, self.workers)
-        self.worker_desk = WorkerDesk(replication, self.proposer, self.router, self.workers, self.dispatcher)
+        self.reader = HistoryDesk(self.router, replication, self.proposer, history)
+        if history is not None:
+            history.fetch = self._journal_from_a_peer
+        self.worker_desk = WorkerDesk(replication, self.proposer, self.router, self.workers, self.dispatcher,
+                                      ids_are_routing_ids=keys is None)
         self._checkpoint_at = time.monotonic()  # the last checkpoint proposed, and the batch it followed
         self._checkpoint_batch = 0
 
@@ -116,7 +126,7 @@ class Coordinator:
         try:
             message = P.parse_request(P.decode(frame, self.max_frame))
             if self.keys is not None:
-                self._check_role(identity, message, key)
+                self._check_role(message, key)
         except ProtocolError as exc:
             self.router.send(identity, P.Error.of(exc).encode())
             return
@@ -126,12 +136,15 @@ class Coordinator:
                                                "report it").encode())
             return
         rid = message.rid if isinstance(message, P.Request) else None
+        if isinstance(message, P.HISTORY_REQUESTS):  # any node answers from its own copy
+            self.reader.handle(identity, message)  # type: ignore[arg-type]
+            return
         if not self.leading and not (isinstance(message, P.Status) and message.local):
             self.router.send(identity, self._redirect(rid))
             return
         try:
             if isinstance(message, P.Request):
-                self.clients.handle(identity, message)  # type: ignore[arg-type]
+                self.clients.handle(identity, message, len(frame))  # type: ignore[arg-type]
             else:
                 self.worker_desk.handle(identity, message)
         except Exception:
@@ -139,10 +152,11 @@ class Coordinator:
             self.router.send(identity, P.Error(P.ErrorCode.INTERNAL, f"the coordinator failed to handle "
                                                f"{message.TYPE!r}", rid).encode())
 
-    def _check_role(self, identity: bytes, message: P.ClientRequest | P.WorkerMessage, key: str | None) -> None:
-        """With CURVE: a request needs a client key, a worker message a worker key, and a worker id
-        belongs to the key that said its hello while that worker lives (a routing id claimed by
-        another key gets nothing). ProtocolError `forbidden` otherwise."""
+    def _check_role(self, message: P.ClientRequest | P.WorkerMessage, key: str | None) -> None:
+        """With CURVE: a request needs a client key, a worker message a worker key, and a worker's
+        id ends with its key's fingerprint (so no other key can say hello in its name, on any
+        leader; and no one can take its connection's routing id, which the router chose).
+        ProtocolError `forbidden` otherwise."""
         assert self.keys is not None
         roles = self.keys.roles_of(key)
         if isinstance(message, P.Request):
@@ -153,21 +167,33 @@ class Coordinator:
         if curve.WORKER not in roles:
             raise ProtocolError(P.ErrorCode.FORBIDDEN, f"{message.TYPE!r} needs a worker key: this key is not in "
                                 "the coordinator's --curve-workers")
-        if not self.leading:
-            return  # a follower only redirects
-        worker_id = message.worker_id if isinstance(message, P.Hello) else identity.decode(errors="replace")
-        owner = self.worker_keys.get(worker_id)
-        if owner is not None and owner != key and worker_id in self.workers.by_id:
-            if identity == worker_id.encode():  # its routing id may be another key's now: no `run` goes there
-                self.workers.by_id[worker_id].credit = 0  # (not for a hello from another id: that is no takeover)
-            log.warning("worker id %s used by a key other than the one that said its hello: refused", worker_id)
-            raise ProtocolError(P.ErrorCode.FORBIDDEN, f"worker id {worker_id!r} belongs to another key")
-        if isinstance(message, P.Hello) and identity == worker_id.encode():
+        if isinstance(message, P.Hello):
             assert key is not None
-            self.worker_keys[worker_id] = key
-            if len(self.worker_keys) > 2 * len(self.workers.by_id) + 64:  # forget the ids of workers gone
-                self.worker_keys = {w: k for w, k in self.worker_keys.items() if w in self.workers.by_id
-                                    or w == worker_id}
+            suffix = f"@{curve.fingerprint(key)}"
+            if not message.worker_id.endswith(suffix):
+                log.warning("hello as worker %s refused: its id does not end with its key's fingerprint %s",
+                            message.worker_id, suffix)
+                raise ProtocolError(P.ErrorCode.FORBIDDEN, f"under CURVE a worker's id ends with '@' and its key's "
+                                    f"fingerprint: {suffix!r} for this key (docs/protocol.md §1.1)")
+
+    def _journal_from_a_peer(self, after: int, before: int) -> dict[str, Any]:
+        """On the history's thread: a page of the batches this node missed (history/writer.py,
+        `_backfill`), from a peer whose history holds them all. LookupError: no peer at all."""
+        peers = [url for url in self.replication.machine.nodes.values() if url != self.listen]
+        if not peers:
+            raise LookupError("no peer to copy the task history from")
+        keys = {} if self.keys is None else {"curve_secret_key": self.keys.secret_file,
+                                             "curve_server_key": self.keys.secret_file}
+        for url in peers:
+            try:
+                with Client([url], timeout=PEER_TIMEOUT, **keys) as peer:
+                    page = peer.history_journal(after, before)
+            except QrtError as exc:
+                log.debug("the history of %s did not answer: %s", url, exc)
+                continue
+            if page.get("complete"):
+                return page
+        raise RuntimeError("no peer's history holds those batches (yet)")
 
     def _after_pass(self) -> None:
         self.dispatcher.offer()

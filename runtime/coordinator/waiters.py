@@ -12,6 +12,7 @@ class Waiter:
     identity: bytes  # the client's ZeroMQ routing id
     rid: int
     deadline: float  # on the monotonic clock
+    charge: int = 0  # what it holds of its connection's budget (budget.py)
     answered: bool = False
 
 
@@ -26,8 +27,8 @@ class WaitRoom:
     def __len__(self) -> int:
         return len(self._by_task)
 
-    def add(self, task_id: str, identity: bytes, rid: int, deadline: float) -> None:
-        waiter = Waiter(identity, rid, deadline)
+    def add(self, task_id: str, identity: bytes, rid: int, deadline: float, charge: int = 0) -> None:
+        waiter = Waiter(identity, rid, deadline, charge)
         self._by_task.setdefault(task_id, []).append(waiter)
         heapq.heappush(self._deadlines, (deadline, next(self._seq), task_id, waiter))
 

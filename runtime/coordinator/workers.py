@@ -26,7 +26,10 @@ class WorkerDesk:
     """The worker messages: hello, heartbeat, done, credit, drain, bye; and silent workers' leases."""
 
     def __init__(self, replication: Replication, proposer: Proposer, router: Router, workers: WorkerTable,
-                 dispatcher: Dispatcher) -> None:
+                 dispatcher: Dispatcher, ids_are_routing_ids: bool = True) -> None:
+        # Without CURVE a worker's id is its routing id (so a reconnect keeps it); with CURVE the
+        # router names connections, and the id carries the key's fingerprint instead (server.py).
+        self.ids_are_routing_ids = ids_are_routing_ids
         self.replication = replication
         self.proposer = proposer
         self.router = router
@@ -46,10 +49,13 @@ class WorkerDesk:
                 conn.lists_running = True
                 conn.listed = {tid for tid, _ in msg.running}
                 self._reconcile(conn, msg.running)
+                if msg.free is not None:
+                    self._recount(conn, msg.running, msg.free)
         elif isinstance(msg, P.Done):
             self._done(conn, msg)
         elif isinstance(msg, P.Credit):
             conn.give_credit(msg.n)
+
             self.dispatcher.poke()
         elif isinstance(msg, P.Drain):
             conn.draining = True
@@ -62,7 +68,7 @@ class WorkerDesk:
         self.router.send(identity, message.encode())
 
     def _known(self, identity: bytes) -> WorkerConn | None:
-        conn = self.workers.seen(identity.decode(errors="replace"))
+        conn = self.workers.on(identity)
         if conn is None or not conn.connected:
             # This leader has not heard its hello (it was elected since): ask for one.
             self._send(identity, P.Error(P.ErrorCode.NOT_HELLO, "say hello first: this leader does not know you"))
@@ -70,7 +76,7 @@ class WorkerDesk:
         return conn
 
     def _hello(self, identity: bytes, msg: P.Hello) -> None:
-        if identity != msg.worker_id.encode():
+        if self.ids_are_routing_ids and identity != msg.worker_id.encode():
             self._send(identity, P.Error(P.ErrorCode.BAD_FIELD, "field 'worker_id' must equal the socket's "
                                          "ZeroMQ routing id", field="worker_id"))
             return
@@ -101,7 +107,12 @@ class WorkerDesk:
             gone = {tid for tid, _ in vanished}
             conn.runs_sent = {tid: at for tid, at in previous.runs_sent.items() if tid not in gone}
         if vanished:  # granted by an earlier leader, but the worker never got them (or fenced itself)
-            self.dispatcher.requeue(msg.worker_id, vanished)
+            gone = {tid for tid, _ in vanished}
+            conn.expiring |= gone  # until the requeue commits: they take none of the slots its outcomes free
+
+            def given_up(effects: list[Effect] | None, error: str | None) -> None:
+                conn.expiring -= gone
+            self.dispatcher.requeue(msg.worker_id, vanished, then=given_up)
         self.dispatcher.poke()
         log.info("worker %s joined: %d free slots, actors %s", msg.worker_id, msg.slots,
                  ", ".join(a.name for a in msg.actors))
@@ -152,11 +163,32 @@ class WorkerDesk:
             if held.get(tid, -1) < attempt or tid in cancelling:
                 self._send(conn.identity, P.CancelRun(tid))
 
+    def _recount(self, conn: WorkerConn, listed: list[tuple[str, int]], free: int) -> None:
+        """Believe the worker's count of its free slots when nothing is on its way either way: no
+        dispatch to it uncommitted, no `run` it has not read (it lists exactly its leases), no
+        outcome uncommitted. A miscount otherwise lasts for good: a `done` or `credit` lost with a
+        dropped connection, or (before `_done` left them out) leases a hello gave up taken for busy
+        slots, left two idle workers with no free slot and 336 tasks queued (CI)."""
+        if conn.draining or conn.reserved or conn.reporting or conn.expiring:
+            return
+        with self.replication.reading() as machine:
+            leases = views.leases_of(machine, conn.id)
+        if sorted(leases) != sorted(listed):
+            return
+        counted = max(0, min(free, conn.concurrency - len(leases)))
+        if counted != conn.credit:
+            log.warning("worker %s has %d free slots, the leader counted %d: corrected (a credit was lost on "
+                        "its way, or counted twice)", conn.id, counted, conn.credit)
+            conn.credit = counted
+            self.dispatcher.poke()
+
     def _done(self, conn: WorkerConn, msg: P.Done) -> None:
         conn.reporting.update(o.id for o in msg.outcomes)
         # Held: its committed leases, less those whose outcomes are reported (here or in a `done`
-        # not committed yet): the slots they free are in this `credit` or were in an earlier one.
-        held = [tid for tid in list(self.replication.machine.leases.get(conn.id, ())) if tid not in conn.reporting]
+        # not committed yet): the slots they free are in this `credit` or were in an earlier one;
+        # and less those being given up (it never ran them).
+        held = [tid for tid in list(self.replication.machine.leases.get(conn.id, ()))
+                if tid not in conn.reporting and tid not in conn.expiring]
         conn.give_credit(msg.credit, len(held))
         for outcome in msg.outcomes:
             conn.runs_sent.pop(outcome.id, None)

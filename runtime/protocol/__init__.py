@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from ..errors import ProtocolError
 from .codec import VERSION, ErrorCode, decode, encode, request_id
+from .history import HISTORY_REQUESTS, Answer, Describe, HistoryJournal, Stats, TaskEvents, TaskShow, TasksList
 from .messages import (
     Cancel,
     CronAdd,
@@ -66,14 +67,16 @@ from .work import (
 )
 
 OperatorRequest = LimitsSet | LimitsReset | QueuePause | QueuePurge | CronAdd | CronRemove
+HistoryRequest = TasksList | TaskEvents | TaskShow | Stats | Describe | HistoryJournal  # any node answers these
 ClientRequest = (Submit | Wait | Cancel | Status | DlqList | DlqShow | DlqReplay | DlqPurge | LimitsShow
-                 | OperatorRequest | CronList)
+                 | OperatorRequest | CronList | HistoryRequest)
 WorkerMessage = Hello | Heartbeat | Done | Credit | Drain | Bye
 ToWorker = Welcome | Hb | Run | Ack | CancelRun | Redirect | Error
 
 _TO_COORDINATOR: dict[str, Any] = {cls.TYPE: cls for cls in (
     Submit, Wait, Cancel, Status, DlqList, DlqShow, DlqReplay, DlqPurge, LimitsShow, LimitsSet, LimitsReset,
-    QueuePause, QueuePurge, CronAdd, CronRemove, CronList, Hello, Heartbeat, Done, Credit, Drain, Bye)}
+    QueuePause, QueuePurge, CronAdd, CronRemove, CronList, *HISTORY_REQUESTS, Hello, Heartbeat, Done, Credit, Drain,
+    Bye)}
 _TO_WORKER: dict[str, Any] = {cls.TYPE: cls for cls in (Welcome, Hb, Run, Ack, CancelRun, Redirect, Error)}
 
 R = TypeVar("R", bound=Reply)
@@ -116,11 +119,74 @@ def parse_reply(message: dict[str, Any], expected: type[R]) -> R | Redirect | Er
 
 
 __all__ = [
-    "ACTOR_OPTION_TYPES", "KEY_VALUE_TYPES", "MAX_ID_CHARS", "VERSION", "Accepted", "Ack", "ActorSpec", "Bye",
-    "Cancel", "CancelRun", "ClientRequest", "Counted", "Credit", "CronAdd", "CronEntries", "CronList", "CronRemove",
-    "DlqEntry", "DlqList", "DlqPage", "DlqPurge", "DlqReplay", "DlqShow", "Done", "Drain", "Envelope", "Error",
-    "ErrorCode", "Hb", "Heartbeat", "Hello", "LimitsReply", "LimitsReset", "LimitsSet", "LimitsShow", "Message",
-    "OperatorRequest", "Outcome", "ProtocolError", "QueuePause", "QueuePurge", "Redirect", "Reply", "Request",
-    "Result", "Run", "RunTask", "Status", "StatusReply", "Submit", "ToWorker", "Wait", "Welcome", "WorkerMessage",
-    "check_packable", "decode", "encode", "parse_for_worker", "parse_reply", "parse_request", "request_id",
+    "ACTOR_OPTION_TYPES",
+    "HISTORY_REQUESTS",
+    "KEY_VALUE_TYPES",
+    "MAX_ID_CHARS",
+    "VERSION",
+    "Accepted",
+    "Ack",
+    "ActorSpec",
+    "Answer",
+    "Bye",
+    "Cancel",
+    "CancelRun",
+    "ClientRequest",
+    "Counted",
+    "Credit",
+    "CronAdd",
+    "CronEntries",
+    "CronList",
+    "CronRemove",
+    "Describe",
+    "DlqEntry",
+    "DlqList",
+    "DlqPage",
+    "DlqPurge",
+    "DlqReplay",
+    "DlqShow",
+    "Done",
+    "Drain",
+    "Envelope",
+    "Error",
+    "ErrorCode",
+    "Hb",
+    "Heartbeat",
+    "Hello",
+    "HistoryJournal",
+    "HistoryRequest",
+    "LimitsReply",
+    "LimitsReset",
+    "LimitsSet",
+    "LimitsShow",
+    "Message",
+    "OperatorRequest",
+    "Outcome",
+    "ProtocolError",
+    "QueuePause",
+    "QueuePurge",
+    "Redirect",
+    "Reply",
+    "Request",
+    "Result",
+    "Run",
+    "RunTask",
+    "Stats",
+    "Status",
+    "StatusReply",
+    "Submit",
+    "TaskEvents",
+    "TaskShow",
+    "TasksList",
+    "ToWorker",
+    "Wait",
+    "Welcome",
+    "WorkerMessage",
+    "check_packable",
+    "decode",
+    "encode",
+    "parse_for_worker",
+    "parse_reply",
+    "parse_request",
+    "request_id",
 ]

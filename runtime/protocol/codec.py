@@ -46,6 +46,7 @@ class ErrorCode:
     UNAVAILABLE = "unavailable"  # the node could not commit the request (lost leadership): retry
     NOT_HELLO = "not_hello"  # a worker message arrived before its hello
     FORBIDDEN = "forbidden"  # with CURVE: the sender's key lacks the role this message needs
+    NO_HISTORY = "no_history"  # this node keeps no task history (--no-history): ask another
     INTERNAL = "internal"  # the node failed to handle a valid request (a bug): report it
 
 

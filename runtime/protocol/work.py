@@ -105,6 +105,7 @@ class Heartbeat(Message):
     TYPE = "heartbeat"
     running: list[tuple[str, int]] | None = None  # None: an older worker, nothing to reconcile
     seq: int | None = None  # echoed in the `hb` that answers it
+    free: int | None = None  # its free slots whose credit it has sent (the leader's count is checked)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"t": self.TYPE}
@@ -112,11 +113,15 @@ class Heartbeat(Message):
             wire["running"] = [list(r) for r in self.running]
         if self.seq is not None:
             wire["seq"] = self.seq
+        if self.free is not None:
+            wire["free"] = self.free
         return wire
 
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> Self:
-        return cls(v.leases(m, "running") if "running" in m else None, v.get(m, "seq", int, None))
+        free = v.get(m, "free", int, None)
+        return cls(v.leases(m, "running") if "running" in m else None, v.get(m, "seq", int, None),
+                   None if free is None else v.nonneg(free, "free"))
 
 
 _SUCCESS_FIELDS = frozenset({"id", "attempt", "ok", "value"})

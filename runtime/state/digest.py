@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .store import TaskStore
 
 # Not the state: the digests themselves, and what describes the batch being applied.
-NOT_STATE = frozenset({"digest", "checkpoint", "diverged", "batch_term"})
+NOT_STATE = frozenset({"digest", "checkpoint", "diverged", "batch_term", "journal"})
 
 
 def state_digest(store: TaskStore) -> str:

@@ -113,6 +113,7 @@ class StateMachine(TaskStore):
                     ready.start_by = eta  # due while no leader ran, and its actor skips such tasks
                 else:
                     self._enqueue(ready)
+                    self._note(ready, "queued")
         while self.start_deadlines and self.start_deadlines[0][0] <= now:
             deadline = heapq.heappop(self.start_deadlines)
             if self._live_deadline(deadline):  # (not an old task's, whose id was used again)
@@ -132,6 +133,7 @@ class StateMachine(TaskStore):
             if len(self.dlq) <= defaults.DLQ_MAX_ENTRIES and died_at + defaults.DLQ_MAX_AGE > now:
                 break
             del self.dlq[oldest_id]
+            self._note(self.tasks[oldest_id], "purged", detail="the dead-letter queue's bounds")
             self._forget(self.tasks[oldest_id])
 
     # -- clients' and workers' commands -----------------------------------------------------
@@ -163,6 +165,8 @@ class StateMachine(TaskStore):
             heapq.heappush(self.start_deadlines, (start_by, task_id))
             self.deadlines_live += 1
         due = env.eta if env.eta else self.now + env.delay
+        self._note(task, "submitted", detail=(task.actor, task.args, task.kwargs, task.keys, task.priority,
+                                              due if due > self.now else 0.0))
         if start_by and start_by <= self.now:
             self._expire(task, effects)
         elif due > self.now:
@@ -216,6 +220,7 @@ class StateMachine(TaskStore):
                 self._delay(task, self.now + delay)
                 task.error = error
                 effects.append(Retrying(task.id, task.attempt, delay, error))
+                self._note(task, "retried", cmd.worker, (delay, error))
 
     def _lost(self, cmd: C.Lost, effects: list[Effect]) -> None:
         if self.stale:  # a paused leader's expiries: the new leader's timers decide those leases
@@ -236,6 +241,7 @@ class StateMachine(TaskStore):
             else:
                 self._enqueue(task, keep_order=True)
                 effects.append(Requeued(task.id, cmd.worker))
+                self._note(task, "lost", cmd.worker)
 
     def _cancel(self, cmd: C.Cancel, effects: list[Effect]) -> None:
         task = self.tasks.get(cmd.task_id)
@@ -304,6 +310,7 @@ class StateMachine(TaskStore):
             task.failures = task.losses = 0
             task.error = task.result = None
             task.finished_at = task.expires_at = 0.0
+            self._note(task, "replayed")
         self._record(cmd.op, len(ids), ids, effects)
 
     def _dlq_purge(self, cmd: C.DlqPurge, effects: list[Effect]) -> None:
@@ -312,6 +319,7 @@ class StateMachine(TaskStore):
         ids = list(self.dlq) if cmd.ids is None else [i for i in cmd.ids if i in self.dlq]
         for task_id in ids:
             del self.dlq[task_id]
+            self._note(self.tasks[task_id], "purged", detail="dlq_purge")
             self._forget(self.tasks[task_id])
         self._record(cmd.op, len(ids), ids, effects)
 

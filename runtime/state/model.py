@@ -91,6 +91,12 @@ class Task:
         return out
 
 
+# What happened to a task, for its history: (task id, event, leader time, attempt, worker, detail).
+# Recorded only while the replication layer keeps a journal (TaskStore.journal); history/events.py
+# says what each event's detail holds.
+HistoryEvent = tuple[str, str, float, int, str, Any]
+
+
 # ---------------------------------------------------------------------------------------------
 # Effects: what applying a command asks the shell (the coordinator) to do or tell.
 

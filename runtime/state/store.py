@@ -18,7 +18,7 @@ from ..protocol import RunTask
 from .cron import CronTable
 from .lanes import ActorQueue, lane_of
 from .limits import INFINITY, Cap, FlowState, Rate, caps_from_wire, rates_from_wire
-from .model import NO_ARGS, NO_KWARGS, Effect, Finished, Lease, Leased, Task, TaskError, TaskState
+from .model import NO_ARGS, NO_KWARGS, Effect, Finished, HistoryEvent, Lease, Leased, Task, TaskError, TaskState
 from .transitions import MOVES, IllegalMove
 
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -84,6 +84,10 @@ class TaskStore:
         self.digest = ""  # hex chain hash of every batch applied, to compare replicas
         # Set while a `checkpoint` command's batch applies: (this batch, the leader's mark, its digest)
         self.checkpoint: tuple[int, int, str] | None = None
+        # Not state: while the replication layer asks for them (task history, history/), what
+        # happened to tasks in the batch being applied, as (task id, event, leader time, attempt,
+        # worker, detail); None when nobody listens (then nothing is recorded).
+        self.journal: list[HistoryEvent] | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """From a snapshot: a field this version added and the snapshot lacks starts as new, or
@@ -123,6 +127,14 @@ class TaskStore:
             self.delay_heap = _rebuilt(self.delay_heap, self._live_delay, 2)
         if len(self.start_deadlines) - self.deadlines_live > max(self.deadlines_live, COMPACT_MIN):
             self.start_deadlines = _rebuilt(self.start_deadlines, self._live_deadline, 1)
+
+    # -- what happened, for the history -------------------------------------------------------
+
+    def _note(self, task: Task, event: str, worker: str = "", detail: Any = None) -> None:
+        """Record an event of `task` in the batch's journal, when one is kept (history/events.py
+        lists the events and their details)."""
+        if self.journal is not None:
+            self.journal.append((task.id, event, self.now, task.attempt, worker, detail))
 
     # -- moves between states ---------------------------------------------------------------
 
@@ -181,6 +193,7 @@ class TaskStore:
         task.counted = self.flow.start(task.actor, task.keys, rates, caps, self.now)
         self.leases.setdefault(worker, {})[task.id] = None
         effects.append(Leased(worker, self.run_task(task)))
+        self._note(task, "leased", worker)
 
     def run_task(self, task: Task) -> RunTask:
         """What a worker is sent to run a leased task (again, when the leader reconciles)."""
@@ -207,6 +220,7 @@ class TaskStore:
         task.error = error
         task.finished_at = self.now
         effects.append(Finished(task.id, task.summary()))
+        self._note(task, _ENDED[state], "", result if error is None else error)
         if state == TaskState.FAILED:
             self.dlq[task.id] = self.now  # kept by the DLQ's bounds, not by result_ttl
             return
@@ -305,6 +319,11 @@ class TaskStore:
     def _is_queued(self, entry: tuple[int, int, str]) -> bool:
         task = self.tasks.get(entry[2])
         return task is not None and task.state == TaskState.QUEUED and task.order == entry[1]
+
+
+# The history's name for each end: a task that ends failed goes to the dead-letter queue.
+_ENDED = {TaskState.SUCCEEDED: "succeeded", TaskState.FAILED: "dead", TaskState.CANCELLED: "cancelled",
+          TaskState.EXPIRED: "expired"}
 
 
 def _uncount(counts: dict[str, int], actor: str) -> int:

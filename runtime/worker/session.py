@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import defaults
 from ..actor import Actor
-from ..curve import PeerKeys
+from ..curve import PeerKeys, fingerprint
 from ..errors import ProtocolError
 from ..protocol import (
     Ack,
@@ -113,9 +113,13 @@ class Worker:
         self.concurrency = concurrency
         self.drain_timeout = drain_timeout
         self.keys = keys  # CURVE keys (curve.peer_keys), or None
-        # Also its ZeroMQ routing id (at most 255 bytes): keep it short and ASCII.
+        # Without CURVE, also its ZeroMQ routing id (at most 255 bytes): keep it short and ASCII.
+        # With CURVE the router names the connection, and the id ends with the key's fingerprint:
+        # the leader takes no other from this key (docs/protocol.md §1.1).
         host = socket.gethostname().encode("ascii", "replace").decode()[:60]
         self.id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if keys is not None:
+            self.id += f"@{fingerprint(keys.public)}"
         self.started = time.time()  # its options win over those of workers started before (hello)
         self.standing = Standing.GREETING
         self.draining = False  # since `stop`: no new tasks, whichever leader we talk to
@@ -158,7 +162,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._last_heard = self._fence_from = time.monotonic()
         self._link = LeaderLink(self._loop, self.coordinators, self._on_message, self._hello,
-                                identity=self.id.encode(), keys=self.keys)
+                                identity=None if self.keys else self.id.encode(), keys=self.keys)
         try:
             if self._children.modules:
                 await self._children.warm()  # before our slots are offered (isolation.py)
@@ -227,7 +231,10 @@ class Worker:
                 self._last_beat = now
                 self._beat_seq += 1
                 self._beats[self._beat_seq] = now
-                self._send(Heartbeat(self._held(), self._beat_seq))  # the leader reconciles its leases with these
+                # The leader reconciles its leases with what we hold, and its count of our free
+                # slots with ours (less those whose credit is still in our outbox).
+                free = 0 if self.draining else max(0, self._free_slots() - self._outbox_credit)
+                self._send(Heartbeat(self._held(), self._beat_seq, free))
             stale = [report for report in self.unacked.values() if now - report.sent_at > defaults.RESEND_AFTER]
             if stale:
                 self._resend(stale)

@@ -9,6 +9,7 @@ import pytest
 import zmq
 
 import qrt
+from qrt import defaults
 from qrt.local import LocalCluster
 from tests import actors
 
@@ -116,3 +117,21 @@ def test_a_result_nested_near_msgpacks_limit_fails_its_task_and_nothing_else(clu
             deep.result(timeout=10)
         assert failed.value.error_type == "ResultTooDeep"
         assert [h.result(timeout=10) for h in after] == [i + 1 for i in range(10)]
+
+
+def test_a_connection_that_never_reads_its_answers_holds_a_bounded_share_of_the_leader(
+        raw: zmq.Socket, cluster: LocalCluster) -> None:  # type: ignore[type-arg]
+    # Each `wait` on a task that does not end is held until its timeout: without a budget per
+    # connection, a peer that keeps sending them grows the leader's memory without end. Past 4
+    # frame limits' worth (a request counts at least 512 bytes), the leader answers `unavailable`
+    # at once and holds nothing more; other connections are served as before.
+    with qrt.Client(cluster.urls) as client:
+        stuck = client.submit_with("tests.no_worker_serves_this", delay=3600).id
+        limit = defaults.HELD_FRAMES_PER_PEER * defaults.MAX_FRAME_BYTES // defaults.REQUEST_FLOOR_BYTES
+        for rid in range(1, limit + 101):
+            raw.send(msgpack.packb({"v": 1, "t": "wait", "rid": rid, "id": stuck, "timeout": 20}))
+        refused = ask(raw, msgpack.packb({"v": 1, "t": "wait", "rid": 0, "id": stuck, "timeout": 20}))
+        assert (refused["code"], refused["rid"]) == ("unavailable", limit + 1), refused
+        assert "resend once some are answered" in refused["message"]
+        assert client.submit(actors.add, 2, 3).result(timeout=10) == 5
+        assert client.cancel(stuck)

@@ -39,6 +39,10 @@ def key_file(c: LocalCluster, name: str) -> str:
     return os.path.join(c.base_dir, "curve", name)
 
 
+def public_key(c: LocalCluster, name: str) -> bytes:
+    return zmq.auth.load_certificate(key_file(c, f"{name}.key"))[0]
+
+
 class Raw:
     """A DEALER written from docs/protocol.md, with the CURVE keys of pair `name`."""
 
@@ -121,16 +125,57 @@ def test_a_worker_key_cannot_submit(keyed: LocalCluster) -> None:
 def test_a_stolen_routing_id_gets_nothing(keyed: LocalCluster) -> None:
     with keyed.client() as client:
         victim = client.status()["workers"][0]["id"]  # `status` tells worker ids
+        assert victim.endswith("@" + curve.fingerprint(public_key(keyed, "worker")))
         thief = Raw(keyed, "thief", identity=victim.encode())  # an allowed worker key, not the victim's
         try:
             thief.send(hello(victim))
-            assert thief.receive(0.5) is None  # no welcome
+            reply = thief.receive(5.0)  # no welcome: the id carries another key's fingerprint
+            assert reply is not None and reply["code"] == "forbidden" and "fingerprint" in reply["message"], reply
             handles = client.submit_many(actors.add, [(i, 1) for i in range(20)])
             assert [h.result(timeout=10) for h in handles] == [i + 1 for i in range(20)]  # the victim ran them
-            assert thief.receive(1.0) is None  # and no run: nothing at all
+            assert thief.receive(1.0) is None  # and no run: the victim's routing id is the router's
         finally:
             thief.close()
         assert [w["id"] for w in client.status()["workers"]] == [victim]
+
+
+def test_a_worker_id_must_carry_its_keys_fingerprint(keyed: LocalCluster) -> None:
+    own = f"raw-worker@{curve.fingerprint(public_key(keyed, 'thief'))}"
+    raw = Raw(keyed, "thief")
+    try:
+        raw.send(hello("raw-worker"))
+        reply = raw.receive(5.0)
+        assert reply is not None and reply["code"] == "forbidden" and "fingerprint" in reply["message"], reply
+        raw.send(hello(own))
+        reply = raw.receive(5.0)
+        assert reply is not None and reply["t"] == "welcome", reply
+        raw.send({"t": "bye", "running": []})
+    finally:
+        raw.close()
+
+
+def test_a_worker_on_a_new_connection_is_asked_to_say_hello_again(keyed: LocalCluster) -> None:
+    # The router names each connection: a reconnected worker is a stranger until its hello, and
+    # what it says before is answered `not_hello`, never taken for another worker's.
+    own = f"reconnecting@{curve.fingerprint(public_key(keyed, 'thief'))}"
+    first = Raw(keyed, "thief")
+    try:
+        first.send(hello(own))
+        reply = first.receive(5.0)
+        assert reply is not None and reply["t"] == "welcome", reply
+    finally:
+        first.close()
+    second = Raw(keyed, "thief")
+    try:
+        second.send({"t": "heartbeat", "seq": 1, "running": []})
+        reply = second.receive(5.0)
+        assert reply is not None and reply["code"] == "not_hello", reply
+        second.send(hello(own))
+        reply = second.receive(5.0)
+        assert reply is not None and reply["t"] == "welcome", reply
+        second.send({"t": "bye", "running": []})
+    finally:
+        second.close()
 
 
 def test_a_hello_in_another_workers_name_from_its_own_id_leaves_that_worker_served(keyed: LocalCluster) -> None:

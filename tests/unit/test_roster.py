@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qrt.coordinator.roster import WorkerConn
+from qrt.coordinator.roster import WorkerConn, WorkerTable
 
 
 def test_credit_never_exceeds_concurrency_less_the_leases_held() -> None:
@@ -20,3 +20,16 @@ def test_a_draining_worker_gets_no_credit() -> None:
     conn = WorkerConn("w", b"w", ["a"], credit=0, concurrency=2, draining=True)
     conn.give_credit(1, held=0)
     assert conn.credit == 0
+
+
+def test_a_worker_is_found_by_the_connection_of_its_latest_hello() -> None:
+    # With CURVE the router names connections: a reconnected worker says hello on a new one, and
+    # its old connection no longer speaks for it (nor does any after it left).
+    table = WorkerTable()
+    table.hello("w@f", b"\x00old", ["a"], 1, 1)
+    assert table.on(b"\x00old") is table.by_id["w@f"]
+    table.hello("w@f", b"\x00new", ["a"], 1, 1)
+    assert table.on(b"\x00old") is None and table.on(b"\x00new") is table.by_id["w@f"]
+    table.remove("w@f")
+    assert table.on(b"\x00new") is None and not table.by_identity
+

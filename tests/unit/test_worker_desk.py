@@ -113,3 +113,54 @@ async def test_a_lease_a_new_hello_sent_again_is_not_voided_by_its_dispatch() ->
     assert leader.leases_of(W) == [("m1", 1)] and "m1" in leader.workers.by_id[W].runs_sent
     assert not [c for p in leader.repl.pending for c in p.commands if isinstance(c, C.Lost)]
     assert leader.workers.by_id[W].credit == 0
+
+
+async def test_a_credit_lost_on_the_way_is_restored_at_the_next_quiet_heartbeat() -> None:
+    # A `done` (or `credit`) frame lost with a dropped connection took its slots with it: the
+    # leader counted the worker busy for good, and with every worker so, queued tasks waited
+    # forever (seen once in CI: 2 idle workers, 0 free, 336 queued). A heartbeat says how many
+    # slots the worker has free; when nothing is on its way either way, the leader believes it.
+    leader = make_leader()
+    desk = desk_of(leader)
+    await four_running(leader, desk)
+    for pending in list(leader.repl.pending):
+        leader.repl.commit(pending)
+    desk.handle(W.encode(), P.Done([ok("m1"), ok("m2")], 2))
+    await settle()
+    leader.repl.commit_pending()  # the finish, and a dispatch that found nothing to run
+    await settle()
+    assert leader.workers.by_id[W].credit == 2
+    leader.workers.by_id[W].credit = 0  # as if the `done` had carried no credit (lost, resent with 0)
+    held = [(t, 1) for t in ("m3", "m4")]
+    desk.handle(W.encode(), P.Heartbeat(held, 1, free=2))
+    assert leader.workers.by_id[W].credit == 2
+
+
+async def test_a_heartbeat_crossing_a_run_changes_no_credit() -> None:
+    # The worker's count misses what is on its way: a `run` it has not read yet (its lease is not
+    # in `running`), or a dispatch not yet committed. Then its `free` is not believed.
+    leader = make_leader()
+    desk = desk_of(leader)
+    await four_running(leader, desk)
+    desk.handle(W.encode(), P.Heartbeat([], 1, free=4))  # the four runs have not arrived
+    assert leader.workers.by_id[W].credit == 0
+
+
+async def test_leases_a_hello_gives_up_do_not_count_against_the_slots_its_outcomes_free() -> None:
+    # The CI wedge, from the leader's own trail: a new leader holds four leases for a worker that
+    # never got their `run` (the old leader died first); the worker's hello lists only the tasks
+    # it finished for the old leader (acks lost) and says all four slots are free. The hello gives
+    # the four leases up (requeue), but before that commits the worker resends its old outcomes
+    # (credit 0): counting the leases still being given up as busy slots, the leader took the
+    # worker's credit down to 0, and nothing brought it back.
+    leader = make_leader()
+    desk = desk_of(leader)
+    await four_running(leader, desk)  # as the old leader left them: four leases, four runs lost
+    leader.workers.clear()
+    hello(desk, 4, [("old1", 1), ("old2", 1)])  # its unacknowledged outcomes, of tasks long done
+    desk.handle(W.encode(), P.Done([ok("old1"), ok("old2")], 0))  # resent at the welcome
+    assert leader.workers.by_id[W].credit == 4
+    await settle()
+    leader.repl.commit_pending()  # the requeue, the finish (of nothing), a dispatch
+    await settle()
+    assert leader.leases_of(W) and leader.workers.by_id[W].credit + len(leader.leases_of(W)) == 4

@@ -1,0 +1,201 @@
+"""Questions about the task history, answered from this node's SQLite file (any node: every one
+holds the same history). Read-only; each call takes its own connection's snapshot (WAL), so the
+writer never waits for a reader.
+
+The answers are the JSON shapes of docs/protocol.md ("tasks_list", "task_show", "stats",
+"task_events"): times are epoch seconds (leader time), durations seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from . import histogram
+from .schema import DIMENSIONS, loaded
+
+STATES = ("queued", "delayed", "running", "succeeded", "failed", "dead", "cancelled", "expired")
+MAX_PAGE = 1000
+MAX_JOURNAL_PAGE = 5000  # events per `history_journal` page (node to node)
+LIST_COLUMNS = ("seq", "id", "actor", "state", "attempt", "worker", "submitted_at", "started_at", "finished_at",
+                "error_type", "error_message")
+
+
+@dataclass(slots=True)
+class Filters:
+    """What `qrt tasks list` (and the bulk commands, and `tail`) select: all given must hold."""
+
+    actor: str | None = None
+    state: str | None = None
+    worker: str | None = None
+    key: tuple[str, str] | None = None  # (name, value as text)
+    since: float | None = None  # last activity at or after (epoch seconds)
+    until: float | None = None  # ... and before
+    error: str | None = None  # text in the error's type, message or traceback
+    args: str | None = None  # text in the arguments (JSON)
+
+    def where(self, table: str = "") -> tuple[list[str], list[Any]]:
+        """SQL conditions on the tasks table (named `table` in the query, if given), and their values."""
+        t = f"{table}." if table else ""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column in ("actor", "state", "worker"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(f"{t}{column} = ?")
+                params.append(value)
+        if self.key is not None:
+            clauses.append(f"{t}seq IN (SELECT seq FROM task_keys WHERE name = ? AND value = ?)")
+            params.extend(self.key)
+        if self.since is not None:
+            clauses.append(f"{t}updated_at >= ?")
+            params.append(self.since)
+        if self.until is not None:
+            clauses.append(f"{t}updated_at < ?")
+            params.append(self.until)
+        if self.error:
+            clauses.append(f"({t}error_type LIKE ? ESCAPE '\\' OR {t}error_message LIKE ? ESCAPE '\\' "
+                           f"OR {t}traceback LIKE ? ESCAPE '\\')")
+            params.extend([_like(self.error)] * 3)
+        if self.args:
+            clauses.append(f"({t}args LIKE ? ESCAPE '\\' OR {t}kwargs LIKE ? ESCAPE '\\')")
+            params.extend([_like(self.args)] * 2)
+        return clauses, params
+
+
+def _like(text: str) -> str:
+    return "%" + re.sub(r"([%_\\])", r"\\\1", text) + "%"
+
+
+def list_tasks(conn: sqlite3.Connection, filters: Filters, limit: int = 50,
+               cursor: int | None = None) -> dict[str, Any]:
+    """Newest first; `next` is the cursor of the following page (None: this is the last)."""
+    limit = max(1, min(limit, MAX_PAGE))
+    clauses, params = filters.where()
+    if cursor is not None:
+        clauses.append("seq < ?")
+        params.append(cursor)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = conn.execute(f"SELECT {', '.join(LIST_COLUMNS)} FROM tasks {where} ORDER BY seq DESC LIMIT ?",
+                        (*params, limit + 1)).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    tasks = [{name: row[name] for name in LIST_COLUMNS if name != "seq"} for row in rows]
+    return {"tasks": tasks, "next": rows[-1]["seq"] if more else None}
+
+
+def matching_ids(conn: sqlite3.Connection, filters: Filters, limit: int) -> list[tuple[str, str]]:
+    """(id, state) of every task the filters select, newest first, at most `limit` (bulk commands)."""
+    clauses, params = filters.where()
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return [(r[0], r[1]) for r in conn.execute(f"SELECT id, state FROM tasks {where} ORDER BY seq DESC LIMIT ?",
+                                               (*params, limit))]
+
+
+def show_task(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
+    """The newest task with this id: what it carried, how it ended, and every event of it."""
+    row = conn.execute("SELECT * FROM tasks WHERE id = ? ORDER BY seq DESC LIMIT 1", (task_id,)).fetchone()
+    if row is None:
+        return None
+    events = conn.execute("SELECT at, event, attempt, worker, detail FROM events WHERE seq = ? ORDER BY n",
+                          (row["seq"],)).fetchall()
+    return {
+        "id": row["id"], "actor": row["actor"], "state": row["state"], "attempt": row["attempt"],
+        "worker": row["worker"], "priority": row["priority"],
+        "args": loaded(row["args"]), "kwargs": loaded(row["kwargs"]), "keys": loaded(row["keys"]),
+        "result": loaded(row["result"]), "error_type": row["error_type"], "error_message": row["error_message"],
+        "traceback": row["traceback"], "submitted_at": row["submitted_at"], "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "events": [{"at": e["at"], "event": e["event"], "attempt": e["attempt"], "worker": e["worker"],
+                    **({"detail": loaded(e["detail"])} if e["detail"] is not None else {})} for e in events],
+    }
+
+
+def events_after(conn: sqlite3.Connection, after: int, filters: Filters, limit: int = 500) -> dict[str, Any]:
+    """Events newer than cursor `after` of the tasks the filters select, oldest first (a live tail:
+    ask again with `next`). `after` 0: from the newest event on (nothing older)."""
+    if after <= 0:
+        newest = conn.execute("SELECT max(n) FROM events").fetchone()[0]
+        return {"events": [], "next": newest or 0}
+    clauses, params = filters.where("t")
+    task_where = "".join(f" AND {c}" for c in clauses)
+    rows = conn.execute(
+        "SELECT e.n, e.at, e.event, e.attempt, e.worker, t.id, t.actor, t.state, t.error_type, t.error_message "
+        f"FROM events e JOIN tasks t ON t.seq = e.seq WHERE e.n > ?{task_where} ORDER BY e.n LIMIT ?",
+        (after, *params, max(1, min(limit, MAX_PAGE)))).fetchall()
+    events = [{"at": r["at"], "event": r["event"], "attempt": r["attempt"], "worker": r["worker"], "id": r["id"],
+               "actor": r["actor"], "state": r["state"], "error_type": r["error_type"],
+               "error_message": r["error_message"]} for r in rows]
+    newest = rows[-1]["n"] if rows else conn.execute("SELECT coalesce(max(n), ?) FROM events", (after,)).fetchone()[0]
+    return {"events": events, "next": newest}
+
+
+def stats(conn: sqlite3.Connection, since: float, until: float, by: str = "actor") -> dict[str, Any]:
+    """Per group (actor, worker, key value "NAME=VALUE", or minute), over [since, until) by the
+    minute: submitted, succeeded and failed attempts, the failure rate, and the p50/p95/p99 of queue
+    wait and run time (histogram.py: within ~5 %)."""
+    if by not in DIMENSIONS:
+        raise ValueError(f"--by must be one of {', '.join(DIMENSIONS)}, not {by!r}")
+    rows = conn.execute("SELECT minute, value, submitted, succeeded, failed, wait, run FROM rollup "
+                        "WHERE dim = ? AND minute >= ? AND minute < ?",
+                        (by, int(since // 60), int(-(-until // 60)))).fetchall()
+    groups: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        group = row["minute"] * 60 if by == "minute" else row["value"]
+        g = groups.setdefault(group, {"submitted": 0, "succeeded": 0, "failed": 0, "wait": {}, "run": {}})
+        for name in ("submitted", "succeeded", "failed"):
+            g[name] += row[name]
+        for name in ("wait", "run"):
+            histogram.merge(g[name], {int(b): n for b, n in loaded(row[name]).items()})
+    out = []
+    for group in sorted(groups):
+        g = groups[group]
+        ended = g["succeeded"] + g["failed"]
+        entry: dict[str, Any] = {"group": group, "submitted": g["submitted"], "succeeded": g["succeeded"],
+                                 "failed": g["failed"], "failure_rate": g["failed"] / ended if ended else 0.0}
+        for name, key in (("wait", "queue_wait"), ("run", "run")):
+            for q in (50, 95, 99):
+                entry[f"{key}_p{q}"] = histogram.percentile(g[name], q / 100)
+        out.append(entry)
+    return {"rows": out}
+
+
+def journal(conn: sqlite3.Connection, after: int, before: int, limit: int = 5000) -> dict[str, Any]:
+    """The events with `after` < n < `before`, oldest first, as the state machine's journal held
+    them (batch, task id, event, at, attempt, worker, detail): what a node that missed those
+    batches (it installed a snapshot) records in their place (writer.py, `_backfill`). `next`: the
+    cursor of the following page, None when done; `complete`: whether this node holds every batch
+    of the range (it missed none itself)."""
+    rows = conn.execute(
+        "SELECT e.n, e.event, e.at, e.attempt, e.worker, e.detail, t.id, t.actor, t.args, t.kwargs, t.keys, "
+        "t.priority, t.result, t.error_type, t.error_message, t.traceback FROM events e JOIN tasks t ON t.seq = e.seq "
+        "WHERE e.n > ? AND e.n < ? ORDER BY e.n LIMIT ?", (after, before, limit + 1)).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    events = [[r["n"] >> 32, r["id"], r["event"], r["at"], r["attempt"], r["worker"], _detail(r)] for r in rows]
+    gaps = conn.execute("SELECT v FROM meta WHERE k = 'gaps'").fetchone()
+    first, last = (after >> 32), (before >> 32)
+    missed = any(a <= last and b >= first for a, b in (loaded(gaps[0]) if gaps else []))
+    recorded = conn.execute("SELECT v FROM meta WHERE k = 'last_batch'").fetchone()
+    complete = not missed and recorded is not None and int(recorded[0]) >= last - 1
+    return {"events": events, "next": rows[-1]["n"] if more else None, "complete": complete}
+
+
+def _detail(r: sqlite3.Row) -> Any:
+    """An event's detail as the state machine gave it (history/recorder.py), from what was stored.
+    A task's result and error are its latest: a replayed task's earlier ones are not kept."""
+    event = r["event"]
+    error = None if r["error_type"] is None else \
+        {"type": r["error_type"], "message": r["error_message"], "traceback": r["traceback"] or ""}
+    if event == "submitted":
+        eta = (loaded(r["detail"]) or {}).get("eta", 0.0)
+        return [r["actor"], loaded(r["args"]), loaded(r["kwargs"]), loaded(r["keys"]), r["priority"], eta]
+    if event == "succeeded":
+        return loaded(r["result"])
+    if event == "retried":
+        return [(loaded(r["detail"]) or {}).get("delay", 0.0), error]
+    if event in ("dead", "cancelled", "expired"):
+        return error
+    return loaded(r["detail"])

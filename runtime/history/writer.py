@@ -1,0 +1,244 @@
+"""The node's task history: the events of every batch this node applies, written to SQLite by a
+thread of its own (never pysyncobj's, never the event loop), and trimmed by age and size.
+
+`record(batch, events)` is called by the replication layer for every batch applied, on pysyncobj's
+thread: it only puts the list in a queue. The thread gathers what is queued, up to FLUSH_EVENTS or
+FLUSH_EVERY, and writes it in one transaction (recorder.py). Every node applies the same log, so
+every node writes the same history; any node can answer queries about it (queries.py).
+
+A batch number that skips (the node installed a snapshot: it never applied the batches in
+between) is a gap in this node's history: it is noted in `meta` as `gaps`, logged, and filled from
+a peer's history if one has it (catchup.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..state.model import HistoryEvent, TaskError
+from . import schema
+from .recorder import Recorder
+from .schema import event_number
+
+log = logging.getLogger("qrt.history")
+
+FLUSH_EVERY = 0.05  # seconds: what a query sees lags the log by about this much
+FLUSH_EVENTS = 20_000  # events per transaction, at most (a large batch is written whole)
+TRIM_EVERY = 60.0  # seconds between retention passes
+TRIM_CHUNK = 5_000  # tasks deleted per statement: short transactions, queries never wait long
+BACKFILL_TIMEOUT = 60.0  # seconds to find a peer that holds the batches this node missed
+CLOSED_STATES = ("succeeded", "failed", "dead", "cancelled", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    max_age: float = 7 * 24 * 3600.0  # seconds since a finished task's last event
+    max_bytes: int = 1 << 30  # the database's size on disk (its WAL included)
+    value_bytes: int = 64 * 1024  # arguments and results are stored truncated past this
+
+
+class History:
+    def __init__(self, data_dir: str, retention: Retention | None = None) -> None:
+        self.path = os.path.join(data_dir, "history.sqlite3")
+        self.retention = retention or Retention()
+        self._queue: queue.SimpleQueue[tuple[int, list[HistoryEvent]] | None] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._written = threading.Condition()
+        self.last_batch = 0  # the newest batch written (readers may wait for it: `wait_for`)
+        # Where batches this node missed are read from: (after, before) -> a page of queries.journal
+        # from a peer whose history holds them all (the coordinator sets it; None: no peer).
+        self.fetch: Callable[[int, int], dict[str, Any]] | None = None
+        self._thread = threading.Thread(target=self._run, name="qrt-history", daemon=True)
+        self._thread.start()
+        self._ready.wait(10.0)
+
+    # -- called by the replication layer ----------------------------------------------------
+
+    def record(self, batch: int, events: list[HistoryEvent]) -> None:
+        """A batch was applied (on pysyncobj's thread): queue its events, never wait."""
+        self._queue.put((batch, events))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10.0)
+
+    def wait_for(self, batch: int, timeout: float) -> bool:
+        """Wait until the history has written batch `batch` (tests, and reads that must see a write)."""
+        deadline = time.monotonic() + timeout
+        with self._written:
+            while self.last_batch < batch:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._written.wait(left)
+        return True
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn = schema.connect(self.path)
+        recorder = Recorder(conn, self.retention.value_bytes)
+        self.last_batch = recorder.last_batch
+        self._ready.set()
+        trimmed_at = time.monotonic()
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            deadline = time.monotonic() + FLUSH_EVERY
+            while True:
+                if item is None:
+                    stopping = True
+                    break
+                self._add(recorder, *item)
+                if recorder.pending() >= FLUSH_EVENTS:
+                    break
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+            try:
+                recorder.flush()
+            except Exception:  # a full disk, a locked file: the node goes on; these events are lost here
+                log.exception("writing the task history failed; the batches up to %d are missing from it",
+                              recorder.last_batch)
+            with self._written:
+                self.last_batch = recorder.last_batch
+                self._written.notify_all()
+            if time.monotonic() - trimmed_at >= TRIM_EVERY:
+                trimmed_at = time.monotonic()
+                try:
+                    self.trim(conn, recorder.newest_at)
+                except Exception:
+                    log.exception("trimming the task history failed; trying again later")
+        conn.close()
+
+    def _add(self, recorder: Recorder, batch: int, events: list[HistoryEvent]) -> None:
+        before = recorder.last_batch
+        if batch > before + 1:  # (a new node's first batch may come after a snapshot too)
+            self._backfill(recorder, before + 1, batch - 1)
+        recorder.add(batch, events)
+
+    def _backfill(self, recorder: Recorder, first: int, last: int) -> None:
+        """This node did not apply batches `first`..`last` (it installed a snapshot of the state
+        instead): record them as a peer recorded them, before any later batch, so that every task
+        they touched goes on from the state they left it in. A gap no peer fills in BACKFILL_TIMEOUT
+        is noted (`meta.gaps`) and logged; this node's history then lacks those events."""
+        log.info("this node installed a snapshot: its task history takes batches %d-%d from a peer", first, last)
+        after, before = event_number(first, 0) - 1, event_number(last + 1, 0)
+        deadline = time.monotonic() + BACKFILL_TIMEOUT
+        copied = 0
+        while time.monotonic() < deadline:
+            fetch = self.fetch
+            if fetch is None:  # the coordinator is not up yet (this node is starting)
+                time.sleep(0.1)
+                continue
+            try:
+                page = fetch(after, before)
+            except LookupError:  # no peer at all (a lone node)
+                break
+            except Exception as exc:  # every peer unreachable, or none holds the range yet: retry
+                log.debug("backfilling the task history: %s", exc)
+                time.sleep(0.5)
+                continue
+            for batch, events in _by_batch(page["events"]):
+                recorder.add(batch, events)
+                copied += len(events)
+                if recorder.pending() >= FLUSH_EVENTS:
+                    recorder.flush()
+            if page["next"] is None:
+                recorder.last_batch = max(recorder.last_batch, last)
+                recorder.flush()
+                log.info("task history: %d events of batches %d-%d copied from a peer", copied, first, last)
+                return
+            after = page["next"]
+        recorder.last_batch = max(recorder.last_batch, last)
+        self._note_gap(recorder, first, last)
+
+    def _note_gap(self, recorder: Recorder, first: int, last: int) -> None:
+        log.warning("this node's task history misses batches %d-%d (it installed a snapshot of the state, and "
+                    "no peer's history gave them: ask another node about that time)", first, last)
+        row = recorder.conn.execute("SELECT v FROM meta WHERE k = 'gaps'").fetchone()
+        gaps = json.loads(row[0]) if row else []
+        gaps.append([first, last])
+        recorder.conn.execute("INSERT OR REPLACE INTO meta VALUES ('gaps', ?)", (json.dumps(gaps),))
+
+    # -- retention --------------------------------------------------------------------------
+
+    def trim(self, conn: sqlite3.Connection, now: float) -> int:
+        """Delete finished tasks older than max_age (leader time `now`), then the oldest finished
+        ones while the file is over max_bytes; the number deleted."""
+        deleted = 0
+        horizon = now - self.retention.max_age
+        closed = ",".join("?" * len(CLOSED_STATES))
+        while True:
+            seqs = [r[0] for r in conn.execute(
+                f"SELECT seq FROM tasks WHERE updated_at < ? AND state IN ({closed}) LIMIT ?",
+                (horizon, *CLOSED_STATES, TRIM_CHUNK))]
+            if not seqs:
+                break
+            deleted += _delete(conn, seqs)
+        conn.execute("DELETE FROM rollup WHERE minute < ?", (int(horizon // 60),))
+        while self.size(conn) > self.retention.max_bytes:
+            seqs = [r[0] for r in conn.execute(f"SELECT seq FROM tasks WHERE state IN ({closed}) ORDER BY seq LIMIT ?",
+                                               (*CLOSED_STATES, TRIM_CHUNK))]
+            if not seqs:
+                break
+            deleted += _delete(conn, seqs)
+            conn.execute("PRAGMA incremental_vacuum")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if deleted:
+            log.info("task history: %d finished tasks deleted (older than %.0f s, or over %d bytes)", deleted,
+                     self.retention.max_age, self.retention.max_bytes)
+        return deleted
+
+    def size(self, conn: sqlite3.Connection) -> int:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+        wal = self.path + "-wal"
+        return int(pages * conn.execute("PRAGMA page_size").fetchone()[0]) + \
+            (os.path.getsize(wal) if os.path.exists(wal) else 0)
+
+
+def _by_batch(rows: list[list[Any]]) -> Iterator[tuple[int, list[HistoryEvent]]]:
+    """A journal page (queries.journal) as the state machine's events, batch by batch."""
+    batch = -1
+    events: list[HistoryEvent] = []
+    for number, task_id, event, at, attempt, worker, detail in rows:
+        if number != batch and events:
+            yield batch, events
+            events = []
+        batch = number
+        events.append((task_id, event, at, attempt, worker, _as_given(event, detail)))
+    if events:
+        yield batch, events
+
+
+def _as_given(event: str, detail: Any) -> Any:
+    """An event's detail as the state machine gives it, from its wire form (queries._detail)."""
+    def error(e: Any) -> TaskError | None:
+        return None if e is None else TaskError(e["type"], e["message"], e.get("traceback", ""))
+    if event == "submitted":
+        return tuple(detail)
+    if event == "retried":
+        return detail[0], error(detail[1])
+    if event in ("dead", "cancelled", "expired"):
+        return error(detail)
+    return detail
+
+
+def _delete(conn: sqlite3.Connection, seqs: list[int]) -> int:
+    marks = ",".join("?" * len(seqs))
+    conn.execute("BEGIN")
+    conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs)
+    conn.execute(f"DELETE FROM task_keys WHERE seq IN ({marks})", seqs)
+    conn.execute(f"DELETE FROM tasks WHERE seq IN ({marks})", seqs)
+    conn.execute("COMMIT")
+    return len(seqs)
