@@ -69,9 +69,10 @@ def _interrupt_main_thread() -> None:
 
 
 @contextmanager
-def cluster(nodes: int, fsync: bool = False, curve: bool = False) -> Iterator[LocalCluster]:
+def cluster(nodes: int, fsync: bool = False, curve: bool = False, history: bool = True) -> Iterator[LocalCluster]:
     """A started `nodes`-node coordinator cluster on 127.0.0.1, in a temporary directory removed after
-    every process is stopped; a multi-node one encrypts its Raft traffic; `fsync`: `qrt coordinator --fsync`."""
+    every process is stopped; a multi-node one encrypts its Raft traffic; `fsync`: `qrt coordinator --fsync`;
+    `history` False: `--no-history`."""
     with tempfile.TemporaryDirectory(prefix="qrt-bench-", ignore_cleanup_errors=True) as base, LocalCluster(
         nodes=nodes,
         # Raft traffic between nodes is Fernet-encrypted with a password (DESIGN.md): measure that cost.
@@ -80,6 +81,7 @@ def cluster(nodes: int, fsync: bool = False, curve: bool = False) -> Iterator[Lo
         log_level="warning",
         fsync=fsync,
         curve=curve,  # CURVE on the client/worker port (LocalCluster.curve_keys)
+        node_args=[] if history else ["--no-history"],
         # Workers import bench.actors whatever the caller's working directory.
         env={"PYTHONPATH": os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)},
     ) as c:

@@ -1,6 +1,7 @@
 """Throughput: 20,000 no-op tasks through 2 worker processes, on a 1-node and a 3-node cluster.
 
     python -m bench.throughput [--nodes 1|3] [--tasks 20000] [--workers 2] [--concurrency 8] [--fsync] [--curve]
+                               [--no-history]
 
 Reports, per cluster size, the enqueue rate (tasks accepted per second, from the first submit to
 the last `accepted`) and the end-to-end rate (from the first submit to the last result received),
@@ -96,10 +97,10 @@ def client_keys(c: Any) -> Any:
 
 
 def run_config(nodes: int, args: Any, deadline: harness.Deadline, report: dict[str, Any]) -> None:
-    entry: dict[str, Any] = {"nodes": nodes, "fsync": args.fsync, "curve": args.curve,
+    entry: dict[str, Any] = {"nodes": nodes, "fsync": args.fsync, "curve": args.curve, "history": args.history,
                              "target_end_to_end_rate": TARGETS.get(nodes)}
     report["runs"].append(entry)
-    with harness.cluster(nodes, fsync=args.fsync, curve=args.curve) as c, client_keys(c):
+    with harness.cluster(nodes, fsync=args.fsync, curve=args.curve, history=args.history) as c, client_keys(c):
         assert c.base_dir is not None
         entry["data_disk"] = harness.disk_info(c.base_dir)
         harness.start_workers(c, args.workers, args.concurrency, deadline)
@@ -135,6 +136,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--inflight", type=int, default=4, help="submit_many calls in flight at once")
     parser.add_argument("--fsync", action="store_true", help="run the coordinators with --fsync")
     parser.add_argument("--curve", action="store_true", help="CURVE on the client/worker port (its cost)")
+    parser.add_argument("--no-history", dest="history", action="store_false",
+                        help="coordinators keep no task history (to measure its cost)")
     args = parser.parse_args(argv)
     configs = [args.nodes] if args.nodes else [1, 3]
 

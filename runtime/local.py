@@ -60,6 +60,7 @@ class LocalCluster:
     env: dict[str, str] = field(default_factory=dict)
     node_env: dict[int, dict[str, str]] = field(default_factory=dict)  # more environment for node i
     fsync: bool = False  # every node runs with `qrt coordinator --fsync`
+    node_args: list[str] = field(default_factory=list)  # more `qrt coordinator` options, for every node
     # CURVE on the client/worker port: keys for the coordinator (shared by its nodes), a client and a
     # worker are generated in base_dir/curve, and every node, worker and client here uses them.
     curve: bool = False
@@ -92,7 +93,8 @@ class LocalCluster:
             data_dir = os.path.join(self.base_dir, f"node{i}")
             url = f"tcp://{hosts[i]}:{client_port}"
             args = ["coordinator", "--listen", url, "--raft", raft, "--data-dir", data_dir,
-                    "--log-level", self.log_level, *password_args, *(["--fsync"] if self.fsync else [])]
+                    "--log-level", self.log_level, *password_args, *(["--fsync"] if self.fsync else []),
+                    *self.node_args]
             for peer in peers:
                 args += ["--peer", peer]
             self.coordinator_nodes.append(Node(url, raft, data_dir, args))

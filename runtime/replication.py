@@ -23,7 +23,7 @@ from pysyncobj.tcp_connection import CONNECTION_STATE
 
 from . import defaults, raft_guard
 from .checkpoints import Checkpoints
-from .history.writer import History
+from .history.writer import Recording
 from .lifetime import die_with_parent
 from .raft_cipher import RaftCipher
 from .raft_journal import DurableJournal
@@ -51,7 +51,7 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
         # journal at start-up (set by Replication once pysyncobj has loaded the journal).
         self.live: Callable[[], bool] = lambda: False
         self.time_seen: tuple[float, float] | None = None  # (replicated time, monotonic time) when it advanced
-        self.history: History | None = None  # gets every batch's task events (history/writer.py)
+        self.history: Recording | None = None  # gets every batch's task events (history/)
 
     @replicated  # type: ignore[misc, untyped-decorator]
     def apply(self, payload: bytes) -> Applied:
@@ -256,7 +256,7 @@ class Replication:
 
     def __init__(self, self_address: str, peers: list[str], data_dir: str, password: str | None,
                  on_state_changed: Callable[[], None] | None = None, fsync: bool = False,
-                 history: History | None = None) -> None:
+                 history: Recording | None = None) -> None:
         """`fsync`: every Raft entry, term and snapshot is on disk before this node acts on it (a
         leader counts itself in a majority, a follower acknowledges): see raft_journal.py.
         `password` None: a one-node cluster's own secret, kept in `data_dir` (check_cluster)."""

@@ -11,7 +11,8 @@ import uvloop
 
 from .. import clock, defaults
 from ..curve import ServerKeys
-from ..history.writer import History, Retention
+from ..history.process import HistoryProcess
+from ..history.writer import Retention
 from ..replication import Replication
 from .server import Coordinator
 
@@ -42,7 +43,8 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
         loop.call_soon_threadsafe(raft_changed.set)
 
     os.makedirs(data_dir, exist_ok=True)
-    history = History(data_dir, retention) if retention is not None else None
+    history = None if retention is None else \
+        HistoryProcess(data_dir, retention, listen, keys.secret_file if keys is not None else None)
     try:
         replication = Replication(raft, peers, data_dir, password, on_state_changed=state_changed, fsync=fsync,
                                   history=history)

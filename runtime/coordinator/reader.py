@@ -15,7 +15,7 @@ from typing import Any
 from .. import protocol as P
 from ..history import queries
 from ..history.schema import connect
-from ..history.writer import History
+from ..history.writer import Recording
 from ..replication import Replication
 from ..state.model import TaskState
 from .proposer import Proposer
@@ -29,7 +29,8 @@ PRESENT = {TaskState.FAILED: "dead"}
 
 
 class HistoryDesk:
-    def __init__(self, router: Router, replication: Replication, proposer: Proposer, history: History | None) -> None:
+    def __init__(self, router: Router, replication: Replication, proposer: Proposer,
+                 history: Recording | None) -> None:
         self.router = router
         self.replication = replication
         self.proposer = proposer

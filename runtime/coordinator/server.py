@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from .. import curve, defaults
 from .. import protocol as P
-from ..client import Client
 from ..clock import Clock
-from ..errors import ProtocolError, QrtError
-from ..history.writer import History
+from ..errors import ProtocolError
+from ..history.writer import Recording
 from ..replication import Replication
 from ..state import commands as C
 from ..state.model import CancelRunning, Effect, Requeued, Retrying
@@ -38,14 +36,13 @@ HOUSEKEEPING_INTERVAL = 0.1
 STALL = 1.0
 # How often a node checks that its client URL is replicated (so that followers can redirect to it).
 REGISTER_INTERVAL = 0.2
-# A peer's history that does not answer within this is skipped (another is asked).
-PEER_TIMEOUT = 5.0
+
 
 
 class Coordinator:
     def __init__(self, listen: str, replication: Replication, max_frame: int = defaults.MAX_FRAME_BYTES,
                  clock: Clock | None = None, keys: curve.ServerKeys | None = None,
-                 history: History | None = None) -> None:
+                 history: Recording | None = None) -> None:
         self.listen = listen
         self.replication = replication
         self.max_frame = max_frame
@@ -56,8 +53,6 @@ class Coordinator:
         self.dispatcher = Dispatcher(replication, self.proposer, self.router, self.workers)
         self.clients = ClientDesk(listen, replication, self.proposer, self.router, self.dispatcher, self.workers)
         self.reader = HistoryDesk(self.router, replication, self.proposer, history)
-        if history is not None:
-            history.fetch = self._journal_from_a_peer
         self.worker_desk = WorkerDesk(replication, self.proposer, self.router, self.workers, self.dispatcher,
                                       ids_are_routing_ids=keys is None)
         self._checkpoint_at = time.monotonic()  # the last checkpoint proposed, and the batch it followed
@@ -175,25 +170,6 @@ class Coordinator:
                             message.worker_id, suffix)
                 raise ProtocolError(P.ErrorCode.FORBIDDEN, f"under CURVE a worker's id ends with '@' and its key's "
                                     f"fingerprint: {suffix!r} for this key (docs/protocol.md §1.1)")
-
-    def _journal_from_a_peer(self, after: int, before: int) -> dict[str, Any]:
-        """On the history's thread: a page of the batches this node missed (history/writer.py,
-        `_backfill`), from a peer whose history holds them all. LookupError: no peer at all."""
-        peers = [url for url in self.replication.machine.nodes.values() if url != self.listen]
-        if not peers:
-            raise LookupError("no peer to copy the task history from")
-        keys = {} if self.keys is None else {"curve_secret_key": self.keys.secret_file,
-                                             "curve_server_key": self.keys.secret_file}
-        for url in peers:
-            try:
-                with Client([url], timeout=PEER_TIMEOUT, **keys) as peer:
-                    page = peer.history_journal(after, before)
-            except QrtError as exc:
-                log.debug("the history of %s did not answer: %s", url, exc)
-                continue
-            if page.get("complete"):
-                return page
-        raise RuntimeError("no peer's history holds those batches (yet)")
 
     def _after_pass(self) -> None:
         self.dispatcher.offer()

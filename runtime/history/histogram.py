@@ -17,6 +17,7 @@ Histogram = dict[int, int]  # bucket -> count (no zeros)
 
 
 def bucket(seconds: float) -> int:
+    """The bucket of a duration (negative ones, from clock skew, count as 0)."""
     if seconds <= FLOOR:
         return 0
     return 1 + int(math.log(seconds / FLOOR) / _LOG_STEP)

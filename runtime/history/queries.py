@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import histogram
+from .recorder import id_hash
 from .schema import DIMENSIONS, loaded
 
 STATES = ("queued", "delayed", "running", "succeeded", "failed", "dead", "cancelled", "expired")
@@ -96,11 +97,14 @@ def matching_ids(conn: sqlite3.Connection, filters: Filters, limit: int) -> list
 
 def show_task(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
     """The newest task with this id: what it carried, how it ended, and every event of it."""
-    row = conn.execute("SELECT * FROM tasks WHERE id = ? ORDER BY seq DESC LIMIT 1", (task_id,)).fetchone()
+    row = conn.execute("SELECT * FROM tasks WHERE idh = ? AND id = ? ORDER BY seq DESC LIMIT 1",
+                       (id_hash(task_id), task_id)).fetchone()
     if row is None:
         return None
-    events = conn.execute("SELECT at, event, attempt, worker, detail FROM events WHERE seq = ? ORDER BY n",
-                          (row["seq"],)).fetchall()
+    events = [{"at": row["submitted_at"], "event": "submitted", "attempt": 0, "worker": "",
+               "detail": {"eta": row["eta"]} if row["eta"] else None}]
+    events += conn.execute("SELECT at, event, attempt, worker, detail FROM events WHERE seq = ? ORDER BY n",
+                           (row["seq"],)).fetchall()
     return {
         "id": row["id"], "actor": row["actor"], "state": row["state"], "attempt": row["attempt"],
         "worker": row["worker"], "priority": row["priority"],
@@ -109,27 +113,44 @@ def show_task(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
         "traceback": row["traceback"], "submitted_at": row["submitted_at"], "started_at": row["started_at"],
         "finished_at": row["finished_at"],
         "events": [{"at": e["at"], "event": e["event"], "attempt": e["attempt"], "worker": e["worker"],
-                    **({"detail": loaded(e["detail"])} if e["detail"] is not None else {})} for e in events],
+                    **({"detail": _loaded(e["detail"])} if e["detail"] is not None else {})} for e in events],
     }
+
+
+def _events_in(after: int, before: int, limit: int) -> str:
+    """SQL of the first `limit` events with `after` < n < `before` (parameters: after, before, limit,
+    twice), `submitted` ones put back from their task's row (schema.py): each side is read in n
+    order and cut at `limit`, so a page costs the same however far the range goes."""
+    return ("SELECT * FROM (SELECT n, seq, at, event, attempt, worker, detail FROM events "
+            "WHERE n > ? AND n < ? ORDER BY n LIMIT ?) UNION ALL "
+            "SELECT * FROM (SELECT seq, seq, submitted_at, 'submitted', 0, '', NULL FROM tasks "
+            "WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?)")
+
+
+NEVER = 1 << 63  # above every event number
+
+
+def newest_event(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT max(coalesce((SELECT max(n) FROM events), 0), "
+                            "coalesce((SELECT max(seq) FROM tasks), 0))").fetchone()[0])
 
 
 def events_after(conn: sqlite3.Connection, after: int, filters: Filters, limit: int = 500) -> dict[str, Any]:
     """Events newer than cursor `after` of the tasks the filters select, oldest first (a live tail:
     ask again with `next`). `after` 0: from the newest event on (nothing older)."""
     if after <= 0:
-        newest = conn.execute("SELECT max(n) FROM events").fetchone()[0]
-        return {"events": [], "next": newest or 0}
+        return {"events": [], "next": newest_event(conn)}
+    limit = max(1, min(limit, MAX_PAGE))
     clauses, params = filters.where("t")
     task_where = "".join(f" AND {c}" for c in clauses)
     rows = conn.execute(
         "SELECT e.n, e.at, e.event, e.attempt, e.worker, t.id, t.actor, t.state, t.error_type, t.error_message "
-        f"FROM events e JOIN tasks t ON t.seq = e.seq WHERE e.n > ?{task_where} ORDER BY e.n LIMIT ?",
-        (after, *params, max(1, min(limit, MAX_PAGE)))).fetchall()
+        f"FROM ({_events_in(after, NEVER, limit)}) e JOIN tasks t ON t.seq = e.seq WHERE 1{task_where} "
+        "ORDER BY e.n LIMIT ?", (after, NEVER, limit, after, NEVER, limit, *params, limit)).fetchall()
     events = [{"at": r["at"], "event": r["event"], "attempt": r["attempt"], "worker": r["worker"], "id": r["id"],
                "actor": r["actor"], "state": r["state"], "error_type": r["error_type"],
                "error_message": r["error_message"]} for r in rows]
-    newest = rows[-1]["n"] if rows else conn.execute("SELECT coalesce(max(n), ?) FROM events", (after,)).fetchone()[0]
-    return {"events": events, "next": newest}
+    return {"events": events, "next": rows[-1]["n"] if rows else max(after, newest_event(conn))}
 
 
 def stats(conn: sqlite3.Connection, since: float, until: float, by: str = "actor") -> dict[str, Any]:
@@ -138,9 +159,10 @@ def stats(conn: sqlite3.Connection, since: float, until: float, by: str = "actor
     wait and run time (histogram.py: within ~5 %)."""
     if by not in DIMENSIONS:
         raise ValueError(f"--by must be one of {', '.join(DIMENSIONS)}, not {by!r}")
+    # Per minute, every task counts once under its actor: the minute's total is the sum of those.
     rows = conn.execute("SELECT minute, value, submitted, succeeded, failed, wait, run FROM rollup "
                         "WHERE dim = ? AND minute >= ? AND minute < ?",
-                        (by, int(since // 60), int(-(-until // 60)))).fetchall()
+                        ("actor" if by == "minute" else by, int(since // 60), int(-(-until // 60)))).fetchall()
     groups: dict[Any, dict[str, Any]] = {}
     for row in rows:
         group = row["minute"] * 60 if by == "minute" else row["value"]
@@ -170,8 +192,9 @@ def journal(conn: sqlite3.Connection, after: int, before: int, limit: int = 5000
     of the range (it missed none itself)."""
     rows = conn.execute(
         "SELECT e.n, e.event, e.at, e.attempt, e.worker, e.detail, t.id, t.actor, t.args, t.kwargs, t.keys, "
-        "t.priority, t.result, t.error_type, t.error_message, t.traceback FROM events e JOIN tasks t ON t.seq = e.seq "
-        "WHERE e.n > ? AND e.n < ? ORDER BY e.n LIMIT ?", (after, before, limit + 1)).fetchall()
+        "t.priority, t.eta, t.result, t.error_type, t.error_message, t.traceback "
+        f"FROM ({_events_in(after, before, limit + 1)}) e JOIN tasks t ON t.seq = e.seq ORDER BY e.n LIMIT ?",
+        (after, before, limit + 1, after, before, limit + 1, limit + 1)).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     events = [[r["n"] >> 32, r["id"], r["event"], r["at"], r["attempt"], r["worker"], _detail(r)] for r in rows]
@@ -183,6 +206,10 @@ def journal(conn: sqlite3.Connection, after: int, before: int, limit: int = 5000
     return {"events": events, "next": rows[-1]["n"] if more else None, "complete": complete}
 
 
+def _loaded(detail: Any) -> Any:
+    return loaded(detail) if isinstance(detail, str) else detail
+
+
 def _detail(r: sqlite3.Row) -> Any:
     """An event's detail as the state machine gave it (history/recorder.py), from what was stored.
     A task's result and error are its latest: a replayed task's earlier ones are not kept."""
@@ -190,8 +217,7 @@ def _detail(r: sqlite3.Row) -> Any:
     error = None if r["error_type"] is None else \
         {"type": r["error_type"], "message": r["error_message"], "traceback": r["traceback"] or ""}
     if event == "submitted":
-        eta = (loaded(r["detail"]) or {}).get("eta", 0.0)
-        return [r["actor"], loaded(r["args"]), loaded(r["kwargs"]), loaded(r["keys"]), r["priority"], eta]
+        return [r["actor"], loaded(r["args"]), loaded(r["kwargs"]), loaded(r["keys"]), r["priority"], r["eta"] or 0.0]
     if event == "succeeded":
         return loaded(r["result"])
     if event == "retried":

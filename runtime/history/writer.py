@@ -22,21 +22,34 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from ..state.model import HistoryEvent, TaskError
+from ..state.model import HistoryEvent
 from . import schema
 from .recorder import Recorder
 from .schema import event_number
 
 log = logging.getLogger("qrt.history")
 
-FLUSH_EVERY = 0.05  # seconds: what a query sees lags the log by about this much
-FLUSH_EVENTS = 20_000  # events per transaction, at most (a large batch is written whole)
+FLUSH_EVERY = 0.5  # seconds: what a query sees lags the log by about this much
+FLUSH_EVENTS = 50_000  # events per transaction, at most (a large batch is written whole)
 TRIM_EVERY = 60.0  # seconds between retention passes
 TRIM_CHUNK = 5_000  # tasks deleted per statement: short transactions, queries never wait long
 BACKFILL_TIMEOUT = 60.0  # seconds to find a peer that holds the batches this node missed
 CLOSED_STATES = ("succeeded", "failed", "dead", "cancelled", "expired")
+
+
+class Recording(Protocol):
+    """What the replication layer and the coordinator need of a history: History (a thread, in
+    this process), or process.HistoryProcess (the coordinator's: a process of its own)."""
+
+    path: str
+
+    def record(self, batch: int, events: list[HistoryEvent]) -> None: ...
+
+    def wait_for(self, batch: int, timeout: float) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +59,20 @@ class Retention:
     value_bytes: int = 64 * 1024  # arguments and results are stored truncated past this
 
 
+# What the writer reads: the next batch's (number, events), None at the end, or queue.Empty when
+# nothing came within the timeout given (seconds; None: wait).
+Source = Callable[[float | None], "tuple[int, list[HistoryEvent]] | None"]
+
+
 class History:
-    def __init__(self, data_dir: str, retention: Retention | None = None) -> None:
+    """The writer. With `thread` (tests, and `qrt.testing`-like uses), a thread of its own fed by
+    `record`; without, the caller runs `serve(source)` (process.py does, in the history's process)."""
+
+    def __init__(self, data_dir: str, retention: Retention | None = None,
+                 on_written: Callable[[int], None] | None = None, thread: bool = True) -> None:
         self.path = os.path.join(data_dir, "history.sqlite3")
         self.retention = retention or Retention()
+        self._on_written = on_written  # told the batch written after each flush (process.py)
         self._queue: queue.SimpleQueue[tuple[int, list[HistoryEvent]] | None] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._written = threading.Condition()
@@ -57,9 +80,15 @@ class History:
         # Where batches this node missed are read from: (after, before) -> a page of queries.journal
         # from a peer whose history holds them all (the coordinator sets it; None: no peer).
         self.fetch: Callable[[int, int], dict[str, Any]] | None = None
-        self._thread = threading.Thread(target=self._run, name="qrt-history", daemon=True)
-        self._thread.start()
-        self._ready.wait(10.0)
+        self._thread: threading.Thread | None = None
+        if thread:
+            self._thread = threading.Thread(target=self.serve, args=(self._from_queue,), name="qrt-history",
+                                            daemon=True)
+            self._thread.start()
+            self._ready.wait(10.0)
+
+    def _from_queue(self, timeout: float | None) -> tuple[int, list[HistoryEvent]] | None:
+        return self._queue.get(timeout=timeout)
 
     # -- called by the replication layer ----------------------------------------------------
 
@@ -69,7 +98,8 @@ class History:
 
     def close(self) -> None:
         self._queue.put(None)
-        self._thread.join(timeout=10.0)
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
 
     def wait_for(self, batch: int, timeout: float) -> bool:
         """Wait until the history has written batch `batch` (tests, and reads that must see a write)."""
@@ -77,14 +107,15 @@ class History:
         with self._written:
             while self.last_batch < batch:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
+                if left <= 0 or (self._thread is not None and not self._thread.is_alive()):
                     return False
                 self._written.wait(left)
         return True
 
-    # -- the thread -------------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def serve(self, source: Source) -> None:
+        """Write what `source` gives until it gives None: up to FLUSH_EVERY's worth per transaction."""
         conn = schema.connect(self.path)
         recorder = Recorder(conn, self.retention.value_bytes)
         self.last_batch = recorder.last_batch
@@ -92,7 +123,7 @@ class History:
         trimmed_at = time.monotonic()
         stopping = False
         while not stopping:
-            item = self._queue.get()
+            item = source(None)
             deadline = time.monotonic() + FLUSH_EVERY
             while True:
                 if item is None:
@@ -102,7 +133,7 @@ class History:
                 if recorder.pending() >= FLUSH_EVENTS:
                     break
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = source(max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
             try:
@@ -113,6 +144,8 @@ class History:
             with self._written:
                 self.last_batch = recorder.last_batch
                 self._written.notify_all()
+            if self._on_written is not None:
+                self._on_written(recorder.last_batch)
             if time.monotonic() - trimmed_at >= TRIM_EVERY:
                 trimmed_at = time.monotonic()
                 try:
@@ -208,7 +241,8 @@ class History:
 
 
 def _by_batch(rows: list[list[Any]]) -> Iterator[tuple[int, list[HistoryEvent]]]:
-    """A journal page (queries.journal) as the state machine's events, batch by batch."""
+    """A journal page (queries.journal: [batch, task id, event, at, attempt, worker, detail], in
+    their wire form, which the recorder takes as it is) as the events of each batch."""
     batch = -1
     events: list[HistoryEvent] = []
     for number, task_id, event, at, attempt, worker, detail in rows:
@@ -216,22 +250,9 @@ def _by_batch(rows: list[list[Any]]) -> Iterator[tuple[int, list[HistoryEvent]]]
             yield batch, events
             events = []
         batch = number
-        events.append((task_id, event, at, attempt, worker, _as_given(event, detail)))
+        events.append((task_id, event, at, attempt, worker, detail))
     if events:
         yield batch, events
-
-
-def _as_given(event: str, detail: Any) -> Any:
-    """An event's detail as the state machine gives it, from its wire form (queries._detail)."""
-    def error(e: Any) -> TaskError | None:
-        return None if e is None else TaskError(e["type"], e["message"], e.get("traceback", ""))
-    if event == "submitted":
-        return tuple(detail)
-    if event == "retried":
-        return detail[0], error(detail[1])
-    if event in ("dead", "cancelled", "expired"):
-        return error(detail)
-    return detail
 
 
 def _delete(conn: sqlite3.Connection, seqs: list[int]) -> int:

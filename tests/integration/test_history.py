@@ -4,7 +4,9 @@ survives restarts, and the CLI answers the operator's questions (issue 12, items
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,3 +162,24 @@ def test_a_node_that_installs_a_snapshot_copies_the_history_it_missed(tmp_path: 
             assert [e["event"] for e in shown["events"]] == ["submitted", "leased", "succeeded"]
             rows = node2.stats(time.time() - 600)["rows"]
             assert {r["group"]: r["succeeded"] for r in rows}["tests.actors.add"] == 110
+
+
+def test_a_history_process_killed_is_started_again_and_misses_nothing(three: LocalCluster) -> None:
+    node = three.coordinator_nodes[0]
+    assert node.proc is not None
+    child = int(subprocess.run(["pgrep", "-P", str(node.proc.pid), "-f", "qrt.history.process"],
+                               capture_output=True, text=True, check=True).stdout.split()[0])
+    os.kill(child, signal.SIGKILL)
+    with three.client() as client:
+        handles = client.submit_many(actors.add, [(i, 100) for i in range(30)])
+        assert [h.result(timeout=20) for h in handles] == [i + 100 for i in range(30)]
+
+    def same() -> bool:
+        pages = []
+        for url in three.urls:
+            with qrt.Client([url]) as one:
+                pages.append(json.dumps(one.list_tasks(limit=1000), sort_keys=True))
+        ids = {t["id"] for t in json.loads(pages[0])["tasks"] if t["state"] == "succeeded"}
+        return len(set(pages)) == 1 and ids >= {h.id for h in handles}
+    wait_until(same, 30, 0.2, "node 0's history, started again, equal to the others'")
+    assert "the task history's process died" in three.log("node0.log")

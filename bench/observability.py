@@ -1,0 +1,150 @@
+"""The cost of observability: throughput with the task history on and off, and the history's queries.
+
+    python -m bench.observability [--repeats 3] [--tasks 20000] [--nodes 1|3] [--history-tasks 1000000]
+
+1. `bench.throughput`'s workload (no-op tasks, 2 workers x 8 slots) on 1 and 3 nodes, with every
+   node keeping its task history and with `--no-history`, interleaved (on, off, off, on, ...) so
+   that the machine's drift hits both alike; medians, and the cost: 1 - on / off. Target: <= 10 %.
+   (Metrics and tracing are not built yet: this measures the history alone.)
+2. A history of `--history-tasks` finished tasks (10 actors, 5 % dead, keyed by tenant), written
+   through the same projection the nodes run (runtime/history/recorder.py), then: a filtered
+   `tasks list` page (state and actor; state alone; a key value), `task show` of one, and `stats
+   --since 24h` by actor, worker and minute, each timed (median of 5) on the file a node would read.
+   Targets: a page <= 100 ms, stats <= 1 s. And the file's size per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from typing import Any
+
+from qrt.history import queries
+from qrt.history.recorder import Recorder
+from qrt.history.schema import connect
+
+from . import harness, throughput
+
+TARGET_COST = 0.10
+TARGET_PAGE_S = 0.1
+TARGET_STATS_S = 1.0
+
+
+def throughput_cost(nodes: int, repeats: int, tasks: int, deadline: harness.Deadline,
+                    report: dict[str, Any]) -> None:
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(repeats):
+        for history in ((True, False) if i % 2 == 0 else (False, True)):
+            args = argparse.Namespace(fsync=False, curve=False, history=history, workers=2,
+                                      concurrency=8, chunk=1000, inflight=4, tasks=tasks)
+            scratch: dict[str, Any] = {"runs": []}
+            throughput.run_config(nodes, args, deadline, scratch)
+            run = scratch["runs"][0]
+            if scratch.get("failed_checks"):
+                harness.fail_check(report, f"{nodes} node(s), history {history}: {scratch['failed_checks']}")
+            rates[history].append(run["end_to_end_rate"])
+    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    cost = 1 - on / off
+    report["throughput"].append({"nodes": nodes, "with_history": rates[True], "without": rates[False],
+                                 "median_with": on, "median_without": off, "cost": round(cost, 3)})
+    if cost > TARGET_COST:
+        harness.miss_target(report, f"{nodes} node(s): the history costs {cost:.0%} of throughput "
+                                    f"(target <= {TARGET_COST:.0%})")
+
+
+def fill(path: str, n: int) -> float:
+    """Write `n` finished tasks through the projection; the seconds it took."""
+    recorder = Recorder(connect(path), 64 * 1024)
+    rng = random.Random(7)
+    actors = [f"bench.actor{i}" for i in range(10)]
+    workers = [f"host-{i}-worker" for i in range(8)]
+    now = time.time() - 23 * 3600  # spread over the last 23 hours
+    step = 23 * 3600 / n
+    batch = 0
+    t0 = time.perf_counter()
+    chunk = 1000
+    for start in range(0, n, chunk):
+        ids = [uuid.uuid4().hex for _ in range(min(chunk, n - start))]
+        actor = [rng.choice(actors) for _ in ids]
+        batch += 1
+        recorder.add(batch, [(tid, "submitted", now, 0, "", (a, [start + i, "x"], {}, {"tenant": f"t{i % 50}"}, 0, 0.0))
+                             for i, (tid, a) in enumerate(zip(ids, actor, strict=True))])
+        batch += 1
+        recorder.add(batch, [(tid, "leased", now + 0.01, 1, rng.choice(workers), None) for tid in ids])
+        batch += 1
+        recorder.add(batch, [(tid, "succeeded", now + 0.05, 1, "", {"ok": True}) if rng.random() > 0.05 else
+                             (tid, "dead", now + 0.05, 1, "", {"type": "SMTPError", "message": "relay refused",
+                                                               "traceback": "Traceback ..."}) for tid in ids])
+        now += step * len(ids)
+        if recorder.pending() >= 20_000:
+            recorder.flush()
+    recorder.flush()
+    return time.perf_counter() - t0
+
+
+def timed(fn: Any) -> float:
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def query_speed(n: int, report: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory(prefix="qrt-bench-history-") as base:
+        path = os.path.join(base, "history.sqlite3")
+        took = fill(path, n)
+        conn = connect(path, readonly=True)
+        some_id = conn.execute("SELECT id FROM tasks ORDER BY seq LIMIT 1 OFFSET ?", (n // 2,)).fetchone()[0]
+        now = time.time()
+        figures = {
+            "tasks": n,
+            "fill_s": round(took, 1),
+            "bytes_per_task": round(os.path.getsize(path) / n),
+            "page_state_and_actor_s": timed(lambda: queries.list_tasks(
+                conn, queries.Filters(actor="bench.actor3", state="dead"), 50)),
+            "page_state_s": timed(lambda: queries.list_tasks(conn, queries.Filters(state="dead"), 50)),
+            "page_key_s": timed(lambda: queries.list_tasks(conn, queries.Filters(key=("tenant", "t7")), 50)),
+            "page_since_1h_dead_s": timed(lambda: queries.list_tasks(
+                conn, queries.Filters(state="dead", since=now - 3600), 50)),
+            "show_s": timed(lambda: queries.show_task(conn, some_id)),
+            "stats_24h_by_actor_s": timed(lambda: queries.stats(conn, now - 86400, now, "actor")),
+            "stats_24h_by_worker_s": timed(lambda: queries.stats(conn, now - 86400, now, "worker")),
+            "stats_24h_by_minute_s": timed(lambda: queries.stats(conn, now - 86400, now, "minute")),
+        }
+        report["queries"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
+        for name in ("page_state_and_actor_s", "page_state_s", "page_key_s", "show_s"):
+            if figures[name] > TARGET_PAGE_S:
+                harness.miss_target(report, f"{name} took {figures[name]:.3f} s (target <= {TARGET_PAGE_S} s)")
+        for name in ("stats_24h_by_actor_s", "stats_24h_by_worker_s", "stats_24h_by_minute_s"):
+            if figures[name] > TARGET_STATS_S:
+                harness.miss_target(report, f"{name} took {figures[name]:.2f} s (target <= {TARGET_STATS_S} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs with and without the history, each")
+    parser.add_argument("--tasks", type=int, default=20_000, help="tasks per throughput run")
+    parser.add_argument("--nodes", type=int, choices=(1, 3), help="cluster size (default: 1, then 3)")
+    parser.add_argument("--history-tasks", type=int, default=1_000_000, help="tasks in the queried history")
+    args = parser.parse_args(argv)
+
+    def body(deadline: harness.Deadline, report: dict[str, Any]) -> None:
+        report["throughput"] = []
+        for nodes in [args.nodes] if args.nodes else [1, 3]:
+            throughput_cost(nodes, args.repeats, args.tasks, deadline, report)
+        if args.history_tasks:
+            query_speed(args.history_tasks, report)
+
+    report = harness.run_benchmark("observability", vars(args), args.timeout, body)
+    return harness.emit(report, save=not args.no_save)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
