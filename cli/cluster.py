@@ -4,8 +4,6 @@ client (`pass_client`), qrt's errors turned into click's in one place, and argum
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,6 +12,7 @@ import click
 from qrt import defaults
 from qrt.client import Client
 from qrt.errors import InvalidArgument, QrtError, RemoteError
+from qrt.logs import FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,6 +90,9 @@ def json_arg(text: str | None, what: str, kind: type) -> Any:
     return value
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+def log_options(fn: F) -> F:
+    """--log-level and --log-format (logs.py)."""
+    fn = click.option("--log-format", default="text", show_default=True, type=click.Choice(FORMATS),
+                      help="json: one JSON object per line, a task's id, actor and attempt as fields.")(fn)
+    return click.option("--log-level", default="info", show_default=True,
+                        type=click.Choice(["debug", "info", "warning", "error"]))(fn)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 import click
 
-from qrt import defaults
+from qrt import defaults, logs
 from qrt.client import Client, resolve_coordinators
 from qrt.errors import QrtError, TaskCancelled, TaskFailed
 
-from .cluster import ClusterGroup, coordinator_option, curve_options, json_arg, pass_client, setup_logging
+from .cluster import ClusterGroup, coordinator_option, curve_options, json_arg, log_options, pass_client
 from .history import parse_duration, parse_size, stats, tasks
 from .keys import keys
 from .operators import cron, dlq, limits, queue
@@ -56,13 +57,13 @@ def main() -> None:
 @click.option("--history-value-bytes", default=65536, show_default=True, type=click.IntRange(64),
               help="Store arguments and results truncated past this many bytes (of JSON) in the history.")
 @click.option("--no-history", is_flag=True, help="Keep no task history on this node (other nodes answer).")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics there (e.g. 127.0.0.1:9464).")
+@log_options
 def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], raft_password_file: Any,
                 max_frame_bytes: int, fsync: bool, log_level: str, curve_secret_key: str | None = None,
                 curve_clients: str | None = None, curve_workers: str | None = None,
                 history_retention: str = "7d", history_max_size: str = "1GiB", history_value_bytes: int = 65536,
-                no_history: bool = False) -> None:
+                no_history: bool = False, log_format: str = "text", metrics: str | None = None) -> None:
     """Run one coordinator node (one node alone when no --peer is given)."""
     from qrt.coordinator.node import run_coordinator
     from qrt.replication import check_cluster
@@ -87,10 +88,11 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
     from qrt.history.writer import Retention
     retention = None if no_history else Retention(parse_duration(history_retention),
                                                   parse_size(history_max_size), history_value_bytes)
-    setup_logging(log_level)
+    logs.setup(log_level, log_format)
+    os.environ[logs.ENV_FORMAT] = log_format  # the history's process logs alike
     try:
         run_coordinator(listen, data_dir, raft, list(peers), password, max_frame_bytes, fsync, curve_keys,
-                        retention)
+                        retention, metrics)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start the coordinator: {exc}") from None
 
@@ -103,10 +105,11 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
               help="Slots: tasks run at once.")
 @click.option("--drain-timeout", default=defaults.DRAIN_TIMEOUT, show_default=True, type=click.FloatRange(0),
               help="On SIGTERM, seconds to finish running tasks before giving them back.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics there (e.g. 127.0.0.1:9465).")
+@log_options
 def worker(modules: tuple[str, ...], coordinators: tuple[str, ...], curve_secret_key: str | None,
-           curve_server_key: str | None, concurrency: int, drain_timeout: float, log_level: str) -> None:
+           curve_server_key: str | None, concurrency: int, drain_timeout: float, log_level: str,
+           log_format: str = "text", metrics: str | None = None) -> None:
     """Import MODULES and run their @qrt.actor handlers until SIGTERM/SIGINT, then drain."""
     from qrt.worker import import_actors, run_worker
 
@@ -115,9 +118,9 @@ def worker(modules: tuple[str, ...], coordinators: tuple[str, ...], curve_secret
         import_actors(list(modules))
     except (ImportError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    setup_logging(log_level)
+    logs.setup(log_level, log_format)
     try:
-        run_worker(list(modules), urls, concurrency, drain_timeout, curve_secret_key, curve_server_key)
+        run_worker(list(modules), urls, concurrency, drain_timeout, curve_secret_key, curve_server_key, metrics)
     except (ImportError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 

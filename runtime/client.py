@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 import uvloop
@@ -95,12 +95,15 @@ class AsyncTaskHandle:
     def __init__(self, client: AsyncClient, task_id: str) -> None:
         self.client = client
         self.id = task_id
+        self.ended: protocol.Result | None = None  # how it ended, once a `wait_any` told (as_completed)
 
     def __repr__(self) -> str:
         return f"<qrt task {self.id}>"
 
     async def result(self, timeout: float | None = None) -> Any:
         """The handler's return value; raises TaskFailed, TaskCancelled, TaskNotFound or ResultTimeout."""
+        if self.ended is not None:
+            return raise_for_result(self.ended)
         deadline = None if timeout is None else time.monotonic() + timeout
         chunk = defaults.WAIT_CHUNK
         while True:
@@ -187,6 +190,37 @@ class AsyncClient:
     async def cancel(self, task_id: str) -> bool:
         """Cancel a task: a queued one never runs, a running async handler is cancelled."""
         return bool((await self._request(protocol.Cancel(task_id), protocol.Counted)).n)
+
+    async def as_completed(self, handles: Iterable[AsyncTaskHandle],
+                           timeout: float | None = None) -> AsyncIterator[AsyncTaskHandle]:
+        """The handles in the order their tasks end, each one's `result()` then answered at once;
+        a few `wait_any` requests for them all, not one long poll each. ResultTimeout (naming a
+        task still running) when `timeout` passes first."""
+        pending: dict[str, list[AsyncTaskHandle]] = {}
+        for handle in handles:
+            pending.setdefault(handle.id, []).append(handle)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while pending:
+            hold = defaults.WAIT_CHUNK if deadline is None else max(0.0, min(defaults.WAIT_CHUNK,
+                                                                              deadline - time.monotonic()))
+            for result in await self._ended(list(pending)[:protocol.MAX_IDS_PER_WAIT], hold):
+                for handle in pending.pop(result.id, []):
+                    handle.ended = result
+                    yield handle
+            if pending and deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(next(iter(pending)), timeout)
+
+    async def results(self, handles: Iterable[AsyncTaskHandle], timeout: float | None = None) -> list[Any]:
+        """Every task's result, in the order of `handles`: the first failure (in that order) raises."""
+        handles = list(handles)
+        async for _ in self.as_completed(handles, timeout):
+            pass
+        return [await handle.result() for handle in handles]
+
+    async def _ended(self, ids: list[str], hold: float) -> list[protocol.Result]:
+        """Those of `ids` that have ended (or are unknown); else, within `hold`, the first to end."""
+        reply = await self._request(protocol.WaitAny(ids, hold), protocol.Answer, hold)
+        return [protocol.Result.from_wire({**raw, "rid": reply.rid}) for raw in reply.body.get("results", [])]
 
     async def cancel_many(self, task_ids: list[str]) -> int:
         """Cancel each of `task_ids` (as `cancel`, many requests in flight at once); how many were."""
@@ -441,6 +475,24 @@ class Client:
 
     def cancel_many(self, task_ids: list[str]) -> int:
         return self._call(self._async.cancel_many(task_ids))
+
+    def as_completed(self, handles: Iterable[TaskHandle], timeout: float | None = None) -> Iterator[TaskHandle]:
+        """The handles in the order their tasks end (as AsyncClient.as_completed)."""
+        handles = list(handles)
+        outer = {id(h._inner): h for h in handles}
+        ended = self._async.as_completed([h._inner for h in handles], timeout)
+
+        async def next_one() -> AsyncTaskHandle | None:
+            return await anext(ended, None)
+        while (inner := self._call(next_one())) is not None:
+            yield outer[id(inner)]
+
+    def results(self, handles: Iterable[TaskHandle], timeout: float | None = None) -> list[Any]:
+        """Every task's result, in the order of `handles`: the first failure (in that order) raises."""
+        handles = list(handles)
+        for _ in self.as_completed(handles, timeout):
+            pass
+        return [handle.result() for handle in handles]
 
     def submit_again(self, task_id: str) -> TaskHandle:
         return self._wrap(self._call(self._async.submit_again(task_id)))

@@ -47,6 +47,7 @@ class Node:
     args: list[str]
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
+    metrics: str = ""  # HOST:PORT of its Prometheus endpoint (LocalCluster.metrics), or ""
 
 
 @dataclass
@@ -61,6 +62,7 @@ class LocalCluster:
     node_env: dict[int, dict[str, str]] = field(default_factory=dict)  # more environment for node i
     fsync: bool = False  # every node runs with `qrt coordinator --fsync`
     node_args: list[str] = field(default_factory=list)  # more `qrt coordinator` options, for every node
+    metrics: bool = False  # every node serves Prometheus metrics on a port of its own (Node.metrics)
     # CURVE on the client/worker port: keys for the coordinator (shared by its nodes), a client and a
     # worker are generated in base_dir/curve, and every node, worker and client here uses them.
     curve: bool = False
@@ -97,7 +99,10 @@ class LocalCluster:
                     *self.node_args]
             for peer in peers:
                 args += ["--peer", peer]
-            self.coordinator_nodes.append(Node(url, raft, data_dir, args))
+            metrics = f"{hosts[i]}:{free_port()}" if self.metrics else ""
+            if metrics:
+                args += ["--metrics", metrics]
+            self.coordinator_nodes.append(Node(url, raft, data_dir, args, metrics=metrics))
 
     def _make_keys(self) -> list[str]:
         """Generate the coordinator's, a client's and a worker's key pairs; the coordinator's options."""

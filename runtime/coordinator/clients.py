@@ -43,6 +43,8 @@ class ClientDesk:
             self._submit(identity, msg, size)
         elif isinstance(msg, P.Wait):
             self._wait(identity, msg, size)
+        elif isinstance(msg, P.WaitAny):
+            self._wait_any(identity, msg, size)
         elif isinstance(msg, P.Status):
             status = cluster_status(self.listen, self.dispatcher.leading, self.replication, self.workers)
             in_flight, oldest = self.proposer.in_flight()
@@ -118,6 +120,23 @@ class ClientDesk:
             if charge is not None:
                 self.waiters.add(msg.id, identity, msg.rid, time.monotonic() + msg.timeout, charge)
 
+    def _wait_any(self, identity: bytes, msg: P.WaitAny, size: int) -> None:
+        """Every task of `msg.ids` that has ended (or is unknown), at once; else the first to end."""
+        ended = []
+        with self.replication.reading() as machine:
+            for task_id in msg.ids:
+                task = machine.tasks.get(task_id)
+                if task is None:
+                    ended.append({"id": task_id, "state": "not_found"})
+                elif task.state in TaskState.TERMINAL:
+                    ended.append(task.summary())
+        if ended or not msg.timeout:
+            self._reply(identity, _any_answer(msg.rid, ended))
+            return
+        charge = self._hold(identity, msg.rid, size)
+        if charge is not None:
+            self.waiters.add_any(msg.ids, identity, msg.rid, time.monotonic() + msg.timeout, charge)
+
     def _dlq_list(self, identity: bytes, msg: P.DlqList) -> None:
         with self.replication.reading() as machine:
             ids = list(machine.dlq)[-msg.limit:] if msg.limit else []
@@ -172,18 +191,30 @@ class ClientDesk:
             if isinstance(effect, Finished):
                 for waiter in self.waiters.finished(effect.id):
                     self.budget.give(waiter.identity, waiter.charge)
-                    self._reply(waiter.identity, P.Result.of(waiter.rid, effect.summary))
+                    self._reply(waiter.identity, _any_answer(waiter.rid, [effect.summary]) if waiter.ids
+                                else P.Result.of(waiter.rid, effect.summary))
 
     def expire_waits(self) -> None:
         for task_id, waiter in self.waiters.expired(time.monotonic()):
             self.budget.give(waiter.identity, waiter.charge)
-            self._reply(waiter.identity, P.Result(waiter.rid, task_id, "pending"))
+            self._reply(waiter.identity, _any_answer(waiter.rid, []) if waiter.ids
+                        else P.Result(waiter.rid, task_id, "pending"))
 
     def redirect_waiters(self, redirect: Any) -> None:
         """This node stopped leading: every held `wait` is told where to go (`redirect(rid)`)."""
         for waiter in self.waiters.clear():
             self.router.send(waiter.identity, redirect(waiter.rid))
         self.budget.clear()  # what is proposed is failed (and given back) by Proposer.fail_all
+
+
+def _any_answer(rid: int, summaries: list[dict[str, Any]]) -> P.Answer:
+    """The `ok` of a `wait_any`: each ended task as a `result` would give it (no `t`, no `rid`)."""
+    results = []
+    for summary in summaries:
+        wire = P.Result.of(rid, summary).to_wire()
+        del wire["t"], wire["rid"]
+        results.append(wire)
+    return P.Answer(rid, {"results": results})
 
 
 def _command_of(msg: P.ClientRequest) -> C.Command:

@@ -24,15 +24,17 @@ def run_coordinator(listen: str = defaults.COORDINATOR_URL, data_dir: str = defa
                     raft: str = defaults.RAFT_ADDRESS, peers: list[str] | None = None,
                     password: str | None = None, max_frame: int = defaults.MAX_FRAME_BYTES,
                     fsync: bool = False, keys: ServerKeys | None = None,
-                    history: Retention | None = DEFAULT_RETENTION) -> None:
+                    history: Retention | None = DEFAULT_RETENTION, metrics: str | None = None) -> None:
     """Run one coordinator node until SIGTERM or SIGINT (`fsync`: Replication's; `keys`: CURVE on the
-    client/worker port, curve.server_keys; `history`: the task history's retention, None for none)."""
-    uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame, fsync, keys, history))
+    client/worker port, curve.server_keys; `history`: the task history's retention, None for none;
+    `metrics`: HOST:PORT of the Prometheus endpoint, None for none)."""
+    uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame, fsync, keys, history,
+                     metrics))
 
 
 async def _main(listen: str, data_dir: str, raft: str, peers: list[str], password: str | None,
                 max_frame: int, fsync: bool, keys: ServerKeys | None = None,
-                retention: Retention | None = None) -> None:
+                retention: Retention | None = None, metrics: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -54,6 +56,9 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
         raise
     try:
         coordinator = Coordinator(listen, replication, max_frame, clock.from_environment(), keys, history)
+        if metrics is not None:
+            from ..metrics import CoordinatorCollector, serve
+            serve(metrics, CoordinatorCollector(coordinator))
         log.info("coordinator listening on %s, raft %s, peers %s, data in %s%s%s", listen, raft,
                  ",".join(peers) or "none", data_dir, " (fsync)" if fsync else "",
                  f" (CURVE: {len(keys.roles)} keys allowed)" if keys is not None else "")

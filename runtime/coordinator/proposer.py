@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from bisect import bisect_left
 from collections.abc import Callable
 
 from .. import defaults
@@ -31,6 +32,27 @@ OnEffects = Callable[[list[Effect] | None, str | None], None]
 # The reason given for a command that could not be packed (a bug, or a value past msgpack's limits
 # that ingress let through): retrying cannot help.
 UNPACKABLE = "unpackable"
+
+
+class BatchSizes:
+    """How many commands the entries this node proposed held (a histogram, for metrics.py)."""
+
+    BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.total = 0
+
+    def observe(self, n: int) -> None:
+        self.counts[bisect_left(self.BOUNDS, n)] += 1
+        self.total += n
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        out, running = [], 0
+        for bound, n in zip((*self.BOUNDS, float("inf")), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
 
 
 class Proposer:
@@ -49,6 +71,7 @@ class Proposer:
         self._callbacks: dict[int, OnEffects] = {}  # ref -> who waits for that command's effects
         self._in_flight: dict[int, list[int]] = {}  # batch -> refs of its commands
         self._proposed_at: dict[int, float] = {}  # batch -> monotonic time it was proposed
+        self.batch_sizes = BatchSizes()
 
     def add(self, command: C.Command, on_effects: OnEffects | None) -> None:
         """Propose `command` with this pass's others; `on_effects` gets its effects (None: nobody waits).
@@ -124,6 +147,7 @@ class Proposer:
             payload = C.join_batch(term, stamp, [packed for _, packed in chunk], refs)
             batch = refs[0]
             self._in_flight[batch] = refs
+            self.batch_sizes.observe(len(refs))
             self.proposed_at = self._proposed_at[batch] = self._clock.monotonic()
             try:
                 self._replication.propose(payload, self._on_commit(batch))

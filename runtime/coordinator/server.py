@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 
-from .. import curve, defaults
+from .. import curve, defaults, logs
 from .. import protocol as P
 from ..clock import Clock
 from ..errors import ProtocolError
@@ -55,6 +55,7 @@ class Coordinator:
         self.reader = HistoryDesk(self.router, replication, self.proposer, history)
         self.worker_desk = WorkerDesk(replication, self.proposer, self.router, self.workers, self.dispatcher,
                                       ids_are_routing_ids=keys is None)
+        self.leader_changes = 0  # times this node took or left office (metrics.py)
         self._checkpoint_at = time.monotonic()  # the last checkpoint proposed, and the batch it followed
         self._checkpoint_batch = 0
 
@@ -98,6 +99,7 @@ class Coordinator:
         if leading == self.leading and not reelected:
             return
         self.dispatcher.leading = leading
+        self.leader_changes += 1
         self.workers.clear()
         if leading:
             # Every lease timer restarts now: workers get a full grace period to say hello again.
@@ -189,10 +191,13 @@ class Coordinator:
             if isinstance(effect, CancelRunning):
                 self.worker_desk.cancel_running(effect.worker, effect.id)
             elif isinstance(effect, Retrying):
-                log.info("task %s attempt %d failed (%s: %s); retry in %.1f s", effect.id, effect.attempt,
-                         effect.error.type, effect.error.message, effect.delay)
+                log.info("task %s (%s) attempt %d failed (%s: %s); retry in %.1f s", effect.id, effect.actor,
+                         effect.attempt, effect.error.type, effect.error.message, effect.delay,
+                         extra=logs.about(effect.id, effect.actor, effect.attempt))
             elif isinstance(effect, Requeued):
-                log.info("task %s back in the queue (worker %s gone)", effect.id, effect.worker)
+                log.info("task %s (%s) attempt %d back in the queue (worker %s gone)", effect.id, effect.actor,
+                         effect.attempt, effect.worker,
+                         extra=logs.about(effect.id, effect.actor, effect.attempt, effect.worker))
         self.dispatcher.committed()
 
     # -- timers -----------------------------------------------------------------------------

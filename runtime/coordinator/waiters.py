@@ -14,6 +14,7 @@ class Waiter:
     deadline: float  # on the monotonic clock
     charge: int = 0  # what it holds of its connection's budget (budget.py)
     answered: bool = False
+    ids: tuple[str, ...] = ()  # a `wait_any`: every task it waits for (answered at the first to end)
 
 
 class WaitRoom:
@@ -32,12 +33,30 @@ class WaitRoom:
         self._by_task.setdefault(task_id, []).append(waiter)
         heapq.heappush(self._deadlines, (deadline, next(self._seq), task_id, waiter))
 
+    def add_any(self, task_ids: list[str], identity: bytes, rid: int, deadline: float, charge: int = 0) -> None:
+        """One waiter for the first of `task_ids` to end."""
+        waiter = Waiter(identity, rid, deadline, charge, ids=tuple(dict.fromkeys(task_ids)))
+        for task_id in waiter.ids:
+            self._by_task.setdefault(task_id, []).append(waiter)
+        heapq.heappush(self._deadlines, (deadline, next(self._seq), waiter.ids[0], waiter))
+
     def finished(self, task_id: str) -> list[Waiter]:
         """The waiters of a task that reached its end; each is answered once."""
-        waiters = self._by_task.pop(task_id, [])
+        waiters = [w for w in self._by_task.pop(task_id, []) if not w.answered]
         for waiter in waiters:
             waiter.answered = True
+            self._forget_elsewhere(waiter, task_id)
         return waiters
+
+    def _forget_elsewhere(self, waiter: Waiter, but: str) -> None:
+        """A `wait_any` answered: it leaves the lists of the other tasks it waited for."""
+        for other in waiter.ids:
+            if other != but:
+                rest = [w for w in self._by_task.get(other, []) if w is not waiter]
+                if rest:
+                    self._by_task[other] = rest
+                else:
+                    self._by_task.pop(other, None)
 
     def expired(self, now: float) -> list[tuple[str, Waiter]]:
         out = []
@@ -52,11 +71,12 @@ class WaitRoom:
                 self._by_task[task_id] = rest
             else:
                 self._by_task.pop(task_id, None)
+            self._forget_elsewhere(waiter, task_id)
         return out
 
     def clear(self) -> list[Waiter]:
         """Everyone (this node stopped leading): the caller redirects them."""
-        everyone = [w for waiters in self._by_task.values() for w in waiters]
+        everyone = list({id(w): w for waiters in self._by_task.values() for w in waiters}.values())  # (once each)
         self._by_task.clear()
         self._deadlines.clear()
         return everyone

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import msgpack
 
+from .. import logs
 from ..state.model import HistoryEvent, TaskError
 from .writer import History, Retention, Source
 
@@ -147,8 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from ..lifetime import die_with_parent
     die_with_parent(args.parent)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logs.setup("info", os.environ.get(logs.ENV_FORMAT, "text"))
     history = History(args.data_dir, Retention(args.max_age, args.max_bytes, args.value_bytes),
                       on_written=_say_written, thread=False)
     history.fetch = _peers_journal(args.node, args.curve_key)

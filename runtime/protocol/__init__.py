@@ -14,6 +14,7 @@ from ..errors import ProtocolError
 from .codec import VERSION, ErrorCode, decode, encode, request_id
 from .history import HISTORY_REQUESTS, Answer, Describe, HistoryJournal, Stats, TaskEvents, TaskShow, TasksList
 from .messages import (
+    MAX_IDS_PER_WAIT,
     Cancel,
     CronAdd,
     CronList,
@@ -33,6 +34,7 @@ from .messages import (
     Status,
     Submit,
     Wait,
+    WaitAny,
 )
 from .replies import (
     Accepted,
@@ -68,13 +70,13 @@ from .work import (
 
 OperatorRequest = LimitsSet | LimitsReset | QueuePause | QueuePurge | CronAdd | CronRemove
 HistoryRequest = TasksList | TaskEvents | TaskShow | Stats | Describe | HistoryJournal  # any node answers these
-ClientRequest = (Submit | Wait | Cancel | Status | DlqList | DlqShow | DlqReplay | DlqPurge | LimitsShow
+ClientRequest = (Submit | Wait | WaitAny | Cancel | Status | DlqList | DlqShow | DlqReplay | DlqPurge | LimitsShow
                  | OperatorRequest | CronList | HistoryRequest)
 WorkerMessage = Hello | Heartbeat | Done | Credit | Drain | Bye
 ToWorker = Welcome | Hb | Run | Ack | CancelRun | Redirect | Error
 
 _TO_COORDINATOR: dict[str, Any] = {cls.TYPE: cls for cls in (
-    Submit, Wait, Cancel, Status, DlqList, DlqShow, DlqReplay, DlqPurge, LimitsShow, LimitsSet, LimitsReset,
+    Submit, Wait, WaitAny, Cancel, Status, DlqList, DlqShow, DlqReplay, DlqPurge, LimitsShow, LimitsSet, LimitsReset,
     QueuePause, QueuePurge, CronAdd, CronRemove, CronList, *HISTORY_REQUESTS, Hello, Heartbeat, Done, Credit, Drain,
     Bye)}
 _TO_WORKER: dict[str, Any] = {cls.TYPE: cls for cls in (Welcome, Hb, Run, Ack, CancelRun, Redirect, Error)}
@@ -122,6 +124,7 @@ __all__ = [
     "ACTOR_OPTION_TYPES",
     "HISTORY_REQUESTS",
     "KEY_VALUE_TYPES",
+    "MAX_IDS_PER_WAIT",
     "MAX_ID_CHARS",
     "VERSION",
     "Accepted",
@@ -180,6 +183,7 @@ __all__ = [
     "TasksList",
     "ToWorker",
     "Wait",
+    "WaitAny",
     "Welcome",
     "WorkerMessage",
     "check_packable",

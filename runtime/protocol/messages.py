@@ -172,6 +172,28 @@ class Wait(Request):
         return cls(v.str_id(m, "id"), min(timeout, MAX_WAIT), rid=rid_of(m))
 
 
+# Ids in one `wait_any` (a client with more asks about the first ones, then the next).
+MAX_IDS_PER_WAIT = 10_000
+
+
+@dataclass(slots=True)
+class WaitAny(Request):
+    """Wait for any of many tasks: answered with every one that has ended (at once if some have),
+    else with the first to end, else nothing at `timeout`. N results are not N long polls."""
+
+    TYPE = "wait_any"
+    ids: list[str]
+    timeout: float = 30.0
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        ids = v.str_list(m, "ids")
+        if not 0 < len(ids) <= MAX_IDS_PER_WAIT:
+            raise v.bad("ids", f"must hold 1 to {MAX_IDS_PER_WAIT} ids")
+        timeout = float(v.nonneg(v.get(m, "timeout", v.NUMBER, 30.0), "timeout"))
+        return cls(ids, min(timeout, MAX_WAIT), rid=rid_of(m))
+
+
 @dataclass(slots=True)
 class Cancel(Request):
     TYPE = "cancel"

@@ -167,6 +167,7 @@ class StateMachine(TaskStore):
         due = env.eta if env.eta else self.now + env.delay
         self._note(task, "submitted", detail=(task.actor, task.args, task.kwargs, task.keys, task.priority,
                                               due if due > self.now else 0.0))
+        self.tallies.of(task.actor).submitted += 1
         if start_by and start_by <= self.now:
             self._expire(task, effects)
         elif due > self.now:
@@ -205,21 +206,28 @@ class StateMachine(TaskStore):
             if task is None or task.state != TaskState.RUNNING or task.lease is None \
                     or task.lease.worker != cmd.worker or task.attempt != o.attempt:
                 continue  # stale: a lease that expired, or a report sent twice across a failover
+            tally = self.tallies.of(task.actor)
+            tally.ran(self.now - task.started_at)
             self._release(task)
             if o.ok:
+                tally.succeeded += 1
                 self._terminate(task, TaskState.SUCCEEDED, effects, result=o.value)
                 continue
             error = TaskError(o.error_type or "Exception", o.message, o.traceback)
             if task.cancel_requested:
                 self._terminate(task, TaskState.CANCELLED, effects, error=error)
-            elif not o.retryable or task.failures >= self.option(task, "retries"):
+                continue
+            tally.failed += 1
+            if not o.retryable or task.failures >= self.option(task, "retries"):
+                tally.dead_lettered += 1
                 self._terminate(task, TaskState.FAILED, effects, error=error)
             else:
+                tally.retried += 1
                 task.failures += 1
                 delay = o.retry_delay if o.retry_delay is not None else backoff_delay(task.id, task.failures)
                 self._delay(task, self.now + delay)
                 task.error = error
-                effects.append(Retrying(task.id, task.attempt, delay, error))
+                effects.append(Retrying(task.id, task.attempt, delay, error, task.actor))
                 self._note(task, "retried", cmd.worker, (delay, error))
 
     def _lost(self, cmd: C.Lost, effects: list[Effect]) -> None:
@@ -235,12 +243,14 @@ class StateMachine(TaskStore):
                 self._terminate(task, TaskState.CANCELLED, effects)
                 continue
             task.losses += 1 if cmd.counts else 0
+            self.tallies.of(task.actor).lost += 1
             if task.losses > self.option(task, "max_worker_losses"):
                 error = TaskError("worker_lost", f"its worker was lost {task.losses} times while running it")
+                self.tallies.of(task.actor).dead_lettered += 1
                 self._terminate(task, TaskState.FAILED, effects, error=error)
             else:
                 self._enqueue(task, keep_order=True)
-                effects.append(Requeued(task.id, cmd.worker))
+                effects.append(Requeued(task.id, cmd.worker, task.actor, task.attempt))
                 self._note(task, "lost", cmd.worker)
 
     def _cancel(self, cmd: C.Cancel, effects: list[Effect]) -> None:

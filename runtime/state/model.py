@@ -126,6 +126,7 @@ class Retrying:
     attempt: int
     delay: float
     error: TaskError
+    actor: str = ""
 
 
 @dataclass(slots=True)
@@ -134,6 +135,8 @@ class Requeued:
 
     id: str
     worker: str
+    actor: str = ""
+    attempt: int = 0
 
 
 @dataclass(slots=True)

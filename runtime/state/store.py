@@ -19,6 +19,7 @@ from .cron import CronTable
 from .lanes import ActorQueue, lane_of
 from .limits import INFINITY, Cap, FlowState, Rate, caps_from_wire, rates_from_wire
 from .model import NO_ARGS, NO_KWARGS, Effect, Finished, HistoryEvent, Lease, Leased, Task, TaskError, TaskState
+from .tallies import Tallies
 from .transitions import MOVES, IllegalMove
 
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -59,6 +60,7 @@ class TaskStore:
         self.overrides: dict[str, dict[str, Any]] = {}  # operators' limits, winning until reset
         self.paused: dict[str, None] = {}  # actors whose queued tasks do not start
         self.cron = CronTable()
+        self.tallies = Tallies()  # per actor: what the log did (the metrics' counters)
         # (expires_at, id) of finished tasks. Not compacted: an entry dies only when it is popped
         # (a finished task with one leaves `tasks` only here; dead letters, which go otherwise,
         # have none), so it holds no dead entries.
@@ -96,6 +98,8 @@ class TaskStore:
         "Upgrades".)"""
         self.__init__()  # type: ignore[misc]
         self.__dict__.update(state)
+        if "tallies" not in state:  # written before the counters existed: they start at 0
+            self.tallies = Tallies()
         if "delayed_total" not in state:  # written before the heaps were compacted
             self.delayed_total = sum(self.delayed_count.values())
             self.deadlines_live = sum(1 for t in self.tasks.values() if self._holds_deadline(t))
@@ -191,6 +195,9 @@ class TaskStore:
         task.leased_in = self.applied
         rates, caps = self.limits(task.actor, task.keys)
         task.counted = self.flow.start(task.actor, task.keys, rates, caps, self.now)
+        tally = self.tallies.of(task.actor)
+        tally.started += 1
+        tally.waited(self.now - max(task.submitted_at, task.eta))  # since it was due (a requeue: earlier)
         self.leases.setdefault(worker, {})[task.id] = None
         effects.append(Leased(worker, self.run_task(task)))
         self._note(task, "leased", worker)
@@ -299,6 +306,8 @@ class TaskStore:
             until = self.flow.blocked_until(actor, task.keys, rates, caps, self.now) if rates or caps else 0.0
             if until:
                 wait = min(wait, until)
+                if until != INFINITY:  # a rate held it back (a concurrency cap waits for a release)
+                    self.tallies.of(actor).rate_limited += 1
                 continue
             found = (head, lane)
             if not queue.prioritised:

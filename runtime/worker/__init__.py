@@ -32,14 +32,17 @@ def import_actors(modules: list[str]) -> dict[str, Actor[Any, Any]]:
 
 def run_worker(modules: list[str], coordinators: list[str], concurrency: int = defaults.WORKER_CONCURRENCY,
                drain_timeout: float = defaults.DRAIN_TIMEOUT, curve_secret_key: str | None = None,
-               curve_server_key: str | None = None) -> None:
+               curve_server_key: str | None = None, metrics: str | None = None) -> None:
     """Serve `modules`' actors until SIGTERM/SIGINT; CURVE keys as for `qrt.Client` (ValueError when
-    one cannot be read)."""
+    one cannot be read); `metrics`: HOST:PORT of a Prometheus endpoint."""
     keys = peer_keys(curve_secret_key, curve_server_key)
     actors = import_actors(modules)
     if not actors:
         raise ImportError(f"no @qrt.actor found in {', '.join(modules)}")
     worker = Worker(actors, coordinators, concurrency, drain_timeout, keys)
+    if metrics is not None:
+        from ..metrics import WorkerCollector, serve
+        serve(metrics, WorkerCollector(worker))
     uvloop.run(_serve(worker))
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from .. import defaults
+from .. import defaults, logs
 from ..actor import Actor, TaskInfo, _current, registry
 from ..errors import ProtocolError
 from ..lifetime import die_with_parent
@@ -121,18 +121,21 @@ class ChildPool:
             async with asyncio.timeout(task.timeout):
                 outcome = await _call(child, task)
         except TimeoutError:
-            log.warning("%s (task %s) ran past its timeout of %s s: killing its child process %s",
-                        actor.name, task.id, task.timeout, child.pid)
+            log.warning("%s (task %s, attempt %d) ran past its timeout of %s s: killing its child process %s",
+                        actor.name, task.id, task.attempt, task.timeout, child.pid,
+                        extra=logs.about(task.id, actor.name, task.attempt))
             await self._replace(child, hold_slot)
             return outcomes.timed_out(actor.name, task.id, task.attempt, task.timeout)
         except _ChildFailed:
             how = await self._bury(child)
             self._replace_later(hold_slot)
-            log.warning("the child process running %s (task %s) %s", actor.name, task.id, how)
+            log.warning("the child process running %s (task %s, attempt %d) %s", actor.name, task.id, task.attempt,
+                        how, extra=logs.about(task.id, actor.name, task.attempt))
             message = f"the child process running {actor.name} {how}; a fresh one takes its place"
             return outcomes.error(task.id, task.attempt, "ChildDied", message)
         except BaseException:  # cancelled (the leader's cancel, fencing, drain): the handler goes with its task
-            log.info("%s (task %s) cancelled: killing its child process %s", actor.name, task.id, child.pid)
+            log.info("%s (task %s, attempt %d) cancelled: killing its child process %s", actor.name, task.id,
+                     task.attempt, child.pid, extra=logs.about(task.id, actor.name, task.attempt))
             await self._replace(child, hold_slot)
             raise
         child.tasks += 1

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
+from .. import logs
 from ..actor import Actor, TaskInfo, _current
 from ..protocol import Outcome, RunTask
 from . import outcomes
@@ -58,8 +59,9 @@ async def run_handler(actor: Actor[Any, Any], task: RunTask, executor: Executor,
             return outcomes.timed_out(actor.name, task.id, task.attempt, task.timeout)
         # A thread cannot be stopped: the attempt holds its lease, slot and limit units until it
         # returns (reported then), or its retry would run beside it, over the actor's limits.
-        log.warning("%s (task %s) ran past its timeout of %s s; its thread cannot be stopped: the task keeps its "
-                    "slot until it returns (isolation=\"process\" can kill it)", actor.name, task.id, task.timeout)
+        log.warning("%s (task %s, attempt %d) ran past its timeout of %s s; its thread cannot be stopped: the "
+                    "task keeps its slot until it returns (isolation=\"process\" can kill it)", actor.name, task.id,
+                    task.attempt, task.timeout, extra=logs.about(task.id, actor.name, task.attempt))
         started = time.monotonic() - task.timeout
         try:
             await asyncio.shield(thread_future)

@@ -47,6 +47,7 @@ from ..protocol import (
     WorkerMessage,
     parse_for_worker,
 )
+from ..state.tallies import Tally
 from ..transport import LeaderLink
 from . import outcomes
 from .isolation import ChildPool
@@ -151,6 +152,9 @@ class Worker:
         isolated = sorted({a.fn.__module__ for a in actors.values() if a.isolation == "process"})
         self._children = ChildPool(concurrency, isolated)  # for isolation="process": warm before hello
         self._jobs: set[asyncio.Task[None]] = set()
+        self.ran: dict[str, Tally] = {}  # actor -> its handlers' run times here (metrics.py)
+        self.loop_lag = 0.0  # how late the last timer pass ran (metrics.py)
+        self._ticked_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: LeaderLink | None = None
         self._bye: Bye | None = None  # once leaving: what we hand back
@@ -220,6 +224,9 @@ class Worker:
         if self.standing is Standing.LEFT:
             return
         now = time.monotonic()
+        if self._ticked_at:
+            self.loop_lag = max(0.0, now - self._ticked_at - TIMER_INTERVAL)
+        self._ticked_at = now
         if now - self._fence_from > defaults.WORKER_FENCE_AFTER and self.running:
             self._fence()
         if self._link.tick(self._last_heard):
@@ -381,6 +388,7 @@ class Worker:
             held = True
             self._hold_slot(future)
 
+        started = time.monotonic()
         try:
             outcome = await run_handler(actor, task, self._executor, on_overrun, self._children, hold_slot)
         except asyncio.CancelledError:
@@ -395,6 +403,8 @@ class Worker:
             if running is not None:  # cancelled at the leader's request: report it
                 self._report(outcomes.cancelled(task.id, running.attempt), 0 if self.draining or held else 1)
             return  # fenced or shutting down: report nothing, the lease decides
+        tally = self.ran.get(actor.name) or self.ran.setdefault(actor.name, Tally())
+        tally.ran(time.monotonic() - started)
         running = self.running.pop(task.id, None)
         if running is None:
             return  # fenced meanwhile: the leader may have given the task to another worker

@@ -183,3 +183,19 @@ def test_a_history_process_killed_is_started_again_and_misses_nothing(three: Loc
         return len(set(pages)) == 1 and ids >= {h.id for h in handles}
     wait_until(same, 30, 0.2, "node 0's history, started again, equal to the others'")
     assert "the task history's process died" in three.log("node0.log")
+
+
+def test_many_results_come_back_in_a_few_requests_in_the_order_they_end(three: LocalCluster) -> None:
+    with three.client() as client:
+        slow = client.submit(actors.sleep_then, 1.0, "slow")
+        quick = client.submit_many(actors.add, [(i, 1) for i in range(50)])
+        failing = client.submit(actors.not_retryable)
+        order = [h.id for h in client.as_completed([slow, *quick, failing], timeout=20)]
+        assert order[-1] == slow.id and set(order) == {slow.id, failing.id, *(h.id for h in quick)}
+        assert client.results(quick, timeout=10) == [i + 1 for i in range(50)]
+        with pytest.raises(qrt.TaskFailed):
+            client.results([slow, failing], timeout=10)
+        never = client.submit_with("tests.no_worker_serves_this", [1])
+        with pytest.raises(qrt.ResultTimeout):
+            list(client.as_completed([never], timeout=0.5))
+        client.cancel(never.id)

@@ -80,6 +80,7 @@ ROUND_TRIPS: list[P.Message] = [
                          delay=30.0, priority=-(2**63), eta=1718006400.0, expires_in=60.0, expires_at=1718010000.0,
                          idempotency_key="report-2024-06")], rid=2),
     P.Wait("t1", 5.0, rid=3),
+    P.WaitAny(["t1", "t2"], 5.0, rid=30),
     P.Cancel("t1", rid=4),
     P.Status(local=True, rid=5),
     P.DlqList(10, rid=6),
@@ -359,6 +360,7 @@ BAD_FIELDS = [
     bad(P.CronAdd, change(CRON_ADD, args={}), "args", "must be array, not map"),
     bad(P.CronAdd, change(CRON_ADD, kwargs={1: "x"}), "kwargs", "must have str keys"),
     bad(P.CronRemove, {"t": "cron_remove", "rid": 7, "name": b"n"}, "name", "must be str, not bin"),
+    bad(P.WaitAny, {"t": "wait_any", "rid": 7, "ids": []}, "ids", "must hold 1 to 10000 ids"),
     # the task history
     bad(P.TasksList, {"t": "tasks_list", "rid": 7, "state": "finished"}, "state", "must be one of queued"),
     bad(P.TasksList, {"t": "tasks_list", "rid": 7, "key": ["tenant"]}, "key", "must be [name, value]"),

@@ -78,3 +78,20 @@ def test_clear_hands_back_every_waiter_and_leaves_none_to_answer() -> None:
     assert len(room) == 0
     assert room.finished("a") == []
     assert expired_rids(room, 10.0) == []
+
+
+def test_a_wait_for_any_of_many_is_answered_once_by_the_first_to_end() -> None:
+    room = WaitRoom()
+    room.add_any(["a", "b", "c"], b"client", 7, deadline=100.0)
+    (waiter,) = room.finished("b")
+    assert waiter.rid == 7 and waiter.ids == ("a", "b", "c")
+    assert room.finished("a") == [] and room.finished("c") == []  # forgotten by the others
+    assert len(room) == 0 and room.expired(1000.0) == []
+
+
+def test_a_wait_for_any_expires_once_and_leaves_nothing_behind() -> None:
+    room = WaitRoom()
+    room.add_any(["a", "b"], b"client", 7, deadline=10.0)
+    room.add("b", b"other", 8, deadline=50.0)
+    assert [(task, w.rid) for task, w in room.expired(20.0)] == [("a", 7)]
+    assert [w.rid for w in room.finished("b")] == [8] and len(room) == 0
