@@ -16,7 +16,7 @@ from qrt.errors import QrtError, TaskCancelled, TaskFailed
 from .cluster import ClusterGroup, coordinator_option, curve_options, json_arg, log_options, pass_client
 from .history import parse_duration, parse_size, stats, tasks
 from .keys import keys
-from .operators import cron, dlq, limits, queue
+from .operators import alerts, cron, dlq, limits, queue
 
 
 @click.group(cls=ClusterGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,12 +58,15 @@ def main() -> None:
               help="Store arguments and results truncated past this many bytes (of JSON) in the history.")
 @click.option("--no-history", is_flag=True, help="Keep no task history on this node (other nodes answer).")
 @click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics there (e.g. 127.0.0.1:9464).")
+@click.option("--alerts", "alerts_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Alert rules and their sinks (TOML; docs/alerts.md), the same file on every node.")
 @log_options
 def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], raft_password_file: Any,
                 max_frame_bytes: int, fsync: bool, log_level: str, curve_secret_key: str | None = None,
                 curve_clients: str | None = None, curve_workers: str | None = None,
                 history_retention: str = "7d", history_max_size: str = "1GiB", history_value_bytes: int = 65536,
-                no_history: bool = False, log_format: str = "text", metrics: str | None = None) -> None:
+                no_history: bool = False, log_format: str = "text", metrics: str | None = None,
+                alerts_file: str | None = None) -> None:
     """Run one coordinator node (one node alone when no --peer is given)."""
     from qrt.coordinator.node import run_coordinator
     from qrt.replication import check_cluster
@@ -85,14 +88,19 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
         check_listen(listen, curve_keys)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    from qrt.alerts.rules import load
     from qrt.history.writer import Retention
+    try:
+        alerts = load(alerts_file) if alerts_file else None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     retention = None if no_history else Retention(parse_duration(history_retention),
                                                   parse_size(history_max_size), history_value_bytes)
     logs.setup(log_level, log_format)
     os.environ[logs.ENV_FORMAT] = log_format  # the history's process logs alike
     try:
         run_coordinator(listen, data_dir, raft, list(peers), password, max_frame_bytes, fsync, curve_keys,
-                        retention, metrics)
+                        retention, metrics, alerts)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start the coordinator: {exc}") from None
 
@@ -253,7 +261,7 @@ def _agreement(views: list[dict[str, Any]]) -> str:
     return f"the same state at checkpoint {mark}" + ("" if len(by_mark) == 1 else " (some nodes are at another)")
 
 
-for group in (dlq, limits, queue, cron, tasks):
+for group in (dlq, limits, queue, cron, tasks, alerts):
     main.add_command(group)
 main.add_command(stats)
 main.add_command(keys)

@@ -71,6 +71,31 @@ def dlq_purge(client: Client, task_id: str | None, all_: bool) -> None:
 
 
 @click.group(cls=ClusterGroup)
+def alerts() -> None:
+    """Alert rules (qrt coordinator --alerts FILE) and what fires."""
+
+
+@alerts.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_client
+def alerts_list(client: Client, as_json: bool) -> None:
+    """Every rule of the leader's file, with what fires now."""
+    rules = client.alerts()
+    if as_json:
+        click.echo(json.dumps(rules, indent=2))
+        return
+    if not rules:
+        click.echo("no alert rules (qrt coordinator --alerts FILE)")
+    for rule in rules:
+        scope = f" ({rule['actor']})" if rule["actor"] else ""
+        state = f"FIRING {len(rule['firing'])}" if rule["firing"] else "ok"
+        click.echo(f"{rule['name']}{scope}  {rule['condition']} {rule['threshold']:g}  {state}  "
+                   f"sinks {', '.join(rule['sinks']) or '-'}")
+        for f in rule["firing"]:
+            click.echo(f"  {f['text']}")
+
+
+@click.group(cls=ClusterGroup)
 def limits() -> None:
     """Global rate and concurrency limits: show, override, reset (in force at once, cluster-wide)."""
 

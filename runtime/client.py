@@ -305,6 +305,11 @@ class AsyncClient:
     async def cron_remove(self, name: str) -> bool:
         return bool((await self._request(protocol.CronRemove(name), protocol.Counted)).n)
 
+    async def alerts(self) -> list[dict[str, Any]]:
+        """The leader's alert rules, each with what fires: `[{"name", "condition", "threshold", "actor",
+        "window", "for", "sinks", "firing": [{"actor", "since", "value", "text"}]}]`."""
+        return list((await self._request(protocol.AlertsList(), protocol.Answer)).body.get("rules", []))
+
     async def cron_list(self) -> list[dict[str, Any]]:
         """Every cron entry with its next and last fire time and how many fires it missed."""
         return (await self._request(protocol.CronList(), protocol.CronEntries)).entries
@@ -472,6 +477,9 @@ class Client:
 
     def cron_list(self) -> list[dict[str, Any]]:
         return self._call(self._async.cron_list())
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self._call(self._async.alerts())
 
     def cancel_many(self, task_ids: list[str]) -> int:
         return self._call(self._async.cancel_many(task_ids))

@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from .state import views
 from .state.tallies import BUCKETS, Tally
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class CoordinatorCollector:
         with c.replication.reading() as m:
             tallies = {actor: _copy(t) for actor, t in m.tallies.by_actor.items()}
             depth = {actor: dict(row) for actor, row in _depths(m).items()}
-            oldest = _oldest_queued(m)
+            oldest = views.oldest_queued(m)
             dead = _dead_letters(m)
         for attribute, name, doc in COUNTERS:
             family = CounterMetricFamily(name, doc, labels=["actor"])
@@ -123,27 +124,10 @@ def _copy(tally: Tally) -> Tally:
 
 
 def _depths(m: Any) -> dict[str, dict[str, int]]:
-    from .state import views
     rows = views.depth(m)
     for actor in m.actors:
         rows.setdefault(actor, {"queued": 0, "delayed": 0, "running": 0})
     return rows
-
-
-def _oldest_queued(m: Any) -> dict[str, float]:
-    """Per actor with queued tasks: when its oldest one became due (submitted, or its ETA)."""
-    oldest: dict[str, float] = {}
-    for actor in list(m.queued_count):
-        queue = m.queues.get(actor)
-        if queue is None:
-            continue
-        for heap in queue.lanes.values():
-            for _, _, task_id in heap[:1]:
-                task = m.tasks.get(task_id)
-                if task is not None:
-                    due = max(task.submitted_at, task.eta)
-                    oldest[actor] = min(oldest.get(actor, due), due)
-    return oldest
 
 
 def _dead_letters(m: Any) -> dict[str, int]:

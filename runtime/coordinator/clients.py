@@ -36,6 +36,7 @@ class ClientDesk:
         self.workers = workers
         self.waiters = WaitRoom()
         self.budget = PeerBudget(defaults.HELD_FRAMES_PER_PEER * router.max_frame)
+        self.alert_rules: Callable[[], list[dict[str, Any]]] | None = None  # the rules and what fires
 
     def handle(self, identity: bytes, msg: P.ClientRequest, size: int = 0) -> None:
         """Answer `msg`, a frame of `size` bytes from `identity`."""
@@ -59,6 +60,9 @@ class ClientDesk:
         elif isinstance(msg, P.LimitsShow):
             with self.replication.reading() as machine:
                 self._reply(identity, P.LimitsReply(msg.rid, views.limits_view(machine)))
+        elif isinstance(msg, P.AlertsList):
+            rules = self.alert_rules() if self.alert_rules is not None else []
+            self._reply(identity, P.Answer(msg.rid, {"rules": rules}))
         elif isinstance(msg, P.CronList):
             with self.replication.reading() as machine:
                 self._reply(identity, P.CronEntries(msg.rid, [e.view() for e in machine.cron.entries.values()]))

@@ -10,6 +10,7 @@ import signal
 import uvloop
 
 from .. import clock, defaults
+from ..alerts.rules import AlertConfig
 from ..curve import ServerKeys
 from ..history.process import HistoryProcess
 from ..history.writer import Retention
@@ -24,17 +25,19 @@ def run_coordinator(listen: str = defaults.COORDINATOR_URL, data_dir: str = defa
                     raft: str = defaults.RAFT_ADDRESS, peers: list[str] | None = None,
                     password: str | None = None, max_frame: int = defaults.MAX_FRAME_BYTES,
                     fsync: bool = False, keys: ServerKeys | None = None,
-                    history: Retention | None = DEFAULT_RETENTION, metrics: str | None = None) -> None:
+                    history: Retention | None = DEFAULT_RETENTION, metrics: str | None = None,
+                    alerts: AlertConfig | None = None) -> None:
     """Run one coordinator node until SIGTERM or SIGINT (`fsync`: Replication's; `keys`: CURVE on the
     client/worker port, curve.server_keys; `history`: the task history's retention, None for none;
-    `metrics`: HOST:PORT of the Prometheus endpoint, None for none)."""
+    `metrics`: HOST:PORT of the Prometheus endpoint, None for none; `alerts`: the rules, alerts/rules.py)."""
     uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame, fsync, keys, history,
-                     metrics))
+                     metrics, alerts))
 
 
 async def _main(listen: str, data_dir: str, raft: str, peers: list[str], password: str | None,
                 max_frame: int, fsync: bool, keys: ServerKeys | None = None,
-                retention: Retention | None = None, metrics: str | None = None) -> None:
+                retention: Retention | None = None, metrics: str | None = None,
+                alerts: AlertConfig | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -55,7 +58,7 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
             history.close()
         raise
     try:
-        coordinator = Coordinator(listen, replication, max_frame, clock.from_environment(), keys, history)
+        coordinator = Coordinator(listen, replication, max_frame, clock.from_environment(), keys, history, alerts)
         if metrics is not None:
             from ..metrics import CoordinatorCollector, serve
             serve(metrics, CoordinatorCollector(coordinator))

@@ -14,12 +14,14 @@ import time
 
 from .. import curve, defaults, logs
 from .. import protocol as P
+from ..alerts.rules import AlertConfig
 from ..clock import Clock
 from ..errors import ProtocolError
 from ..history.writer import Recording
 from ..replication import Replication
 from ..state import commands as C
 from ..state.model import CancelRunning, Effect, Requeued, Retrying
+from .alerting import ALERT_EVERY, AlertDesk
 from .clients import ClientDesk
 from .dispatch import Dispatcher
 from .proposer import Proposer
@@ -42,7 +44,7 @@ REGISTER_INTERVAL = 0.2
 class Coordinator:
     def __init__(self, listen: str, replication: Replication, max_frame: int = defaults.MAX_FRAME_BYTES,
                  clock: Clock | None = None, keys: curve.ServerKeys | None = None,
-                 history: Recording | None = None) -> None:
+                 history: Recording | None = None, alerts: AlertConfig | None = None) -> None:
         self.listen = listen
         self.replication = replication
         self.max_frame = max_frame
@@ -53,6 +55,9 @@ class Coordinator:
         self.dispatcher = Dispatcher(replication, self.proposer, self.router, self.workers)
         self.clients = ClientDesk(listen, replication, self.proposer, self.router, self.dispatcher, self.workers)
         self.reader = HistoryDesk(self.router, replication, self.proposer, history)
+        self.alerts = AlertDesk(alerts or AlertConfig(), replication, self.proposer, self.workers, history)
+        self.clients.alert_rules = self.alerts.view
+        self._alerted_at = 0.0
         self.worker_desk = WorkerDesk(replication, self.proposer, self.router, self.workers, self.dispatcher,
                                       ids_are_routing_ids=keys is None)
         self.leader_changes = 0  # times this node took or left office (metrics.py)
@@ -107,6 +112,7 @@ class Coordinator:
                 for worker_id in list(machine.leases):
                     self.workers.ghost(worker_id)
             self.proposer.take_office()
+            self.alerts.office_taken()
             # A first batch in this term at once: from it on, every replica refuses the dispatches
             # a deposed leader may still propose (state machine, `_dispatch`).
             self.proposer.add(C.Tick(), None)
@@ -133,14 +139,14 @@ class Coordinator:
                                                "report it").encode())
             return
         rid = message.rid if isinstance(message, P.Request) else None
-        if isinstance(message, P.HISTORY_REQUESTS):  # any node answers from its own copy
-            self.reader.handle(identity, message)  # type: ignore[arg-type]
-            return
-        if not self.leading and not (isinstance(message, P.Status) and message.local):
+        local = isinstance(message, P.HISTORY_REQUESTS)  # any node answers these from its own copy
+        if not self.leading and not local and not (isinstance(message, P.Status) and message.local):
             self.router.send(identity, self._redirect(rid))
             return
         try:
-            if isinstance(message, P.Request):
+            if local:
+                self.reader.handle(identity, message)  # type: ignore[arg-type]
+            elif isinstance(message, P.Request):
                 self.clients.handle(identity, message, len(frame))  # type: ignore[arg-type]
             else:
                 self.worker_desk.handle(identity, message)
@@ -220,6 +226,9 @@ class Coordinator:
                 self.worker_desk.expire_silent()
                 self.worker_desk.expire_overdue()
                 self._checkpoint(now)
+                if now - self._alerted_at >= ALERT_EVERY:
+                    self._alerted_at = now
+                    self.alerts.tick()
                 if now - self.proposer.proposed_at >= defaults.LEADER_TIME_EVERY:
                     self.proposer.add(C.Tick(), None)  # followers see leader time advance (Proposer._follow)
                 self.clients.expire_waits()

@@ -15,6 +15,7 @@ from .codec import VERSION, ErrorCode, decode, encode, request_id
 from .history import HISTORY_REQUESTS, Answer, Describe, HistoryJournal, Stats, TaskEvents, TaskShow, TasksList
 from .messages import (
     MAX_IDS_PER_WAIT,
+    AlertsList,
     Cancel,
     CronAdd,
     CronList,
@@ -71,14 +72,14 @@ from .work import (
 OperatorRequest = LimitsSet | LimitsReset | QueuePause | QueuePurge | CronAdd | CronRemove
 HistoryRequest = TasksList | TaskEvents | TaskShow | Stats | Describe | HistoryJournal  # any node answers these
 ClientRequest = (Submit | Wait | WaitAny | Cancel | Status | DlqList | DlqShow | DlqReplay | DlqPurge | LimitsShow
-                 | OperatorRequest | CronList | HistoryRequest)
+                 | OperatorRequest | CronList | AlertsList | HistoryRequest)
 WorkerMessage = Hello | Heartbeat | Done | Credit | Drain | Bye
 ToWorker = Welcome | Hb | Run | Ack | CancelRun | Redirect | Error
 
 _TO_COORDINATOR: dict[str, Any] = {cls.TYPE: cls for cls in (
     Submit, Wait, WaitAny, Cancel, Status, DlqList, DlqShow, DlqReplay, DlqPurge, LimitsShow, LimitsSet, LimitsReset,
-    QueuePause, QueuePurge, CronAdd, CronRemove, CronList, *HISTORY_REQUESTS, Hello, Heartbeat, Done, Credit, Drain,
-    Bye)}
+    QueuePause, QueuePurge, CronAdd, CronRemove, CronList, AlertsList, *HISTORY_REQUESTS, Hello, Heartbeat, Done,
+    Credit, Drain, Bye)}
 _TO_WORKER: dict[str, Any] = {cls.TYPE: cls for cls in (Welcome, Hb, Run, Ack, CancelRun, Redirect, Error)}
 
 R = TypeVar("R", bound=Reply)
@@ -130,6 +131,7 @@ __all__ = [
     "Accepted",
     "Ack",
     "ActorSpec",
+    "AlertsList",
     "Answer",
     "Bye",
     "Cancel",

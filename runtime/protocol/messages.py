@@ -358,6 +358,13 @@ class CronRemove(Request):
 
 
 @dataclass(slots=True)
+class AlertsList(Request):
+    """The leader's alert rules and what fires (qrt alerts list)."""
+
+    TYPE = "alerts"
+
+
+@dataclass(slots=True)
 class CronList(Request):
     TYPE = "cron_list"
 

@@ -229,12 +229,25 @@ class PurgeQueue(_Record):
     op: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Alert(_Record):
+    """The leader found an alert rule's condition holding (`firing`) or no longer (resolved), for
+    `actor` ("" for none): replicated, so that a new leader neither repeats nor forgets it."""
+
+    KIND: ClassVar[str] = "alert"
+    rule: str
+    actor: str
+    firing: bool
+    value: float
+    text: str
+
+
 Command = (Submit | Dispatch | Finish | Lost | Cancel | RegisterActors | RegisterNode | DlqReplay | DlqPurge
-           | Tick | Checkpoint | SetLimits | ResetLimits | Pause | CronAdd | CronRemove | PurgeQueue)
+           | Tick | Checkpoint | SetLimits | ResetLimits | Pause | CronAdd | CronRemove | PurgeQueue | Alert)
 
 _KINDS: dict[str, type[Command]] = {cls.KIND: cls for cls in (
     Submit, Dispatch, Finish, Lost, Cancel, RegisterActors, RegisterNode, DlqReplay, DlqPurge, Tick, Checkpoint,
-    SetLimits, ResetLimits, Pause, CronAdd, CronRemove, PurgeQueue)}
+    SetLimits, ResetLimits, Pause, CronAdd, CronRemove, PurgeQueue, Alert)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -384,6 +384,19 @@ class StateMachine(TaskStore):
         self.cron.put(cmd.name, cmd.actor, cmd.expr, cmd.tz, cmd.args, cmd.kwargs, source="operator", now=self.now)
         effects.append(Count(1))
 
+    def _alert(self, cmd: C.Alert, effects: list[Effect]) -> None:
+        """Count 1 when the alert's state changed (the leader then tells its sinks), else 0."""
+        key = f"{cmd.rule}\x1f{cmd.actor}"
+        if cmd.firing and key not in self.alerts:
+            self.alerts[key] = {"rule": cmd.rule, "actor": cmd.actor, "since": self.now, "value": cmd.value,
+                                "text": cmd.text}
+            effects.append(Count(1))
+        elif not cmd.firing and key in self.alerts:
+            del self.alerts[key]
+            effects.append(Count(1))
+        else:
+            effects.append(Count(0))
+
     def _cron_remove(self, cmd: C.CronRemove, effects: list[Effect]) -> None:
         effects.append(Count(int(self.cron.remove(cmd.name))))
 
@@ -393,4 +406,5 @@ class StateMachine(TaskStore):
         C.Unreadable: _unreadable,
         C.DlqReplay: _dlq_replay, C.DlqPurge: _dlq_purge, C.SetLimits: _set_limits, C.ResetLimits: _reset_limits,
         C.Pause: _pause, C.PurgeQueue: _purge_queue, C.CronAdd: _cron_add, C.CronRemove: _cron_remove,
+        C.Alert: _alert,
     }

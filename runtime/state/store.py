@@ -61,6 +61,8 @@ class TaskStore:
         self.paused: dict[str, None] = {}  # actors whose queued tasks do not start
         self.cron = CronTable()
         self.tallies = Tallies()  # per actor: what the log did (the metrics' counters)
+        # "rule\x1factor" -> {rule, actor, since, value, text} of each alert firing (coordinator/alerting.py)
+        self.alerts: dict[str, dict[str, Any]] = {}
         # (expires_at, id) of finished tasks. Not compacted: an entry dies only when it is popped
         # (a finished task with one leaves `tasks` only here; dead letters, which go otherwise,
         # have none), so it holds no dead entries.

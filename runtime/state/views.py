@@ -85,3 +85,20 @@ def depth(m: StateMachine) -> dict[str, dict[str, int]]:
     actors = set(m.queued_count) | set(m.delayed_count) | set(running)
     return {actor: {"queued": m.queued_count.get(actor, 0), "delayed": m.delayed_count.get(actor, 0),
                     "running": running.get(actor, 0)} for actor in sorted(actors)}
+
+
+def oldest_queued(m: StateMachine) -> dict[str, float]:
+    """Per actor with queued tasks: when its oldest one became due (submitted, or its ETA): each
+    lane's head (entries of tasks no longer queued are skipped)."""
+    oldest: dict[str, float] = {}
+    for actor in list(m.queued_count):
+        queue = m.queues.get(actor)
+        if queue is None:
+            continue
+        for heap in list(queue.lanes.values()):
+            for _, _, task_id in heap[:1]:
+                task = m.tasks.get(task_id)
+                if task is not None:
+                    due = max(task.submitted_at, task.eta)
+                    oldest[actor] = min(oldest.get(actor, due), due)
+    return oldest

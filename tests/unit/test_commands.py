@@ -51,6 +51,8 @@ CASES: list[tuple[C.Command, list[Any]]] = [
     (C.ResetLimits("a"), ["reset_limits", "a"]),
     (C.Pause("a", True), ["pause", "a", True]),
     (C.PurgeQueue("a"), ["purge_queue", "a", None]),
+    (C.Alert("backlog", "mail.send", True, 130.5, "backlog: waited 130 s"),
+     ["alert", "backlog", "mail.send", True, 130.5, "backlog: waited 130 s"]),
     (C.CronAdd("beat", "a", "*/5 * * * *", "Europe/Paris", [1], {"k": 2}),
      ["cron_add", "beat", "a", "*/5 * * * *", "Europe/Paris", [1], {"k": 2}]),
     (C.CronRemove("beat"), ["cron_remove", "beat"]),

@@ -99,6 +99,7 @@ ROUND_TRIPS: list[P.Message] = [
     P.CronAdd("nightly", "reports.build", "0 2 * * mon-fri", "Europe/Paris", ["daily"], {"n": 1}, rid=19),
     P.CronRemove("nightly", rid=20),
     P.CronList(rid=21),
+    P.AlertsList(rid=31),
     P.TasksList(rid=22),
     P.TasksList("mail.send", "dead", "host-1", ["tenant", "acme"], 1718000000.0, 1718003600.0, "SMTP", "a@b",
                 limit=100, cursor=4294967296, rid=23),
@@ -374,6 +375,7 @@ BAD_FIELDS = [
     bad(P.HistoryJournal, {"t": "history_journal", "rid": 7, "after": 0}, "before", "is required"),
     bad(P.Answer, {"t": "ok"}, "rid", "is required"),
     bad(P.CronList, {"t": "cron_list", "rid": None}, "rid", "must be int, not nil"),
+    bad(P.AlertsList, {"t": "alerts", "rid": "1"}, "rid", "must be int, not str"),
     # replies
     bad(P.Accepted, {"t": "accepted", "rid": 7}, "ids", "is required"),
     bad(P.Accepted, {"t": "accepted", "rid": 7, "ids": [1]}, "ids[0]", "must be str, not int"),

@@ -10,7 +10,7 @@ from qrt.protocol import Envelope
 from qrt.state import commands as C
 from qrt.state import views
 from qrt.state.backoff import backoff_delay
-from qrt.state.model import Accepted, CancelRunning, Finished, Internal, Leased, Retrying
+from qrt.state.model import Accepted, CancelRunning, Count, Finished, Internal, Leased, Retrying
 
 from .statehelp import Driver
 
@@ -373,3 +373,14 @@ def test_the_options_of_the_worker_started_last_are_in_force() -> None:
     assert d.machine.actors["a"] == {"rate_limits": [[5, 1.0, None]]}
     d.apply(C.RegisterActors({"a": {"retries": 1}}, started=300.0))  # a newer one
     assert d.machine.actors["a"] == {"retries": 1}
+
+
+def test_an_alert_changes_state_once_whoever_proposes_it() -> None:
+    # A new leader re-proposes what still fires: the machine counts 0 and nobody is told again.
+    d = Driver()
+    fire = C.Alert("backlog", "a", True, 5.0, "backlog: waited 5 s")
+    assert d.apply(fire, fire) == [[Count(1)], [Count(0)]]
+    assert d.machine.alerts["backlog\x1fa"]["since"] == d.now
+    resolve = C.Alert("backlog", "a", False, 5.0, "resolved")
+    assert d.apply(resolve, resolve) == [[Count(1)], [Count(0)]]
+    assert d.machine.alerts == {}
