@@ -55,7 +55,6 @@ class WorkerDesk:
             self._done(conn, msg)
         elif isinstance(msg, P.Credit):
             conn.give_credit(msg.n)
-
             self.dispatcher.poke()
         elif isinstance(msg, P.Drain):
             conn.draining = True
@@ -107,11 +106,11 @@ class WorkerDesk:
             gone = {tid for tid, _ in vanished}
             conn.runs_sent = {tid: at for tid, at in previous.runs_sent.items() if tid not in gone}
         if vanished:  # granted by an earlier leader, but the worker never got them (or fenced itself)
-            gone = {tid for tid, _ in vanished}
-            conn.expiring |= gone  # until the requeue commits: they take none of the slots its outcomes free
+            giving_up = {tid for tid, _ in vanished}
+            conn.expiring |= giving_up  # until the requeue commits: they take none of the slots its outcomes free
 
             def given_up(effects: list[Effect] | None, error: str | None) -> None:
-                conn.expiring -= gone
+                conn.expiring -= giving_up
             self.dispatcher.requeue(msg.worker_id, vanished, then=given_up)
         self.dispatcher.poke()
         log.info("worker %s joined: %d free slots, actors %s", msg.worker_id, msg.slots,

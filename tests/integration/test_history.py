@@ -199,3 +199,22 @@ def test_many_results_come_back_in_a_few_requests_in_the_order_they_end(three: L
         with pytest.raises(qrt.ResultTimeout):
             list(client.as_completed([never], timeout=0.5))
         client.cancel(never.id)
+
+
+def test_bulk_replay_runs_dead_letters_and_finished_tasks_again(three: LocalCluster) -> None:
+    with three.client() as client:
+        done = client.submit(actors.add, 40, 2)
+        assert done.result(timeout=10) == 42
+        dead = client.submit(actors.not_retryable)
+        with pytest.raises(qrt.TaskFailed):
+            dead.result(timeout=10)
+        wait_until(lambda: client.describe(dead.id)["state"] == "dead" and
+                   client.list_tasks(actor="tests.actors.not_retryable", state="dead")["tasks"], 10, 0.1,
+                   "the dead letter in the history")
+        out = cli(three, "tasks", "replay", "--actor", "tests.actors.not_retryable", "--state", "dead", "--yes")
+        assert "replayed 1 dead letters" in out
+        wait_until(lambda: client.task_history(dead.id)["events"][-1]["event"] == "dead" and
+                   "replayed" in [e["event"] for e in client.task_history(dead.id)["events"]], 10, 0.1,
+                   "the dead letter run again, and dead again")
+        again = client.submit_again(done.id)
+        assert again.id != done.id and again.result(timeout=10) == 42
