@@ -16,6 +16,7 @@ alone, it is started again, and the batches lost on the way are a gap it fills f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import queue
@@ -107,6 +108,9 @@ class HistoryProcess:
             if None in items:
                 assert self._child.stdin is not None
                 self._child.stdin.close()  # the child writes what it has, and exits
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    # Not before: a child started again by this thread dies with it (die_with_parent).
+                    self._child.wait(timeout=10.0)
                 return
             time.sleep(SEND_EVERY)
 
