@@ -114,7 +114,8 @@ class CoordinatorCollector:
                                   value=c.leader_changes)
         sizes = c.proposer.batch_sizes
         family = HistogramMetricFamily("qrt_batch_commands", "Commands per Raft entry this node proposed.")
-        family.add_metric([], [(repr(b), n) for b, n in sizes.cumulative()], sizes.total)
+        family.add_metric([], [("+Inf" if b == float("inf") else repr(b), n) for b, n in sizes.cumulative()],
+                          sizes.total)
         yield family
 
 
