@@ -69,7 +69,7 @@ class CoordinatorCollector:
         now = c.proposer.clock()
         with c.replication.reading() as m:
             tallies = {actor: _copy(t) for actor, t in m.tallies.by_actor.items()}
-            depth = {actor: dict(row) for actor, row in _depths(m).items()}
+            depth = views.depth(m, registered=True)
             oldest = views.oldest_queued(m)
             dead = _dead_letters(m)
         for attribute, name, doc in COUNTERS:
@@ -122,13 +122,6 @@ class CoordinatorCollector:
 def _copy(tally: Tally) -> Tally:
     return Tally(tally.submitted, tally.started, tally.succeeded, tally.failed, tally.retried, tally.dead_lettered,
                  tally.lost, tally.rate_limited, list(tally.wait), tally.wait_sum, list(tally.run), tally.run_sum)
-
-
-def _depths(m: Any) -> dict[str, dict[str, int]]:
-    rows = views.depth(m)
-    for actor in m.actors:
-        rows.setdefault(actor, {"queued": 0, "delayed": 0, "running": 0})
-    return rows
 
 
 def _dead_letters(m: Any) -> dict[str, int]:

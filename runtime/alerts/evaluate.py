@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import defaults
-from ..state.model import TaskState
-from ..state.views import oldest_queued
+from ..state.views import oldest_queued, overdue_leases
 from .rules import Rule
 
 
@@ -69,12 +68,10 @@ def _check(rule: Rule, m: Any, now: float, served: set[str], failures: FailureCo
                 out.append((actor, float(n), f"{actor}: {n} new dead letters in the last {rule.window:g} s"))
     elif rule.condition == "stuck_lease":
         stuck: dict[str, int] = {}
-        for held in list(m.leases.values()):
-            for task_id in held:
-                task = m.tasks[task_id]
-                limit = m.option(task, "timeout") + defaults.LEASE_TIMEOUT
-                if task.state == TaskState.RUNNING and task.lease is not None and now - task.lease.started_at > limit:
-                    stuck[task.actor] = stuck.get(task.actor, 0) + 1
+        for worker in list(m.leases):
+            for task_id, _ in overdue_leases(m, worker, now, defaults.LEASE_TIMEOUT):
+                actor = m.tasks[task_id].actor
+                stuck[actor] = stuck.get(actor, 0) + 1
         for actor, n in stuck.items():
             out.append((actor, float(n), f"{actor}: {n} tasks running past their timeout and the lease grace"))
     elif rule.condition == "missed_cron":

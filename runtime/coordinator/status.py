@@ -33,9 +33,7 @@ def cluster_status(listen: str, leading: bool, replication: Replication, workers
                   "reachable": addr == raft["self"] or raft["connected"].get(addr, False)}
                  for addr, url in sorted(machine.nodes.items())]
         leader_url = machine.nodes.get(raft["leader"] or "")
-        queues = views.depth(machine)
-        for actor in machine.actors:
-            queues.setdefault(actor, {"queued": 0, "delayed": 0, "running": 0})
+        queues = views.depth(machine, registered=True)
         running = {w: len(ids) for w, ids in machine.leases.items()}
         dlq, applied, digest = len(machine.dlq), machine.applied, machine.digest
     served = {a for w in workers.by_id.values() if w.connected for a in w.actors}

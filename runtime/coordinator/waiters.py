@@ -45,18 +45,17 @@ class WaitRoom:
         waiters = [w for w in self._by_task.pop(task_id, []) if not w.answered]
         for waiter in waiters:
             waiter.answered = True
-            self._forget_elsewhere(waiter, task_id)
+            self._drop(waiter, task_id)  # (a `wait_any`: from the other tasks' lists)
         return waiters
 
-    def _forget_elsewhere(self, waiter: Waiter, but: str) -> None:
-        """A `wait_any` answered: it leaves the lists of the other tasks it waited for."""
-        for other in waiter.ids:
-            if other != but:
-                rest = [w for w in self._by_task.get(other, []) if w is not waiter]
-                if rest:
-                    self._by_task[other] = rest
-                else:
-                    self._by_task.pop(other, None)
+    def _drop(self, waiter: Waiter, task_id: str) -> None:
+        """An answered waiter leaves the list of every task it waited for."""
+        for waited in waiter.ids or (task_id,):
+            rest = [w for w in self._by_task.get(waited, []) if w is not waiter]
+            if rest:
+                self._by_task[waited] = rest
+            else:
+                self._by_task.pop(waited, None)
 
     def expired(self, now: float) -> list[tuple[str, Waiter]]:
         out = []
@@ -66,12 +65,7 @@ class WaitRoom:
                 continue
             waiter.answered = True
             out.append((task_id, waiter))
-            rest = [w for w in self._by_task.get(task_id, []) if w is not waiter]
-            if rest:
-                self._by_task[task_id] = rest
-            else:
-                self._by_task.pop(task_id, None)
-            self._forget_elsewhere(waiter, task_id)
+            self._drop(waiter, task_id)
         return out
 
     def clear(self) -> list[Waiter]:
