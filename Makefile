@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml $(shell find runtime cli -name "*.py")
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# strict editable mode: a link tree that mypy can follow (the default editable finder hides it)
-	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
+	$(PY) -m pip install --quiet -e '.[dev,otel]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -47,7 +47,7 @@ bench-qrt: $(STAMP)
 	$(PY) -m bench.run_all
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=strict
+	$(PY) -m pip install --quiet -e '.[dev,otel,bench]' --config-settings editable_mode=strict
 	touch $(BENCH_STAMP)
 
 clean:

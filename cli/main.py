@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from qrt import defaults, logs
+from qrt import defaults, logs, tracing
 from qrt.client import Client, resolve_coordinators
 from qrt.errors import QrtError, TaskCancelled, TaskFailed
 
@@ -58,6 +58,9 @@ def main() -> None:
               help="Store arguments and results truncated past this many bytes (of JSON) in the history.")
 @click.option("--no-history", is_flag=True, help="Keep no task history on this node (other nodes answer).")
 @click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus metrics there (e.g. 127.0.0.1:9464).")
+@click.option("--metrics-top-keys", default=defaults.METRICS_TOP_KEYS, show_default=True, type=click.IntRange(0),
+              metavar="N", help="Per-key metric series for the N key values with the most tasks; the rest "
+                                "are summed under key=\"other\".")
 @click.option("--alerts", "alerts_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Alert rules and their sinks (TOML; docs/alerts.md), the same file on every node.")
 @log_options
@@ -66,7 +69,7 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
                 curve_clients: str | None = None, curve_workers: str | None = None,
                 history_retention: str = "7d", history_max_size: str = "1GiB", history_value_bytes: int = 65536,
                 no_history: bool = False, log_format: str = "text", metrics: str | None = None,
-                alerts_file: str | None = None) -> None:
+                alerts_file: str | None = None, metrics_top_keys: int = defaults.METRICS_TOP_KEYS) -> None:
     """Run one coordinator node (one node alone when no --peer is given)."""
     from qrt.coordinator.node import run_coordinator
     from qrt.replication import check_cluster
@@ -98,11 +101,14 @@ def coordinator(listen: str, data_dir: str, raft: str, peers: tuple[str, ...], r
                                                   parse_size(history_max_size), history_value_bytes)
     logs.setup(log_level, log_format)
     os.environ[logs.ENV_FORMAT] = log_format  # the history's process logs alike
+    tracing.configure("qrt-coordinator")
     try:
         run_coordinator(listen, data_dir, raft, list(peers), password, max_frame_bytes, fsync, curve_keys,
-                        retention, metrics, alerts)
+                        retention, metrics, alerts, metrics_top_keys)
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"cannot start the coordinator: {exc}") from None
+    finally:
+        tracing.shutdown()
 
 
 @main.command(cls=click.Command)
@@ -127,10 +133,13 @@ def worker(modules: tuple[str, ...], coordinators: tuple[str, ...], curve_secret
     except (ImportError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     logs.setup(log_level, log_format)
+    tracing.configure("qrt-worker")
     try:
         run_worker(list(modules), urls, concurrency, drain_timeout, curve_secret_key, curve_server_key, metrics)
     except (ImportError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        tracing.shutdown()
 
 
 def _print_result(client: Client, task_id: str, timeout: float | None) -> None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from . import defaults, protocol
+from . import defaults, protocol, tracing
 from .curve import peer_keys
 from .envelope import ActorRef, SubmitOptions, make_envelope, new_task_id
 from .errors import (
@@ -241,7 +241,8 @@ class AsyncClient:
         return (await self._submit([envelope]))[0]
 
     async def _submit(self, envelopes: list[protocol.Envelope]) -> list[AsyncTaskHandle]:
-        reply = await self._request(protocol.Submit(envelopes), protocol.Accepted)
+        with tracing.submit_span(envelopes):
+            reply = await self._request(protocol.Submit(envelopes), protocol.Accepted)
         return [AsyncTaskHandle(self, task_id) for task_id in reply.ids]
 
     # -- operators --------------------------------------------------------------------------

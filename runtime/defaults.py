@@ -101,3 +101,7 @@ RAFT_MIN_TIMEOUT = 0.4
 RAFT_MAX_TIMEOUT = 1.4
 # Group commit: at most this many client commands go into one Raft entry.
 MAX_COMMANDS_PER_ENTRY = 2000
+
+# Per-key metric series: the key values with the most tasks submitted, each a series; the rest are
+# summed under key="other" (`qrt coordinator --metrics-top-keys`).
+METRICS_TOP_KEYS = 20

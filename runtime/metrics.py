@@ -18,8 +18,9 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from .defaults import METRICS_TOP_KEYS
 from .state import views
-from .state.tallies import BUCKETS, Tally
+from .state.tallies import BUCKETS, OTHER, KeyTally, Tally
 
 if TYPE_CHECKING:
     from .coordinator.server import Coordinator
@@ -59,9 +60,29 @@ def _histogram(name: str, doc: str, label: str, rows: dict[str, tuple[list[int],
     return family
 
 
+KEY_COUNTERS = (("submitted", "qrt_key_tasks_submitted", "Tasks accepted, per key value."),
+                ("started", "qrt_key_tasks_started", "Attempts started, per key value."),
+                ("succeeded", "qrt_key_tasks_succeeded", "Attempts that succeeded, per key value."),
+                ("failed", "qrt_key_tasks_failed", "Attempts that failed, per key value."),
+                ("dead_lettered", "qrt_key_tasks_dead_lettered", "Tasks dead-lettered, per key value."))
+
+
+def top_keys(by_key: dict[str, KeyTally], n: int) -> dict[str, KeyTally]:
+    """The `n` key values with the most tasks submitted (ties: by name), and the rest summed under
+    OTHER (with those the state counts there already): bounded cardinality however many values."""
+    ranked = sorted(by_key.items(), key=lambda item: (item[0] == OTHER, -item[1].submitted, item[0]))
+    shown = {label: KeyTally(*(getattr(tally, what) for what in KeyTally.COUNTS))
+             for label, tally in ranked[:n] if label != OTHER}
+    rest = [tally for label, tally in ranked if label not in shown]
+    if rest:
+        shown[OTHER] = KeyTally(*(sum(getattr(t, what) for t in rest) for what in KeyTally.COUNTS))
+    return shown
+
+
 class CoordinatorCollector:
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, top_keys: int = METRICS_TOP_KEYS) -> None:
         self.coordinator = coordinator
+        self.top_keys = top_keys  # per-key series: this many key values, the rest under key="other"
 
     def collect(self) -> Iterator[Metric]:
         family: Metric
@@ -69,6 +90,7 @@ class CoordinatorCollector:
         now = c.proposer.clock()
         with c.replication.reading() as m:
             tallies = {actor: _copy(t) for actor, t in m.tallies.by_actor.items()}
+            keys = top_keys(m.tallies.by_key, self.top_keys)
             depth = views.depth(m, registered=True)
             oldest = views.oldest_queued(m)
             dead = _dead_letters(m)
@@ -76,6 +98,11 @@ class CoordinatorCollector:
             family = CounterMetricFamily(name, doc, labels=["actor"])
             for actor, tally in sorted(tallies.items()):
                 family.add_metric([actor], getattr(tally, attribute))
+            yield family
+        for attribute, name, doc in KEY_COUNTERS:
+            family = CounterMetricFamily(name, doc, labels=["key"])
+            for label, key_tally in sorted(keys.items()):
+                family.add_metric([label], getattr(key_tally, attribute))
             yield family
         yield _histogram("qrt_task_queue_wait_seconds", "From due to started, per start.", "actor",
                          {a: (t.wait, t.wait_sum) for a, t in tallies.items()})

@@ -186,3 +186,10 @@ def isolated_rated(path: str) -> None:
     """Appends when it starts (monotonic seconds: one clock for every process of the machine)."""
     with open(path, "a") as f:
         f.write(f"{time.monotonic()}\n")
+
+
+@qrt.actor
+async def submit_add(x: int) -> str:
+    """Submits add(x, 1) from inside a handler ($QRT_COORDINATORS); the child task's id."""
+    async with qrt.AsyncClient() as client:
+        return (await client.submit(add, x, 1)).id

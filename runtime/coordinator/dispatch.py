@@ -15,6 +15,7 @@ import logging
 import time
 from collections import defaultdict
 
+from .. import tracing
 from ..protocol import Run, RunTask
 from ..replication import Replication
 from ..state import commands as C
@@ -99,6 +100,7 @@ class Dispatcher:
             self._send_runs(conn, granted)
 
     def _send_runs(self, conn: WorkerConn, tasks: list[RunTask]) -> None:
+        tracing.queue_spans(tasks, conn.id)
         frame = Run(tasks).encode()
         if len(frame) <= self.router.max_frame or len(tasks) == 1:
             batches = [(frame, tasks)]

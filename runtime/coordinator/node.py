@@ -26,18 +26,19 @@ def run_coordinator(listen: str = defaults.COORDINATOR_URL, data_dir: str = defa
                     password: str | None = None, max_frame: int = defaults.MAX_FRAME_BYTES,
                     fsync: bool = False, keys: ServerKeys | None = None,
                     history: Retention | None = DEFAULT_RETENTION, metrics: str | None = None,
-                    alerts: AlertConfig | None = None) -> None:
+                    alerts: AlertConfig | None = None, metrics_top_keys: int = defaults.METRICS_TOP_KEYS) -> None:
     """Run one coordinator node until SIGTERM or SIGINT (`fsync`: Replication's; `keys`: CURVE on the
     client/worker port, curve.server_keys; `history`: the task history's retention, None for none;
-    `metrics`: HOST:PORT of the Prometheus endpoint, None for none; `alerts`: the rules, alerts/rules.py)."""
+    `metrics`: HOST:PORT of the Prometheus endpoint, None for none, with a series for each of the
+    `metrics_top_keys` busiest key values; `alerts`: the rules, alerts/rules.py)."""
     uvloop.run(_main(listen, data_dir, raft, list(peers or []), password, max_frame, fsync, keys, history,
-                     metrics, alerts))
+                     metrics, alerts, metrics_top_keys))
 
 
 async def _main(listen: str, data_dir: str, raft: str, peers: list[str], password: str | None,
                 max_frame: int, fsync: bool, keys: ServerKeys | None = None,
                 retention: Retention | None = None, metrics: str | None = None,
-                alerts: AlertConfig | None = None) -> None:
+                alerts: AlertConfig | None = None, metrics_top_keys: int = defaults.METRICS_TOP_KEYS) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -61,7 +62,7 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
         coordinator = Coordinator(listen, replication, max_frame, clock.from_environment(), keys, history, alerts)
         if metrics is not None:
             from ..metrics import CoordinatorCollector, serve
-            serve(metrics, CoordinatorCollector(coordinator))
+            serve(metrics, CoordinatorCollector(coordinator, metrics_top_keys))
         log.info("coordinator listening on %s, raft %s, peers %s, data in %s%s%s", listen, raft,
                  ",".join(peers) or "none", data_dir, " (fsync)" if fsync else "",
                  f" (CURVE: {len(keys.roles)} keys allowed)" if keys is not None else "")

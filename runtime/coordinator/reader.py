@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import protocol as P
 from ..history import queries
-from ..history.schema import connect
+from ..history.schema import connect, trace_id
 from ..history.writer import Recording
 from ..replication import Replication
 from ..state.model import TaskState
@@ -106,5 +106,6 @@ class HistoryDesk:
                 "priority": task.priority, "keys": dict(task.keys), "cancel_requested": task.cancel_requested,
                 "error_type": task.error.type if task.error else None,
                 "error_message": task.error.message if task.error else None,
+                "trace_id": trace_id(task.trace.get("traceparent")) if task.trace else None,
             }
         return out

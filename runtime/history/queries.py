@@ -15,7 +15,7 @@ from typing import Any
 
 from . import histogram
 from .recorder import id_hash
-from .schema import DIMENSIONS, loaded
+from .schema import DIMENSIONS, loaded, trace_id
 
 STATES = ("queued", "delayed", "running", "succeeded", "failed", "dead", "cancelled", "expired")
 MAX_PAGE = 1000
@@ -111,7 +111,7 @@ def show_task(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
         "args": loaded(row["args"]), "kwargs": loaded(row["kwargs"]), "keys": loaded(row["keys"]),
         "result": loaded(row["result"]), "error_type": row["error_type"], "error_message": row["error_message"],
         "traceback": row["traceback"], "submitted_at": row["submitted_at"], "started_at": row["started_at"],
-        "finished_at": row["finished_at"],
+        "finished_at": row["finished_at"], "trace_id": trace_id(row["traceparent"]),
         "events": [{"at": e["at"], "event": e["event"], "attempt": e["attempt"], "worker": e["worker"],
                     **({"detail": _loaded(e["detail"])} if e["detail"] is not None else {})} for e in events],
     }
@@ -192,7 +192,7 @@ def journal(conn: sqlite3.Connection, after: int, before: int, limit: int = 5000
     of the range (it missed none itself)."""
     rows = conn.execute(
         "SELECT e.n, e.event, e.at, e.attempt, e.worker, e.detail, t.id, t.actor, t.args, t.kwargs, t.keys, "
-        "t.priority, t.eta, t.result, t.error_type, t.error_message, t.traceback "
+        "t.priority, t.eta, t.result, t.error_type, t.error_message, t.traceback, t.traceparent "
         f"FROM ({_events_in(after, before, limit + 1)}) e JOIN tasks t ON t.seq = e.seq ORDER BY e.n LIMIT ?",
         (after, before, limit + 1, after, before, limit + 1, limit + 1)).fetchall()
     more = len(rows) > limit
@@ -217,7 +217,9 @@ def _detail(r: sqlite3.Row) -> Any:
     error = None if r["error_type"] is None else \
         {"type": r["error_type"], "message": r["error_message"], "traceback": r["traceback"] or ""}
     if event == "submitted":
-        return [r["actor"], loaded(r["args"]), loaded(r["kwargs"]), loaded(r["keys"]), r["priority"], r["eta"] or 0.0]
+        submitted = [r["actor"], loaded(r["args"]), loaded(r["kwargs"]), loaded(r["keys"]), r["priority"],
+                     r["eta"] or 0.0]
+        return [*submitted, {"traceparent": r["traceparent"]}] if r["traceparent"] else submitted
     if event == "succeeded":
         return loaded(r["result"])
     if event == "retried":

@@ -7,7 +7,8 @@ rollups their sums. The batch number of the last batch recorded is stored in the
 so a batch is recorded exactly once, whatever restarts and replays happen.
 
 Events (state/store.py and machine.py emit them; detail in brackets):
-    submitted [actor, args, kwargs, keys, priority, eta or 0]  -> queued, or delayed when eta
+    submitted [actor, args, kwargs, keys, priority, eta or 0, (trace context, when traced)]
+                                                                 -> queued, or delayed when eta
     (an error is a TaskError, or its map: what crosses process.py's pipe, msgpack turning tuples
     into lists, is recorded as it comes)
     queued     a delayed task came due                           -> queued
@@ -45,7 +46,7 @@ ENDS = frozenset({"succeeded", "dead", "cancelled", "expired"})
 MUTABLE = ("state", "attempt", "worker", "due_at", "started_at", "finished_at", "updated_at", "error_type",
            "error_message", "traceback", "result")
 _INSERT = (f"INSERT OR REPLACE INTO tasks (seq, idh, id, actor, priority, submitted_at, eta, args, kwargs, keys, "
-           f"{', '.join(MUTABLE)}) VALUES ({', '.join('?' * (10 + len(MUTABLE)))})")
+           f"traceparent, {', '.join(MUTABLE)}) VALUES ({', '.join('?' * (11 + len(MUTABLE)))})")
 _UPDATE = f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in MUTABLE)} WHERE seq = ?"
 
 
@@ -71,7 +72,8 @@ class _Task:
     state: str
     due_at: float
     updated_at: float
-    first: tuple[Any, ...] | None = None  # (id hash, id, actor, priority, submitted_at, eta, args, kwargs, keys)
+    # (id hash, id, actor, priority, submitted_at, eta, args, kwargs, keys, traceparent)
+    first: tuple[Any, ...] | None = None
     attempt: int = 0
     worker: str = ""
     started_at: float | None = None
@@ -146,7 +148,8 @@ class Recorder:
         return True
 
     def _submitted(self, n: int, task_id: str, at: float, detail: Any) -> None:
-        actor, args, kwargs, keys, priority, eta = detail
+        actor, args, kwargs, keys, priority, eta = detail[:6]
+        trace = detail[6] if len(detail) > 6 else None
         cap = self.value_cap
         dims: tuple[tuple[str, str], ...] = (("actor", actor),)
         if keys:
@@ -154,7 +157,7 @@ class Recorder:
             self._keys.extend((name, key_text(keys[name]), n) for name in keys)
         task = _Task(n, actor, dims, "delayed" if eta else "queued", eta or at, at,
                      (id_hash(task_id), task_id, actor, priority, at, eta or None, stored(args, cap),
-                      stored(kwargs, cap), stored(keys, cap)))
+                      stored(kwargs, cap), stored(keys, cap), trace.get("traceparent") if trace else None))
         self.open[task_id] = self._touched[n] = task  # (its `submitted` event is its row: schema.py)
         for sums in self._sums_of(at, dims):
             sums.submitted += 1

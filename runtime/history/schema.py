@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     args TEXT,
     kwargs TEXT,
     keys TEXT,
-    result TEXT
+    result TEXT,
+    traceparent TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_id ON tasks (idh);
 CREATE INDEX IF NOT EXISTS tasks_by_actor ON tasks (actor, seq);
@@ -100,9 +101,17 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # a lost tail is caught up from the log
         conn.executescript(DDL)
+        if "traceparent" not in {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}:
+            conn.execute("ALTER TABLE tasks ADD COLUMN traceparent TEXT")  # a file written before traces
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C `traceparent` (version-traceid-spanid-flags)."""
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else None
 
 
 def event_number(batch: int, index: int) -> int:

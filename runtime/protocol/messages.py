@@ -85,9 +85,10 @@ class Envelope:
     expires_in: float | None = None  # not started this many seconds after acceptance: expired
     expires_at: float | None = None  # the same, as absolute epoch seconds
     idempotency_key: str | None = None  # a second submit with this key (same actor) runs nothing
+    trace: dict[str, str] | None = None  # W3C trace context of the submit (runtime/tracing.py)
 
     OPTIONAL: ClassVar[tuple[str, ...]] = ("keys", "delay", "priority", "eta", "expires_in", "expires_at",
-                                           "idempotency_key")
+                                           "idempotency_key", "trace")
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"id": self.id, "actor": self.actor, "args": self.args, "kwargs": self.kwargs}
@@ -127,7 +128,7 @@ class Envelope:
             delay=float(v.nonneg(v.get(raw, "delay", v.NUMBER, 0.0, where=p), p + "delay")),
             priority=priority, eta=v.optional_number(raw, "eta", p),
             expires_in=v.optional_number(raw, "expires_in", p), expires_at=v.optional_number(raw, "expires_at", p),
-            idempotency_key=v.get(raw, "idempotency_key", str, None, where=p),
+            idempotency_key=v.get(raw, "idempotency_key", str, None, where=p), trace=v.trace_context(raw, p),
         )
 
 

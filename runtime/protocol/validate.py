@@ -255,3 +255,22 @@ def check_packable(value: Any, what: str) -> None:
         return
     raise TypeError(f"{what} is of type {type(value).__name__}, which is not a msgpack value "
                     "(use None, bool, int, float, str, bytes, list or dict)")
+
+
+MAX_TRACE_FIELDS = 8
+MAX_TRACE_FIELD = 512
+
+
+def trace_context(msg: dict[str, Any], where: str) -> dict[str, str] | None:
+    """A W3C trace context carrier (`traceparent`, `tracestate`, ...): a few short str fields."""
+    carrier: dict[Any, Any] | None = get(msg, "trace", dict, None, where=where)
+    if carrier is None:
+        return None
+    if len(carrier) > MAX_TRACE_FIELDS:
+        raise bad(f"{where}trace", f"holds {len(carrier)} fields: at most {MAX_TRACE_FIELDS}")
+    for name, value in carrier.items():
+        if not isinstance(name, str) or not isinstance(value, str) or len(name) > 64 \
+                or len(value) > MAX_TRACE_FIELD:
+            raise bad(f"{where}trace", f"must map str names (64 characters at most) to str values "
+                                       f"({MAX_TRACE_FIELD} at most)")
+    return carrier or None

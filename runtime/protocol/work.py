@@ -269,11 +269,16 @@ class RunTask:
     attempt: int
     timeout: float
     term: int
+    trace: dict[str, str] | None = None  # W3C trace context, when the task is traced (runtime/tracing.py)
+    queued_at: float = 0.0  # when it was due (leader time): where the leader's queue span starts; not sent
 
     FIELDS: ClassVar[tuple[str, ...]] = ("id", "actor", "args", "kwargs", "attempt", "timeout", "term")
 
     def to_wire(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.FIELDS}
+        wire = {name: getattr(self, name) for name in self.FIELDS}
+        if self.trace:
+            wire["trace"] = self.trace
+        return wire
 
     @classmethod
     def from_wire(cls, raw: Any, where: str) -> RunTask:
@@ -282,7 +287,7 @@ class RunTask:
     @classmethod
     def quick(cls, raw: Any) -> RunTask | None:
         """The common task, accepted with a few checks (None: let `read` name what is wrong)."""
-        if type(raw) is dict:
+        if type(raw) is dict and "trace" not in raw:
             task_id, actor, args, kwargs = raw.get("id"), raw.get("actor"), raw.get("args", []), raw.get("kwargs", {})
             attempt, timeout, term = raw.get("attempt"), raw.get("timeout"), raw.get("term", 0)
             if (v.is_id(task_id) and v.is_id(actor) and type(args) is list and type(kwargs) is dict
@@ -302,7 +307,8 @@ class RunTask:
             raise v.bad(p + "timeout", "must be positive")
         return cls(v.str_id(raw, "id", p), v.str_id(raw, "actor", p), list(v.payload(raw, "args", list, [], where=p)),
                    v.str_keys(v.payload(raw, "kwargs", dict, {}, where=p), p + "kwargs"),
-                   v.get(raw, "attempt", int, where=p), float(timeout), v.get(raw, "term", int, 0, where=p))
+                   v.get(raw, "attempt", int, where=p), float(timeout), v.get(raw, "term", int, 0, where=p),
+                   v.trace_context(raw, p))
 
 
 @dataclass(slots=True)

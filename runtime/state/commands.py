@@ -328,7 +328,7 @@ def _envelope(wire: dict[str, Any]) -> Envelope:
         id=wire["id"], actor=wire["actor"], args=wire["args"], kwargs=wire["kwargs"], keys=wire.get("keys") or {},
         delay=wire.get("delay", 0.0), priority=wire.get("priority", 0), eta=wire.get("eta"),
         expires_in=wire.get("expires_in"), expires_at=wire.get("expires_at"),
-        idempotency_key=wire.get("idempotency_key"),
+        idempotency_key=wire.get("idempotency_key"), trace=wire.get("trace"),
     )
 
 

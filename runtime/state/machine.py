@@ -155,6 +155,8 @@ class StateMachine(TaskStore):
             keys=env.keys or NO_KWARGS, priority=env.priority, order=self.order, submitted_at=self.now,
             idempotency_key=scoped_key,
         )
+        if env.trace:
+            task.trace = env.trace
         self.tasks[task_id] = task
         if scoped_key:
             self.idempotency[scoped_key] = task_id
@@ -165,9 +167,11 @@ class StateMachine(TaskStore):
             heapq.heappush(self.start_deadlines, (start_by, task_id))
             self.deadlines_live += 1
         due = env.eta if env.eta else self.now + env.delay
-        self._note(task, "submitted", detail=(task.actor, task.args, task.kwargs, task.keys, task.priority,
-                                              due if due > self.now else 0.0))
+        detail = (task.actor, task.args, task.kwargs, task.keys, task.priority, due if due > self.now else 0.0)
+        self._note(task, "submitted", detail=(*detail, task.trace) if task.trace else detail)
         self.tallies.of(task.actor).submitted += 1
+        if task.keys:
+            self.tallies.count_keys(task.keys, "submitted")
         if start_by and start_by <= self.now:
             self._expire(task, effects)
         elif due > self.now:
@@ -211,6 +215,8 @@ class StateMachine(TaskStore):
             self._release(task)
             if o.ok:
                 tally.succeeded += 1
+                if task.keys:
+                    self.tallies.count_keys(task.keys, "succeeded")
                 self._terminate(task, TaskState.SUCCEEDED, effects, result=o.value)
                 continue
             error = TaskError(o.error_type or "Exception", o.message, o.traceback)
@@ -218,7 +224,12 @@ class StateMachine(TaskStore):
                 self._terminate(task, TaskState.CANCELLED, effects, error=error)
                 continue
             tally.failed += 1
-            if not o.retryable or task.failures >= self.option(task, "retries"):
+            dead = not o.retryable or task.failures >= self.option(task, "retries")
+            if task.keys:
+                self.tallies.count_keys(task.keys, "failed")
+                if dead:
+                    self.tallies.count_keys(task.keys, "dead_lettered")
+            if dead:
                 tally.dead_lettered += 1
                 self._terminate(task, TaskState.FAILED, effects, error=error)
             else:
@@ -247,6 +258,8 @@ class StateMachine(TaskStore):
             if task.losses > self.option(task, "max_worker_losses"):
                 error = TaskError("worker_lost", f"its worker was lost {task.losses} times while running it")
                 self.tallies.of(task.actor).dead_lettered += 1
+                if task.keys:
+                    self.tallies.count_keys(task.keys, "dead_lettered")
                 self._terminate(task, TaskState.FAILED, effects, error=error)
             else:
                 self._enqueue(task, keep_order=True)

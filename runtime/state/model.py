@@ -71,6 +71,7 @@ class Task:
     leased_in: int = 0  # the batch (StateMachine.applied) that granted its latest lease
     counted: tuple[Any, ...] = ()  # concurrency buckets its lease holds
     idempotency_key: str = ""
+    trace: dict[str, str] | None = None  # W3C trace context of its submit (runtime/tracing.py)
 
     def summary(self, with_arguments: bool = False) -> dict[str, Any]:
         """The task as clients see it: ``result`` replies, and with its arguments ``dlq_show``."""

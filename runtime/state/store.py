@@ -109,6 +109,10 @@ class TaskStore:
                 del self.queues[actor]
             for actor in [a for a in self.blocked_until if a not in self.queued_count]:
                 del self.blocked_until[actor]
+        sample = next(iter(self.tasks.values()), None)
+        if sample is not None and not hasattr(sample, "trace"):  # written before tasks carried one
+            for task in self.tasks.values():
+                task.trace = None
 
     # -- compaction ---------------------------------------------------------------------------
 
@@ -199,6 +203,8 @@ class TaskStore:
         task.counted = self.flow.start(task.actor, task.keys, rates, caps, self.now)
         tally = self.tallies.of(task.actor)
         tally.started += 1
+        if task.keys:
+            self.tallies.count_keys(task.keys, "started")
         tally.waited(self.now - max(task.submitted_at, task.eta))  # since it was due (a requeue: earlier)
         self.leases.setdefault(worker, {})[task.id] = None
         effects.append(Leased(worker, self.run_task(task)))
@@ -207,7 +213,10 @@ class TaskStore:
     def run_task(self, task: Task) -> RunTask:
         """What a worker is sent to run a leased task (again, when the leader reconciles)."""
         term = task.lease.term if task.lease is not None else self.term
-        return RunTask(task.id, task.actor, task.args, task.kwargs, task.attempt, self.option(task, "timeout"), term)
+        run = RunTask(task.id, task.actor, task.args, task.kwargs, task.attempt, self.option(task, "timeout"), term)
+        if task.trace:
+            run.trace, run.queued_at = task.trace, max(task.submitted_at, task.eta)
+        return run
 
     def _release(self, task: Task) -> None:
         """End a RUNNING task's lease (its state moves next): its concurrency units come free."""

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .. import defaults
+from .. import defaults, tracing
 from ..actor import Actor
 from ..curve import PeerKeys, fingerprint
 from ..errors import ProtocolError
@@ -389,9 +389,11 @@ class Worker:
             self._hold_slot(future)
 
         started = time.monotonic()
+        span = tracing.run_started(task, self.id) if task.trace else None
         try:
             outcome = await run_handler(actor, task, self._executor, on_overrun, self._children, hold_slot)
         except asyncio.CancelledError:
+            tracing.run_ended(span, None)
             if thread is not None and task.id in self.running:
                 # The leader's cancel, and the thread cannot be stopped: the lease (its slot, its
                 # limit units) stays until the thread returns, or another run could start beside it.
@@ -403,6 +405,7 @@ class Worker:
             if running is not None:  # cancelled at the leader's request: report it
                 self._report(outcomes.cancelled(task.id, running.attempt), 0 if self.draining or held else 1)
             return  # fenced or shutting down: report nothing, the lease decides
+        tracing.run_ended(span, outcome)
         tally = self.ran.get(actor.name) or self.ran.setdefault(actor.name, Tally())
         tally.ran(time.monotonic() - started)
         running = self.running.pop(task.id, None)

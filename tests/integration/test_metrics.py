@@ -72,3 +72,20 @@ def test_counters_match_the_work_on_every_node_and_survive_a_failover(tmp_path: 
         assert counted(new_leader) == expected  # from the replicated state: nothing reset
         with c.client() as client:
             client.cancel_many([h.id for h in backlog])
+
+
+def test_per_key_series_for_the_busiest_key_values_and_the_rest_under_other(tmp_path: Path) -> None:
+    c = LocalCluster(nodes=1, base_dir=str(tmp_path), metrics=True, node_args=["--metrics-top-keys", "2"])
+    with serving(c, workers=1, concurrency=4), c.client() as client:
+        volumes = {"acme": 5, "globex": 3, "initech": 2, "hooli": 1}
+        handles = [client.submit(actors.one_per_tenant, tenant, 0.0)
+                   for tenant, n in volumes.items() for _ in range(n)]
+        client.results(handles, timeout=20)
+        expected = {("tenant=acme", 5), ("tenant=globex", 3), ("other", 3)}
+
+        def series(name: str) -> set[tuple[str, float]]:
+            samples = scrape(c.coordinator_nodes[0].metrics)
+            return {(dict(labels)["key"], value) for (metric, labels), value in samples.items() if metric == name}
+        wait_until(lambda: series("qrt_key_tasks_succeeded_total") == expected, 10, 0.2, "the per-key counters")
+        assert series("qrt_key_tasks_submitted_total") == series("qrt_key_tasks_started_total") == expected
+        assert series("qrt_key_tasks_failed_total") == {("tenant=acme", 0), ("tenant=globex", 0), ("other", 0)}

@@ -18,6 +18,7 @@ from qrt.state import StateMachine, TaskState, store
 from qrt.state import commands as C
 from qrt.state.digest import state_digest
 from qrt.state.lanes import ActorQueue
+from qrt.state.model import Leased
 from tests.unit.statehelp import Driver
 
 _rebuilt, compact = store._rebuilt, ActorQueue.compact
@@ -147,3 +148,17 @@ def test_compaction_keeps_replicas_equal_and_old_snapshots_load(monkeypatch: pyt
         assert state_digest(replica) == state_digest(d.machine), step
     assert len(d.machine.start_deadlines) <= SLACK and len(d.machine.delay_heap) <= SLACK
     assert rebuilt.count("heap") >= 4 and rebuilt.count("queue") >= 2  # on both replicas
+
+
+def test_a_snapshot_written_before_trace_contexts_loads_and_runs_its_tasks() -> None:
+    """Tasks pickle as their slots by name: in a snapshot written before `Task.trace` existed, a
+    task has none (as here, where the slot is unset before pickling)."""
+    d = Driver()
+    d.apply(C.Submit([Envelope(f"t{i}", "a", [], {}) for i in range(3)]))
+    for task in d.machine.tasks.values():
+        del task.trace
+    restored: StateMachine = pickle.loads(pickle.dumps(d.machine))
+    assert all(task.trace is None for task in restored.tasks.values())
+    payload = C.pack_batch(1, d.now, [C.Dispatch([C.Offer("w1", ["a"], 3)])])
+    leased = [e.task for e in restored.apply_batch(payload).all_effects() if isinstance(e, Leased)]
+    assert [run.trace for run in leased] == [None] * 3

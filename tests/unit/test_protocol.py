@@ -72,9 +72,11 @@ ALL_OPTIONS = {"retries": 5, "timeout": 30.0, "result_ttl": 600, "max_worker_los
                "rate_limits": [[100, 60.0, "tenant"], [1000, 60, None]], "concurrency": [[3, None], [1, "tenant"]],
                "cron": "*/15 * * * *", "tz": "Europe/Paris", "missed": "skip", "weights": [["acme", 3], [7, 2]]}
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 ROUND_TRIPS: list[P.Message] = [
     # client -> coordinator
     P.Submit([P.Envelope("t1", "tasks.add", [1, 2], {})], rid=1),
+    P.Submit([P.Envelope("t1", "tasks.add", [1, 2], {}, trace={"traceparent": TRACEPARENT})], rid=1),
     P.Submit([P.Envelope("t2", "mail.send", [b"\x00bin", None, 1.5, [True]], {"to": "a@example.com"},
                          keys={"tenant": "acme", "n": 1, "f": 1.0, "b": True, "x": b"\x01", "none": None},
                          delay=30.0, priority=-(2**63), eta=1718006400.0, expires_in=60.0, expires_at=1718010000.0,
@@ -151,6 +153,8 @@ ROUND_TRIPS: list[P.Message] = [
     P.Hb(42),
     P.Run([P.RunTask("t1", "tasks.add", [1, 2], {"x": None}, 1, 60.0, 3),
            P.RunTask("t2", "mail.send", [], {}, 2, 0.5, 3)]),
+    P.Run([P.RunTask("t1", "tasks.add", [1, 2], {}, 1, 60.0, 3,
+                     trace={"traceparent": TRACEPARENT, "tracestate": "a=1"})]),
     P.Ack(["t1", "t2"]),
     P.Ack([], bye=True),
     P.CancelRun("t1"),
@@ -318,6 +322,9 @@ BAD_FIELDS = [
     bad(P.Submit, submit(expires_in=-5), "tasks[0].expires_in", "must not be negative"),
     bad(P.Submit, submit(expires_at=float("nan")), "tasks[0].expires_at", "must be a finite number"),
     bad(P.Submit, submit(idempotency_key=5), "tasks[0].idempotency_key", "must be str, not int"),
+    bad(P.Submit, submit(trace="00-ab"), "tasks[0].trace", "must be map, not str"),
+    bad(P.Submit, submit(trace={"traceparent": 5}), "tasks[0].trace", "must map str names", named=False),
+    bad(P.Submit, submit(trace={str(i): "" for i in range(9)}), "tasks[0].trace", "at most 8", named=False),
     # the other client requests
     bad(P.Wait, {"t": "wait", "rid": 7}, "id", "is required"),
     bad(P.Wait, {"t": "wait", "rid": 7, "id": "t", "timeout": -1}, "timeout", "must not be negative"),
@@ -477,6 +484,7 @@ BAD_FIELDS = [
     bad(P.Run, run(timeout=0), "tasks[0].timeout", "must be positive"),
     bad(P.Run, run(timeout=MISSING), "tasks[0].timeout", "is required"),
     bad(P.Run, run(term="3"), "tasks[0].term", "must be int, not str"),
+    bad(P.Run, run(trace={"traceparent": "x" * 513}), "tasks[0].trace", "512 at most", named=False),
     bad(P.Ack, {"t": "ack"}, "ids", "is required"),
     bad(P.Ack, {"t": "ack", "ids": [], "bye": 1}, "bye", "must be bool, not int"),
     bad(P.CancelRun, {"t": "cancel", "id": LONG}, "id", "1 to 200 characters"),
