@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: demo test lint chaos fuzz bench bench-qrt clean
+.PHONY: demo test lint chaos fuzz bench bench-qrt clean browser screenshots
 
 $(STAMP): pyproject.toml $(shell find runtime cli -name "*.py")
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,22 @@ $(STAMP): pyproject.toml $(shell find runtime cli -name "*.py")
 demo: $(STAMP)
 	$(PY) -m examples.demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The dashboard's browser tests drive Debian's chromium through playwright (whose own browser
+# download is not reachable here): installed with apt-get where it is missing and we may; where it
+# cannot be, those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+	  && echo "installed Debian's chromium for the browser tests"; } || \
+	  echo "chromium is not installed and could not be: the browser tests will skip"
+
+# The README's screenshots of the dashboard, from the browser tests' real run.
+screenshots: $(STAMP) browser
+	QRT_SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest -q tests/dashboard/test_browser.py
 
 # 10 minutes of seeded faults under load (tests/chaos); prints the seed, the checks and where the logs
 # and its chaos-summary.json are; SEED=N replays a run.

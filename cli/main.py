@@ -14,6 +14,7 @@ from qrt.client import Client, resolve_coordinators
 from qrt.errors import QrtError, TaskCancelled, TaskFailed
 
 from .cluster import ClusterGroup, coordinator_option, curve_options, json_arg, log_options, pass_client
+from .dashboard import dashboard
 from .history import parse_duration, parse_size, stats, tasks
 from .keys import keys
 from .operators import alerts, cron, dlq, limits, queue
@@ -274,3 +275,4 @@ for group in (dlq, limits, queue, cron, tasks, alerts):
     main.add_command(group)
 main.add_command(stats)
 main.add_command(keys)
+main.add_command(dashboard)

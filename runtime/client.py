@@ -345,11 +345,19 @@ class AsyncClient:
         message = protocol.TaskEvents(after=after, limit=limit, **_history_filters(filters))
         return (await self._request(message, protocol.Answer)).body
 
-    async def stats(self, since: float, until: float | None = None, by: str = "actor") -> dict[str, Any]:
+    async def stats(self, since: float, until: float | None = None, by: str = "actor",
+                    actor: str | None = None) -> dict[str, Any]:
         """Per actor (or worker, key value, minute) between epoch seconds `since` and `until` (now):
         `{"rows": [{"group", "submitted", "succeeded", "failed", "failure_rate", "queue_wait_p50",
-        ..., "run_p99"}]}` (failed: attempts that failed; durations in seconds)."""
-        return (await self._request(protocol.Stats(since, until, by), protocol.Answer)).body
+        ..., "run_p99"}]}` (failed: attempts that failed; durations in seconds). `actor`: that
+        actor's tasks only (by actor or minute)."""
+        return (await self._request(protocol.Stats(since, until, by, actor), protocol.Answer)).body
+
+    async def dead_groups(self, limit: int = 200) -> dict[str, Any]:
+        """The dead letters grouped by error fingerprint, largest first: `{"groups": [{"fingerprint",
+        "count", "first_seen", "last_seen", "actors", "error_type", "message", "top_frame",
+        "sample_id"}], "total"}`; `list_tasks(state="dead", fingerprint=F)` lists a group."""
+        return (await self._request(protocol.DeadGroups(limit), protocol.Answer)).body
 
     async def history_journal(self, after: int, before: int) -> dict[str, Any]:
         """Node to node (a node that missed batches copies them): the answering node's history
@@ -518,8 +526,12 @@ class Client:
     def task_events(self, after: int = 0, limit: int = 500, **filters: Any) -> dict[str, Any]:
         return self._call(self._async.task_events(after, limit, **filters))
 
-    def stats(self, since: float, until: float | None = None, by: str = "actor") -> dict[str, Any]:
-        return self._call(self._async.stats(since, until, by))
+    def stats(self, since: float, until: float | None = None, by: str = "actor",
+              actor: str | None = None) -> dict[str, Any]:
+        return self._call(self._async.stats(since, until, by, actor))
+
+    def dead_groups(self, limit: int = 200) -> dict[str, Any]:
+        return self._call(self._async.dead_groups(limit))
 
     def history_journal(self, after: int, before: int) -> dict[str, Any]:
         return self._call(self._async.history_journal(after, before))
@@ -543,7 +555,7 @@ class Client:
 
 def _history_filters(filters: dict[str, Any]) -> dict[str, Any]:
     """The filters of `list_tasks` and `task_events` as their message takes them (key as [NAME, VALUE])."""
-    known = {"actor", "state", "worker", "key", "since", "until", "error", "args", "limit", "cursor"}
+    known = {"actor", "state", "worker", "key", "since", "until", "error", "args", "fingerprint", "limit", "cursor"}
     unknown = set(filters) - known
     if unknown:
         raise InvalidArgument(f"unknown filter {', '.join(sorted(unknown))}: use {', '.join(sorted(known))}")

@@ -82,10 +82,12 @@ class HistoryDesk:
         if isinstance(msg, P.HistoryJournal):
             return queries.journal(conn, msg.after, msg.before, min(msg.limit, queries.MAX_JOURNAL_PAGE))
         if isinstance(msg, P.Stats):
-            return queries.stats(conn, msg.since, msg.until if msg.until is not None else now, msg.by)
+            return queries.stats(conn, msg.since, msg.until if msg.until is not None else now, msg.by, msg.actor)
+        if isinstance(msg, P.DeadGroups):
+            return queries.dead_groups(conn, msg.limit)
         assert isinstance(msg, P.TasksList | P.TaskEvents)
         filters = queries.Filters(msg.actor, msg.state, msg.worker, (msg.key[0], msg.key[1]) if msg.key else None,
-                                  msg.since, msg.until, msg.error, msg.args)
+                                  msg.since, msg.until, msg.error, msg.args, msg.fingerprint)
         if isinstance(msg, P.TasksList):
             return queries.list_tasks(conn, filters, msg.limit, msg.cursor)
         return queries.events_after(conn, msg.after, filters, msg.limit)

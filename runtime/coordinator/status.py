@@ -33,12 +33,15 @@ def cluster_status(listen: str, leading: bool, replication: Replication, workers
                   "reachable": addr == raft["self"] or raft["connected"].get(addr, False)}
                  for addr, url in sorted(machine.nodes.items())]
         leader_url = machine.nodes.get(raft["leader"] or "")
-        queues = views.depth(machine, registered=True)
+        queues: dict[str, dict[str, Any]] = dict(views.depth(machine, registered=True))
+        oldest, leader_time = views.oldest_queued(machine), machine.now
         running = {w: len(ids) for w, ids in machine.leases.items()}
         dlq, applied, digest = len(machine.dlq), machine.applied, machine.digest
     served = {a for w in workers.by_id.values() if w.connected for a in w.actors}
     for actor, row in queues.items():
         row["served"] = actor in served
+        # Since its oldest queued task was due (leader time of the last batch applied: a tick a second)
+        row["oldest_age"] = round(max(0.0, leader_time - oldest[actor]), 3) if actor in oldest else 0.0
     rows = [
         {"id": w.id, "actors": w.actors, "free": w.credit, "concurrency": w.concurrency,
          "running": running.get(w.id, 0), "seen_ago": round(now - w.last_seen, 2),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import histogram
+from .fingerprint import normalised, top_frame
 from .recorder import id_hash
 from .schema import DIMENSIONS, loaded, trace_id
 
@@ -36,13 +37,14 @@ class Filters:
     until: float | None = None  # ... and before
     error: str | None = None  # text in the error's type, message or traceback
     args: str | None = None  # text in the arguments (JSON)
+    fingerprint: str | None = None  # its error's (fingerprint.py): a group of dead letters
 
     def where(self, table: str = "") -> tuple[list[str], list[Any]]:
         """SQL conditions on the tasks table (named `table` in the query, if given), and their values."""
         t = f"{table}." if table else ""
         clauses: list[str] = []
         params: list[Any] = []
-        for column in ("actor", "state", "worker"):
+        for column in ("actor", "state", "worker", "fingerprint"):
             value = getattr(self, column)
             if value is not None:
                 clauses.append(f"{t}{column} = ?")
@@ -117,6 +119,25 @@ def show_task(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
     }
 
 
+def dead_groups(conn: sqlite3.Connection, limit: int = 200) -> dict[str, Any]:
+    """The dead letters grouped by error fingerprint (fingerprint.py), the largest groups first:
+    each with its count, first and last seen, its actors, and the newest letter's error."""
+    rows = conn.execute(
+        "SELECT fingerprint, count(*) AS n, min(finished_at) AS first, max(finished_at) AS last, max(seq) AS newest, "
+        "group_concat(DISTINCT actor) AS actors FROM tasks WHERE fingerprint IS NOT NULL AND state = 'dead' "
+        "GROUP BY fingerprint ORDER BY n DESC, last DESC LIMIT ?", (limit,)).fetchall()
+    groups = []
+    for row in rows:
+        sample = conn.execute("SELECT id, error_type, error_message, traceback FROM tasks WHERE seq = ?",
+                              (row["newest"],)).fetchone()
+        groups.append({"fingerprint": row["fingerprint"], "count": row["n"], "first_seen": row["first"],
+                       "last_seen": row["last"], "actors": sorted(row["actors"].split(",")),
+                       "error_type": sample["error_type"], "message": normalised(sample["error_message"] or ""),
+                       "top_frame": top_frame(sample["traceback"]), "sample_id": sample["id"]})
+    total = conn.execute("SELECT count(*) FROM tasks WHERE state = 'dead'").fetchone()[0]
+    return {"groups": groups, "total": total}
+
+
 def _events_in(after: int, before: int, limit: int) -> str:
     """SQL of the first `limit` events with `after` < n < `before` (parameters: after, before, limit,
     twice), `submitted` ones put back from their task's row (schema.py): each side is read in n
@@ -127,7 +148,7 @@ def _events_in(after: int, before: int, limit: int) -> str:
             "WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?)")
 
 
-NEVER = 1 << 63  # above every event number
+NEVER = (1 << 63) - 1  # above every event number (the largest SQLite INTEGER)
 
 
 def newest_event(conn: sqlite3.Connection) -> int:
@@ -153,16 +174,23 @@ def events_after(conn: sqlite3.Connection, after: int, filters: Filters, limit: 
     return {"events": events, "next": rows[-1]["n"] if rows else max(after, newest_event(conn))}
 
 
-def stats(conn: sqlite3.Connection, since: float, until: float, by: str = "actor") -> dict[str, Any]:
+def stats(conn: sqlite3.Connection, since: float, until: float, by: str = "actor",
+          actor: str | None = None) -> dict[str, Any]:
     """Per group (actor, worker, key value "NAME=VALUE", or minute), over [since, until) by the
     minute: submitted, succeeded and failed attempts, the failure rate, and the p50/p95/p99 of queue
-    wait and run time (histogram.py: within ~5 %)."""
+    wait and run time (histogram.py: within ~5 %). `actor`: its tasks only (by actor or minute)."""
     if by not in DIMENSIONS:
         raise ValueError(f"--by must be one of {', '.join(DIMENSIONS)}, not {by!r}")
+    if actor is not None and by not in ("actor", "minute"):
+        raise ValueError(f"stats by {by} cannot be narrowed to one actor (the rollups count them apart)")
     # Per minute, every task counts once under its actor: the minute's total is the sum of those.
-    rows = conn.execute("SELECT minute, value, submitted, succeeded, failed, wait, run FROM rollup "
-                        "WHERE dim = ? AND minute >= ? AND minute < ?",
-                        ("actor" if by == "minute" else by, int(since // 60), int(-(-until // 60)))).fetchall()
+    sql = "SELECT minute, value, submitted, succeeded, failed, wait, run FROM rollup WHERE dim = ? AND minute >= ? " \
+          "AND minute < ?"
+    params: list[Any] = ["actor" if by == "minute" else by, int(since // 60), int(-(-until // 60))]
+    if actor is not None:
+        sql += " AND value = ?"
+        params.append(actor)
+    rows = conn.execute(sql, params).fetchall()
     groups: dict[Any, dict[str, Any]] = {}
     for row in rows:
         group = row["minute"] * 60 if by == "minute" else row["value"]

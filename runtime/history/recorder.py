@@ -33,6 +33,7 @@ from typing import Any
 
 from ..state.model import HistoryEvent, TaskError
 from . import histogram
+from .fingerprint import fingerprint
 from .schema import stored
 
 STATE_AFTER = {"queued": "queued", "leased": "running", "retried": "delayed", "lost": "queued",
@@ -44,7 +45,7 @@ ENDS = frozenset({"succeeded", "dead", "cancelled", "expired"})
 
 # The columns a task's events change (the others are written once, with its first row).
 MUTABLE = ("state", "attempt", "worker", "due_at", "started_at", "finished_at", "updated_at", "error_type",
-           "error_message", "traceback", "result")
+           "error_message", "traceback", "result", "fingerprint")
 _INSERT = (f"INSERT OR REPLACE INTO tasks (seq, idh, id, actor, priority, submitted_at, eta, args, kwargs, keys, "
            f"traceparent, {', '.join(MUTABLE)}) VALUES ({', '.join('?' * (11 + len(MUTABLE)))})")
 _UPDATE = f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in MUTABLE)} WHERE seq = ?"
@@ -82,10 +83,11 @@ class _Task:
     error_message: str | None = None
     traceback: str | None = None
     result: str | None = None
+    fingerprint: str | None = None  # of its error (fingerprint.py): groups the dead letters
 
     def mutable(self) -> tuple[Any, ...]:
         return (self.state, self.attempt, self.worker, self.due_at, self.started_at, self.finished_at,
-                self.updated_at, self.error_type, self.error_message, self.traceback, self.result)
+                self.updated_at, self.error_type, self.error_message, self.traceback, self.result, self.fingerprint)
 
     def set_error(self, error: TaskError | dict[str, str]) -> None:
         """A TaskError, or its map as it crosses the pipe from the coordinator (process.py)."""
@@ -94,6 +96,7 @@ class _Task:
                 error.get("traceback")
         else:
             self.error_type, self.error_message, self.traceback = error.type, error.message, error.traceback
+        self.fingerprint = fingerprint(self.error_type, self.error_message, self.traceback)
 
 
 @dataclass(slots=True)
@@ -198,6 +201,7 @@ class Recorder:
             task.due_at = at
             if event == "replayed":
                 task.finished_at = task.error_type = task.error_message = task.traceback = task.result = None
+                task.fingerprint = None
         task.state = STATE_AFTER[event]
         task.attempt = attempt
         task.updated_at = at
@@ -217,7 +221,8 @@ class Recorder:
         dims = (("actor", actor), *(("key", f"{k}={key_text(v)}") for k, v in sorted(keys.items())))
         task = _Task(seq, actor, dims, row[3], row[6] or 0.0, row[9])
         (task.attempt, task.worker, task.started_at, task.finished_at, task.error_type, task.error_message,
-         task.traceback, task.result) = row[4], row[5] or "", row[7], row[8], row[10], row[11], row[12], row[13]
+         task.traceback, task.result, task.fingerprint) = (row[4], row[5] or "", row[7], row[8], row[10], row[11],
+                                                           row[12], row[13], row[14])
         self.open[task_id] = task
         return task
 

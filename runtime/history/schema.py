@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     kwargs TEXT,
     keys TEXT,
     result TEXT,
-    traceparent TEXT
+    traceparent TEXT,
+    fingerprint TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_id ON tasks (idh);
 CREATE INDEX IF NOT EXISTS tasks_by_actor ON tasks (actor, seq);
@@ -101,8 +102,12 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # a lost tail is caught up from the log
         conn.executescript(DDL)
-        if "traceparent" not in {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}:
-            conn.execute("ALTER TABLE tasks ADD COLUMN traceparent TEXT")  # a file written before traces
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        for column in ("traceparent", "fingerprint"):  # a file written before traces, or before groups
+            if column not in columns:
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
+        conn.execute("CREATE INDEX IF NOT EXISTS tasks_by_fingerprint ON tasks (fingerprint, seq) "
+                     "WHERE fingerprint IS NOT NULL AND state = 'dead'")
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
     conn.row_factory = sqlite3.Row
     return conn

@@ -12,7 +12,17 @@ from typing import Any, TypeVar
 
 from ..errors import ProtocolError
 from .codec import VERSION, ErrorCode, decode, encode, request_id
-from .history import HISTORY_REQUESTS, Answer, Describe, HistoryJournal, Stats, TaskEvents, TaskShow, TasksList
+from .history import (
+    HISTORY_REQUESTS,
+    Answer,
+    DeadGroups,
+    Describe,
+    HistoryJournal,
+    Stats,
+    TaskEvents,
+    TaskShow,
+    TasksList,
+)
 from .messages import (
     MAX_IDS_PER_WAIT,
     AlertsList,
@@ -70,7 +80,7 @@ from .work import (
 )
 
 OperatorRequest = LimitsSet | LimitsReset | QueuePause | QueuePurge | CronAdd | CronRemove
-HistoryRequest = TasksList | TaskEvents | TaskShow | Stats | Describe | HistoryJournal  # any node answers these
+HistoryRequest = TasksList | TaskEvents | TaskShow | Stats | Describe | HistoryJournal | DeadGroups  # any node answers
 ClientRequest = (Submit | Wait | WaitAny | Cancel | Status | DlqList | DlqShow | DlqReplay | DlqPurge | LimitsShow
                  | OperatorRequest | CronList | AlertsList | HistoryRequest)
 WorkerMessage = Hello | Heartbeat | Done | Credit | Drain | Bye
@@ -143,6 +153,7 @@ __all__ = [
     "CronEntries",
     "CronList",
     "CronRemove",
+    "DeadGroups",
     "Describe",
     "DlqEntry",
     "DlqList",

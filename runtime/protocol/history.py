@@ -47,7 +47,7 @@ def _limit(msg: dict[str, Any], name: str) -> int:
 
 FILTER_READERS: dict[str, v.Reader] = {
     "actor": _text, "state": _state, "worker": _text, "key": _key, "since": v.optional_number,
-    "until": v.optional_number, "error": _text, "args": _text,
+    "until": v.optional_number, "error": _text, "args": _text, "fingerprint": _text,
 }
 
 
@@ -63,6 +63,7 @@ class _Filtered(Request):
     until: float | None = None  # and before
     error: str | None = None  # text in the error's type, message or traceback
     args: str | None = None  # text in the arguments
+    fingerprint: str | None = None  # its error's fingerprint (a group of `dead_groups`)
 
 
 @dataclass(slots=True)
@@ -96,13 +97,26 @@ class Stats(Request):
     since: float
     until: float | None = None  # None: now
     by: str = "actor"
+    actor: str | None = None  # only this actor's tasks (by actor or minute)
 
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> Self:
         by = v.get(m, "by", str, "actor")
         if by not in GROUPS:
             raise v.bad("by", f"must be one of {', '.join(GROUPS)}, not {by!r}")
-        return cls(v.get(m, "since", v.NUMBER), v.optional_number(m, "until"), by, rid=rid_of(m))
+        actor = _text(m, "actor")
+        if actor is not None and by not in ("actor", "minute"):
+            raise v.bad("actor", f"narrows stats by actor or minute, not by {by}")
+        return cls(v.get(m, "since", v.NUMBER), v.optional_number(m, "until"), by, actor, rid=rid_of(m))
+
+
+@dataclass(slots=True)
+class DeadGroups(Request):
+    """The dead letters grouped by error fingerprint (type, normalised message, top frame)."""
+
+    TYPE = "dead_groups"
+    limit: int = 200
+    READERS = {"limit": _limit}
 
 
 @dataclass(slots=True)
@@ -138,4 +152,4 @@ class Answer(Reply):
         return cls(rid_of(m), {k: value for k, value in m.items() if k not in ("t", "v", "rid")})
 
 
-HISTORY_REQUESTS = (TasksList, TaskEvents, TaskShow, Stats, Describe, HistoryJournal)
+HISTORY_REQUESTS = (TasksList, TaskEvents, TaskShow, Stats, Describe, HistoryJournal, DeadGroups)

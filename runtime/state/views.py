@@ -3,6 +3,7 @@ where a caller says otherwise). Nothing here changes the machine."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from ..protocol import RunTask
@@ -61,8 +62,12 @@ def runs_of(m: StateMachine, worker: str, task_ids: list[str]) -> list[RunTask]:
     return [m.run_task(m.tasks[tid]) for tid in task_ids if tid in held]
 
 
+TOP_KEYS_IN_USE = 10  # per keyed limit, the key values `limits` shows the use of
+
+
 def limits_view(m: StateMachine) -> dict[str, dict[str, Any]]:
-    """Per actor with limits: what workers registered, the operator's override, and what holds."""
+    """Per actor with limits: what workers registered, the operator's override, what holds, and
+    how much of each limit is in use now (`use`, in the order of rate_limits then concurrency)."""
     out: dict[str, dict[str, Any]] = {}
     for actor in sorted(set(m.actors) | set(m.overrides) | set(m.paused)):
         rates, caps = m.limits(actor)
@@ -71,11 +76,40 @@ def limits_view(m: StateMachine) -> dict[str, dict[str, Any]]:
             "rate_limits": [[r.n, r.period, r.key] for r in rates],
             "concurrency": [[c.n, c.key] for c in caps],
             "registered": {k: registered.get(k, []) for k in ("rate_limits", "concurrency")},
+            "options": {k: value for k, value in registered.items() if k not in ("rate_limits", "concurrency")},
             "override": m.overrides.get(actor, {}),
             "running": m.flow.running.get((actor, "", None), 0),
             "paused": actor in m.paused,
+            "use": [_rate_use(m, actor, r) for r in rates] + [_cap_use(m, actor, c) for c in caps],
         }
     return out
+
+
+def _rate_use(m: StateMachine, actor: str, rate: Any) -> dict[str, Any]:
+    """Starts counted in the window ending now: actor-wide, or per key value (the fullest few)."""
+    since = m.now - rate.period
+
+    def inside(window: Any) -> int:
+        return len(window) - bisect_left(window, since)
+    if not rate.key:
+        window = m.flow.windows.get((actor, "", None))
+        return {"kind": "rate", "limit": rate.n, "period": rate.period, "used": inside(window) if window else 0}
+    per_key = [(inside(w), b[2][1]) for b, w in list(m.flow.windows.items()) if b[0] == actor and b[1] == rate.key
+               and b[2] is not None]
+    top = sorted((p for p in per_key if p[0]), key=lambda p: -p[0])[:TOP_KEYS_IN_USE]
+    return {"kind": "rate", "limit": rate.n, "period": rate.period, "key": rate.key,
+            "keys": [[value, used] for used, value in top], "key_values": len(per_key)}
+
+
+def _cap_use(m: StateMachine, actor: str, cap: Any) -> dict[str, Any]:
+    """Tasks running against a concurrency cap: actor-wide, or per key value (the busiest few)."""
+    if not cap.key:
+        return {"kind": "concurrency", "limit": cap.n, "used": m.flow.running.get((actor, "", None), 0)}
+    per_key = [(n, b[2][1]) for b, n in list(m.flow.running.items()) if b[0] == actor and b[1] == cap.key
+               and b[2] is not None]
+    top = sorted(per_key, key=lambda p: -p[0])[:TOP_KEYS_IN_USE]
+    return {"kind": "concurrency", "limit": cap.n, "key": cap.key, "keys": [[value, n] for n, value in top],
+            "key_values": len(per_key)}
 
 
 def depth(m: StateMachine, registered: bool = False) -> dict[str, dict[str, int]]:

@@ -169,3 +169,21 @@ def test_a_weighted_lane_gets_that_many_tasks_per_turn() -> None:
     d.apply(C.SetLimits("a", weight=("std", 2)))
     d.apply(C.Submit([Envelope("std-late", "a", [], {}, keys={"tenant": "std"})]))
     assert [r.id[:3] for r in d.dispatch(n=3)] == ["std", "std", "std"]  # gold has no tasks left
+
+
+def test_the_limits_view_shows_each_limits_use_now() -> None:
+    d = Driver()
+    d.apply(C.RegisterActors({"a": {"rate_limits": [[5, 1.0, None], [2, 60.0, "tenant"]],
+                                    "concurrency": [[4, None], [1, "tenant"]]}}))
+    d.apply(C.Submit([Envelope(f"t{i}", "a", [], {}, keys={"tenant": t}) for i, t in enumerate("xxyzz")]))
+    runs = d.dispatch("w1", ["a"], 5)
+    assert sorted(r.id for r in runs) == ["t0", "t2", "t3"]  # one per tenant: the keyed cap
+    use = views.limits_view(d.machine)["a"]["use"]
+    assert use[0] == {"kind": "rate", "limit": 5, "period": 1.0, "used": 3}
+    assert use[1]["key"] == "tenant" and sorted(map(tuple, use[1]["keys"])) == [("x", 1), ("y", 1), ("z", 1)]
+    assert use[2] == {"kind": "concurrency", "limit": 4, "used": 3}
+    assert sorted(map(tuple, use[3]["keys"])) == [("x", 1), ("y", 1), ("z", 1)] and use[3]["key_values"] == 3
+    d.now += 1.5  # the 1-second window has emptied; the minute's has not
+    d.finish(runs[0])
+    use = views.limits_view(d.machine)["a"]["use"]
+    assert use[0]["used"] == 0 and len(use[1]["keys"]) == 3 and use[2]["used"] == 2

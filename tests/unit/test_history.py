@@ -13,7 +13,7 @@ from qrt.history import queries
 from qrt.history.queries import Filters
 from qrt.history.schema import connect
 from qrt.history.writer import History, Retention
-from qrt.protocol import Envelope
+from qrt.protocol import Envelope, Outcome
 from qrt.state import commands as C
 
 from .statehelp import Driver
@@ -145,3 +145,54 @@ def test_values_over_the_cap_are_stored_truncated_naming_it(tmp_path: Path) -> N
         assert "truncated" in shown["args"] and "100-byte cap" in shown["args"]
     finally:
         history.close()
+
+
+def _traceback(function: str, line: int) -> str:
+    return (f'Traceback (most recent call last):\n  File "/srv/app/worker.py", line 10, in run\n    x()\n'
+            f'  File "/srv/app/billing.py", line {line}, in {function}\n    raise KeyError(k)\n')
+
+
+def test_an_error_fingerprint_ignores_what_varies_and_keeps_where_it_was_raised() -> None:
+    from qrt.history.fingerprint import fingerprint, normalised, top_frame
+
+    assert normalised("no user 'u-41' at 0x7f3a after 3.5 s (id 9f8e7d6c5b4a)") == "no user … at … after … s (id …)"
+    assert top_frame(_traceback("charge", 42)) == "billing.py:charge"
+    assert top_frame("") == ""
+    same = fingerprint("KeyError", "'user-41'", _traceback("charge", 42))
+    assert same == fingerprint("KeyError", "'user-7'", _traceback("charge", 43))  # another line of it too
+    assert same != fingerprint("KeyError", "'user-41'", _traceback("refund", 42))
+    assert same != fingerprint("ValueError", "'user-41'", _traceback("charge", 42))
+
+
+def test_dead_letters_group_by_fingerprint_and_a_group_lists_exactly_its_letters(driver: Recorded) -> None:
+    errors = {"a": ("KeyError", "'user-1'", "charge"), "b": ("KeyError", "'user-2'", "charge"),
+              "c": ("KeyError", "'user-3'", "charge"), "d": ("TimeoutError", "after 5 s", "fetch")}
+    driver.apply(C.Submit([Envelope(tid, "billing.charge", [], {}) for tid in errors]))
+    for run in driver.dispatch("w1", ["billing.charge"], n=4):
+        error_type, message, function = errors[run.id]
+        driver.apply(C.Finish("w1", [Outcome(run.id, run.attempt, False, None, error_type, message,
+                                             _traceback(function, 7), None, False)]))
+        driver.now += 1.0
+    conn = driver.read()
+    groups = queries.dead_groups(conn)
+    assert groups["total"] == 4
+    assert [(g["count"], g["error_type"], g["message"], g["top_frame"]) for g in groups["groups"]] == [
+        (3, "KeyError", "…", "billing.py:charge"), (1, "TimeoutError", "after … s", "billing.py:fetch")]
+    big = groups["groups"][0]
+    assert big["first_seen"] < big["last_seen"] and big["actors"] == ["billing.charge"]
+    listed = queries.list_tasks(conn, Filters(state="dead", fingerprint=big["fingerprint"]))
+    assert sorted(t["id"] for t in listed["tasks"]) == ["a", "b", "c"]
+    driver.apply(C.DlqReplay(["a"]))  # replayed: no longer a dead letter of the group
+    assert queries.dead_groups(driver.read())["groups"][0]["count"] == 2
+
+
+def test_a_live_tail_gets_the_events_after_its_cursor(driver: Recorded) -> None:
+    driver.apply(C.Submit([Envelope("t1", "a", [], {})]))
+    start = queries.events_after(driver.read(), 0, Filters())
+    assert start["events"] == [] and start["next"] > 0  # from now on
+    driver.apply(C.Submit([Envelope("t2", "a", [], {}), Envelope("t3", "b", [], {})]))
+    driver.finish(driver.dispatch("w1", ["a"])[0], "w1")
+    page = queries.events_after(driver.read(), start["next"], Filters(actor="a"))
+    assert [(e["id"], e["event"]) for e in page["events"]] == [("t2", "submitted"), ("t1", "leased"),
+                                                                ("t1", "succeeded")]
+    assert queries.events_after(driver.read(), page["next"], Filters())["events"] == []

@@ -111,6 +111,9 @@ ROUND_TRIPS: list[P.Message] = [
     P.Stats(1718000000.0, 1718003600.0, rid=27),
     P.Describe("t1", rid=28),
     P.HistoryJournal(4294967295, 12884901888, rid=29),
+    P.Stats(1718000000.0, None, "minute", "mail.send", rid=30),
+    P.DeadGroups(50, rid=31),
+    P.TasksList(state="dead", fingerprint="3f2a9c1b0d4e", rid=32),
     # coordinator -> client
     P.Accepted(1, ["t1", "t2"], now=1718000000.25),
     P.Accepted(1, ["t1"]),
@@ -378,6 +381,8 @@ BAD_FIELDS = [
     bad(P.TaskShow, {"t": "task_show", "rid": 7}, "id", "is required"),
     bad(P.Stats, {"t": "stats", "rid": 7, "since": 0, "by": "tenant"}, "by", "must be one of actor"),
     bad(P.Stats, {"t": "stats", "rid": 7}, "since", "is required"),
+    bad(P.Stats, {"t": "stats", "rid": 7, "since": 0, "by": "worker", "actor": "a"}, "actor", "narrows stats by actor"),
+    bad(P.DeadGroups, {"t": "dead_groups", "rid": 7, "limit": 0}, "limit", "must be 1 to 1000"),
     bad(P.Describe, {"t": "describe", "rid": 7, "id": 5}, "id", "must be str, not int"),
     bad(P.HistoryJournal, {"t": "history_journal", "rid": 7, "after": 0}, "before", "is required"),
     bad(P.Answer, {"t": "ok"}, "rid", "is required"),
