@@ -69,10 +69,12 @@ def _interrupt_main_thread() -> None:
 
 
 @contextmanager
-def cluster(nodes: int, fsync: bool = False, curve: bool = False, history: bool = True) -> Iterator[LocalCluster]:
+def cluster(nodes: int, fsync: bool = False, curve: bool = False, history: bool = True, metrics: bool = False,
+            env: dict[str, str] | None = None) -> Iterator[LocalCluster]:
     """A started `nodes`-node coordinator cluster on 127.0.0.1, in a temporary directory removed after
     every process is stopped; a multi-node one encrypts its Raft traffic; `fsync`: `qrt coordinator --fsync`;
-    `history` False: `--no-history`."""
+    `history` False: `--no-history`; `metrics`: each node serves them (Node.metrics); `env`: more
+    environment for its nodes and workers."""
     with tempfile.TemporaryDirectory(prefix="qrt-bench-", ignore_cleanup_errors=True) as base, LocalCluster(
         nodes=nodes,
         # Raft traffic between nodes is Fernet-encrypted with a password (DESIGN.md): measure that cost.
@@ -82,8 +84,9 @@ def cluster(nodes: int, fsync: bool = False, curve: bool = False, history: bool 
         fsync=fsync,
         curve=curve,  # CURVE on the client/worker port (LocalCluster.curve_keys)
         node_args=[] if history else ["--no-history"],
+        metrics=metrics,
         # Workers import bench.actors whatever the caller's working directory.
-        env={"PYTHONPATH": os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)},
+        env={"PYTHONPATH": os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p), **(env or {})},
     ) as c:
         if nodes > 1:
             # A node that dialled a peer before it listened retries after pysyncobj's connectionRetryTime

@@ -1,11 +1,17 @@
-"""The cost of observability: throughput with the task history on and off, and the history's queries.
+"""The cost of observability: throughput with the history, metrics and traces on and off, and the history's queries.
 
-    python -m bench.observability [--repeats 3] [--tasks 20000] [--nodes 1|3] [--history-tasks 1000000]
+    python -m bench.observability [--repeats 3] [--tasks 20000] [--nodes 1|3] [--trace-ratio 0.01]
+                                  [--history-tasks 1000000]
 
-1. `bench.throughput`'s workload (no-op tasks, 2 workers x 8 slots) on 1 and 3 nodes, with every
-   node keeping its task history and with `--no-history`, interleaved (on, off, off, on, ...) so
-   that the machine's drift hits both alike; medians, and the cost: 1 - on / off. Target: <= 10 %.
-   (Metrics and tracing are not built yet: this measures the history alone.)
+1. `bench.throughput`'s workload (no-op tasks, 2 workers x 8 slots) on 1 and 3 nodes, interleaved
+   (on, off, off, on, ...) so that the machine's drift hits both alike; medians, and the cost:
+   1 - on / off. Target: <= 10 %.
+   - off: `--no-history`, no metrics endpoint, no tracer provider anywhere;
+   - on: every node keeps its task history and serves `--metrics` (scraped every second, as
+     Prometheus would), and the client, the nodes and the workers trace with OpenTelemetry's SDK,
+     sampling `--trace-ratio` of the traces (`parentbased_traceidratio`, as production tracing
+     does) and exporting OTLP over HTTP to a receiver in this process;
+   - and, for the record, `on` with every trace sampled (`--trace-ratio 1` costs what it costs).
 2. A history of `--history-tasks` finished tasks (10 actors, 5 % dead, keyed by tenant), written
    through the same projection the nodes run (runtime/history/recorder.py), then: a filtered
    `tasks list` page (state and actor; state alone; a key value), `task show` of one, and `stats
@@ -15,46 +21,132 @@
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
 import random
 import statistics
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import uvloop
 
 from qrt.history import queries
 from qrt.history.recorder import Recorder
 from qrt.history.schema import connect
 
 from . import harness, throughput
+from .actors import noop
 
 TARGET_COST = 0.10
 TARGET_PAGE_S = 0.1
 TARGET_STATS_S = 1.0
 
 
-def throughput_cost(nodes: int, repeats: int, tasks: int, deadline: harness.Deadline,
+class SpanSink(ThreadingHTTPServer):
+    """An OTLP/HTTP receiver that counts what it is sent and keeps nothing."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+        super().__init__(("127.0.0.1", 0), _Drop)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1/traces"
+
+
+class _Drop(BaseHTTPRequestHandler):
+    server: SpanSink
+
+    def do_POST(self) -> None:  # (http.server's name)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.exports += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def client_tracing(ratio: float, endpoint: str) -> Iterator[None]:
+    """This process (the benchmark's client) traces as the nodes do, while the block runs."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+    from opentelemetry.util._once import Once
+
+    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(ratio))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    trace.set_tracer_provider(provider)
+    try:
+        yield
+    finally:
+        provider.shutdown()
+        trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+        trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+
+
+def scrape_every_second(c: Any, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        for node in c.coordinator_nodes:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5) as r:
+                r.read()
+
+
+def observed_run(nodes: int, on: bool, ratio: float, tasks: int, sink: SpanSink, deadline: harness.Deadline,
+                 report: dict[str, Any]) -> float:
+    """One throughput run, everything observable on or off; its end-to-end rate."""
+    env = {"OTEL_TRACES_EXPORTER": "otlp_proto_http", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": sink.endpoint,
+           "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(ratio)} if on else {}
+    run: dict[str, Any] = {}
+    with harness.cluster(nodes, history=on, metrics=on, env=env) as c:
+        harness.start_workers(c, 2, 8, deadline)
+        stop = threading.Event()
+        scraper = threading.Thread(target=scrape_every_second, args=(c, stop), daemon=True)
+        if on:
+            scraper.start()
+        try:
+            with client_tracing(ratio, sink.endpoint) if on else contextlib.nullcontext():
+                uvloop.run(throughput.push(c.urls, noop, tasks, 1000, 4, deadline, run))
+        finally:
+            stop.set()
+    if run.get("outcomes", {}).get("succeeded") != tasks:
+        harness.fail_check(report, f"{nodes} node(s), observability {'on' if on else 'off'}: {run.get('outcomes')}")
+    return float(run["end_to_end_rate"])
+
+
+def throughput_cost(nodes: int, repeats: int, tasks: int, ratio: float, deadline: harness.Deadline,
                     report: dict[str, Any]) -> None:
-    rates: dict[bool, list[float]] = {True: [], False: []}
-    for i in range(repeats):
-        for history in ((True, False) if i % 2 == 0 else (False, True)):
-            args = argparse.Namespace(fsync=False, curve=False, history=history, workers=2,
-                                      concurrency=8, chunk=1000, inflight=4, tasks=tasks)
-            scratch: dict[str, Any] = {"runs": []}
-            throughput.run_config(nodes, args, deadline, scratch)
-            run = scratch["runs"][0]
-            if scratch.get("failed_checks"):
-                harness.fail_check(report, f"{nodes} node(s), history {history}: {scratch['failed_checks']}")
-            rates[history].append(run["end_to_end_rate"])
-    on, off = statistics.median(rates[True]), statistics.median(rates[False])
-    cost = 1 - on / off
-    report["throughput"].append({"nodes": nodes, "with_history": rates[True], "without": rates[False],
-                                 "median_with": on, "median_without": off, "cost": round(cost, 3)})
-    if cost > TARGET_COST:
-        harness.miss_target(report, f"{nodes} node(s): the history costs {cost:.0%} of throughput "
-                                    f"(target <= {TARGET_COST:.0%})")
+    sink = SpanSink()
+    try:
+        rates: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(repeats):
+            for observed in ((True, False) if i % 2 == 0 else (False, True)):
+                rates[observed].append(observed_run(nodes, observed, ratio, tasks, sink, deadline, report))
+        every_trace = observed_run(nodes, True, 1.0, tasks, sink, deadline, report)
+        on, off = statistics.median(rates[True]), statistics.median(rates[False])
+        cost = 1 - on / off
+        report["throughput"].append({
+            "nodes": nodes, "trace_ratio": ratio, "with_observability": rates[True], "without": rates[False],
+            "median_with": on, "median_without": off, "cost": round(cost, 3),
+            "every_trace_sampled": every_trace, "every_trace_cost": round(1 - every_trace / off, 3),
+            "otlp_exports_received": sink.exports})
+        if cost > TARGET_COST:
+            harness.miss_target(report, f"{nodes} node(s): history, metrics and tracing cost {cost:.0%} of "
+                                        f"throughput (target <= {TARGET_COST:.0%})")
+    finally:
+        sink.shutdown()
+        sink.server_close()
 
 
 def fill(path: str, n: int) -> float:
@@ -133,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=20_000, help="tasks per throughput run")
     parser.add_argument("--nodes", type=int, choices=(1, 3), help="cluster size (default: 1, then 3)")
     parser.add_argument("--history-tasks", type=int, default=1_000_000, help="tasks in the queried history")
+    parser.add_argument("--trace-ratio", type=float, default=0.01, help="share of traces sampled when on")
     args = parser.parse_args(argv)
 
     def body(deadline: harness.Deadline, report: dict[str, Any]) -> None:
         report["throughput"] = []
         for nodes in [args.nodes] if args.nodes else [1, 3]:
-            throughput_cost(nodes, args.repeats, args.tasks, deadline, report)
+            throughput_cost(nodes, args.repeats, args.tasks, args.trace_ratio, deadline, report)
         if args.history_tasks:
             query_speed(args.history_tasks, report)
 

@@ -137,6 +137,9 @@ class CoordinatorCollector:
         yield GaugeMetricFamily("qrt_raft_term", "This node's Raft term.", value=raft["term"])
         yield GaugeMetricFamily("qrt_raft_commit_index", "This node's Raft commit index.", value=raft["commit_index"])
         yield GaugeMetricFamily("qrt_raft_is_leader", "1 on the leader.", value=1 if c.leading else 0)
+        if c.reader.history is not None:
+            yield GaugeMetricFamily("qrt_history_lag_batches", "Batches applied that this node's task history "
+                                    "has not written yet (it yields the CPU to dispatch).", value=c.reader.history.lag)
         yield CounterMetricFamily("qrt_leader_changes", "Times this node took or left office.",
                                   value=c.leader_changes)
         sizes = c.proposer.batch_sizes

@@ -89,7 +89,9 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
                 return RedirectResponse(f"/signin?next={request.url.path}", status_code=303)
             try:
                 return await handler(request)
-            except (QrtError, ValueError) as exc:
+            except TaskNotFound as exc:
+                return render(request, "error.html", 404, error=str(exc))
+            except (QrtError, ValueError) as exc:  # a filter that does not read; the cluster not answering
                 return render(request, "error.html", 400 if isinstance(exc, ValueError | InvalidArgument) else 503,
                               error=f"{type(exc).__name__}: {exc}")
         return guarded
@@ -280,6 +282,8 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
 
     async def signin_form(request: Request) -> Response:
         request.state.who = auth.who(request)
+        if not auth.required:
+            return RedirectResponse(_local_path(request.query_params.get("next")), status_code=303)
         return render(request, "signin.html", next=_local_path(request.query_params.get("next")), failed=False)
 
     async def signin(request: Request) -> Response:
@@ -328,11 +332,35 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
         Route("/signout", signout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    middleware = [Middleware(SessionMiddleware, secret_key=auth.session_key(), session_cookie=SESSION_COOKIE,
+    middleware = [Middleware(ServerTiming),
+                  Middleware(SessionMiddleware, secret_key=auth.session_key(), session_cookie=SESSION_COOKIE,
                              max_age=SESSION_DAYS * 86400, same_site="strict", https_only=False)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.jobs = jobs
     return app
+
+
+class ServerTiming:
+    """Every response says how long the dashboard took to make it (`Server-Timing: app;dur=MS`,
+    which browsers' developer tools show and bench/dashboard.py reads), the cluster's answers
+    included; a stream, until its headers."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                took = (time.perf_counter() - started) * 1000
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"server-timing", f"app;dur={took:.1f}".encode())]}
+            await send(message)
+        await self.app(scope, receive, timed)
 
 
 async def _task_record(client: AsyncClient, task_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -346,7 +374,7 @@ async def _task_record(client: AsyncClient, task_id: str) -> tuple[dict[str, Any
     except TaskNotFound:
         present = None
     if record is None and present is None:
-        raise ValueError(f"no task {task_id!r}: not in the cluster's state nor in its history")
+        raise TaskNotFound(task_id)
     if record is None:
         assert present is not None
         record = {**present, "args": None, "kwargs": None, "result": None, "traceback": None, "events": []}
@@ -378,7 +406,9 @@ async def _dead_selection(client: AsyncClient, params: dict[str, str]) -> tuple[
 
 def _local_path(target: str | None) -> str:
     """A redirect target on this site only (never another host)."""
-    return target if target and target.startswith("/") and not target.startswith("//") else "/"
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
 
 
 def _event(name: str, data: str) -> str:

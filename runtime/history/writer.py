@@ -47,6 +47,9 @@ class Recording(Protocol):
 
     def record(self, batch: int, events: list[HistoryEvent]) -> None: ...
 
+    @property
+    def lag(self) -> int: ...  # batches recorded and not written yet
+
     def wait_for(self, batch: int, timeout: float) -> bool: ...
 
     def close(self) -> None: ...
@@ -77,6 +80,7 @@ class History:
         self._ready = threading.Event()
         self._written = threading.Condition()
         self.last_batch = 0  # the newest batch written (readers may wait for it: `wait_for`)
+        self.recorded = 0  # the newest batch given to `record`
         # Where batches this node missed are read from: (after, before) -> a page of queries.journal
         # from a peer whose history holds them all (the coordinator sets it; None: no peer).
         self.fetch: Callable[[int, int], dict[str, Any]] | None = None
@@ -94,7 +98,12 @@ class History:
 
     def record(self, batch: int, events: list[HistoryEvent]) -> None:
         """A batch was applied (on pysyncobj's thread): queue its events, never wait."""
+        self.recorded = batch
         self._queue.put((batch, events))
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.recorded - self.last_batch)
 
     def close(self) -> None:
         self._queue.put(None)

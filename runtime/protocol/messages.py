@@ -69,7 +69,7 @@ class Request(Message):
 # The task envelope (client -> coordinator, inside "submit")
 
 
-_PLAIN_ENVELOPE = frozenset({"id", "actor", "args", "kwargs"})
+_PLAIN_ENVELOPE = frozenset({"id", "actor", "args", "kwargs", "trace"})
 
 
 @dataclass(slots=True)
@@ -107,9 +107,11 @@ class Envelope:
         """A call without options, accepted with a few checks (None: let `read` name what is wrong)."""
         if type(raw) is dict and raw.keys() <= _PLAIN_ENVELOPE:
             task_id, actor, args, kwargs = raw.get("id"), raw.get("actor"), raw.get("args", []), raw.get("kwargs", {})
+            trace = raw.get("trace")
             if (v.is_id(task_id) and v.is_id(actor) and type(args) is list and type(kwargs) is dict
-                    and v.has_str_keys(kwargs) and v.within_nesting(args) and v.within_nesting(kwargs)):
-                return cls(task_id, actor, args, kwargs)
+                    and v.has_str_keys(kwargs) and v.within_nesting(args) and v.within_nesting(kwargs)
+                    and (trace is None or v.is_trace_context(trace))):
+                return cls(task_id, actor, args, kwargs, trace=trace)
         return None
 
     @classmethod

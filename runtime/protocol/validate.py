@@ -113,6 +113,17 @@ def has_str_keys(value: dict[Any, Any]) -> bool:
     return all(type(k) is str for k in value)
 
 
+def is_trace_context(value: Any) -> bool:
+    """The common trace context (`traceparent` alone, or with `tracestate`), checked quickly:
+    what `trace_context` would accept."""
+    if type(value) is not dict or not 0 < len(value) <= 2:
+        return False
+    for name, text in value.items():
+        if type(name) is not str or type(text) is not str or len(name) > 64 or len(text) > MAX_TRACE_FIELD:
+            return False
+    return True
+
+
 _CONTAINERS = (list, tuple, dict)
 
 

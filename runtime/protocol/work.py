@@ -287,13 +287,14 @@ class RunTask:
     @classmethod
     def quick(cls, raw: Any) -> RunTask | None:
         """The common task, accepted with a few checks (None: let `read` name what is wrong)."""
-        if type(raw) is dict and "trace" not in raw:
+        if type(raw) is dict:
             task_id, actor, args, kwargs = raw.get("id"), raw.get("actor"), raw.get("args", []), raw.get("kwargs", {})
-            attempt, timeout, term = raw.get("attempt"), raw.get("timeout"), raw.get("term", 0)
+            attempt, timeout, term, trace = raw.get("attempt"), raw.get("timeout"), raw.get("term", 0), raw.get("trace")
             if (v.is_id(task_id) and v.is_id(actor) and type(args) is list and type(kwargs) is dict
                     and type(attempt) is int and type(term) is int and v.is_finite_number(timeout) and timeout > 0
-                    and v.has_str_keys(kwargs) and v.within_nesting(args) and v.within_nesting(kwargs)):
-                return cls(task_id, actor, args, kwargs, attempt, float(timeout), term)
+                    and v.has_str_keys(kwargs) and v.within_nesting(args) and v.within_nesting(kwargs)
+                    and (trace is None or v.is_trace_context(trace))):
+                return cls(task_id, actor, args, kwargs, attempt, float(timeout), term, trace)
         return None
 
     @classmethod

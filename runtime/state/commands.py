@@ -324,6 +324,8 @@ def _envelope(wire: dict[str, Any]) -> Envelope:
     """An envelope from its `to_wire()` map (absent optional fields were falsy)."""
     if len(wire) == 4:  # id, actor, args and kwargs only: most tasks (a quarter of the cost of the rest)
         return Envelope(wire["id"], wire["actor"], wire["args"], wire["kwargs"])
+    if len(wire) == 5 and "trace" in wire:  # and a trace context
+        return Envelope(wire["id"], wire["actor"], wire["args"], wire["kwargs"], trace=wire["trace"])
     return Envelope(
         id=wire["id"], actor=wire["actor"], args=wire["args"], kwargs=wire["kwargs"], keys=wire.get("keys") or {},
         delay=wire.get("delay", 0.0), priority=wire.get("priority", 0), eta=wire.get("eta"),

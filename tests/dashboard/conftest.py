@@ -78,7 +78,7 @@ def _answers(dash: Dashboard) -> bool:
     if dash.proc.poll() is not None:
         raise RuntimeError(f"the dashboard exited ({dash.proc.returncode}): {dash.log.read_text()[-2000:]}")
     try:
-        return dash.request("/signin")[0] == 200
+        return dash.request("/signin")[0] in (200, 303)  # the form, or (no sign-in needed) on to "/"
     except OSError:
         return False
 

@@ -166,3 +166,19 @@ def test_the_live_tail_shows_events_as_they_happen(page: Any, cluster: LocalClus
 
 def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
+
+
+def test_purging_a_letter_ends_it_failed_and_the_failed_filter_lists_exactly_it(page: Any,
+                                                                                workload: dict[str, Any]) -> None:
+    victim = workload["dead"][1]
+    page.goto(f"/tasks/{victim}")
+    page.click("#purge")
+    sync_api.expect(page.locator("h1")).to_have_text("Purge 1 dead letter?")
+    page.click("#confirm")
+    page.wait_for_url("**/dead")
+    failed = f"/tasks?state=failed&from={_iso(workload['started'] - 1)}&until={_iso(time.time() + 60)}"
+
+    def listed() -> list[str]:
+        page.goto(failed)
+        return sorted(page.locator("#task-list tr.task").evaluate_all("rows => rows.map(r => r.dataset.id)"))
+    wait_until(lambda: listed() == [victim], 20, 0.2, "the purged letter listed as failed")

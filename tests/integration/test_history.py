@@ -170,6 +170,7 @@ def test_a_history_process_killed_is_started_again_and_misses_nothing(three: Loc
     assert node.proc is not None
     child = int(subprocess.run(["pgrep", "-P", str(node.proc.pid), "-f", "qrt.history.process"],
                                capture_output=True, text=True, check=True).stdout.split()[0])
+    assert os.getpriority(os.PRIO_PROCESS, child) == 19  # it yields the CPU to dispatch (history/process.py)
     os.kill(child, signal.SIGKILL)
     with three.client() as client:
         handles = client.submit_many(actors.add, [(i, 100) for i in range(30)])

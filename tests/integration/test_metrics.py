@@ -60,6 +60,9 @@ def test_counters_match_the_work_on_every_node_and_survive_a_failover(tmp_path: 
         assert of(samples, "qrt_queue_oldest_age_seconds", actor="tests.no_worker_serves_this") >= 1.0
         assert of(samples, "qrt_dead_letters", actor=fails) == 2
         assert of(samples, "qrt_raft_is_leader") == 1 and of(samples, "qrt_workers_connected") == 1
+        wait_until(lambda: of(scrape(c.coordinator_nodes[leader].metrics), "qrt_history_lag_batches") == 0, 10, 0.2,
+                   "the history caught up")
+        assert ("qrt_history_lag_batches", ()) in samples
         assert of(samples, "qrt_batch_commands_bucket", le="+Inf") == of(samples, "qrt_batch_commands_count") > 0
         own = scrape(worker_metrics)
         assert own[next(k for k in own if k[0] == "qrt_handler_run_seconds_count"

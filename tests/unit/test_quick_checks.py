@@ -46,7 +46,7 @@ def agrees(quick: Any, read: Any) -> None:
 
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
 @given(near({"id": "t1", "actor": "app.add", "args": [1], "kwargs": {"b": 2}, "attempt": 1, "timeout": 60.0,
-             "term": 1}))
+             "term": 1, "trace": {"traceparent": "00-ab-cd-01"}}))
 def test_a_run_task_quick_check_is_a_shortcut(raw: dict[str, Any]) -> None:
     agrees(P.RunTask.quick(raw), lambda: P.RunTask.read(raw, "tasks[0]"))
 
@@ -58,7 +58,7 @@ def test_an_outcome_quick_check_is_a_shortcut(raw: dict[str, Any]) -> None:
 
 
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
-@given(near({"id": "t1", "actor": "app.add", "args": [1], "kwargs": {"b": 2}}))
+@given(near({"id": "t1", "actor": "app.add", "args": [1], "kwargs": {"b": 2}, "trace": {"traceparent": "00-ab-cd-01"}}))
 def test_an_envelope_quick_check_is_a_shortcut(raw: dict[str, Any]) -> None:
     agrees(P.Envelope.quick(raw), lambda: P.Envelope.read(raw, "tasks[0]"))
 
@@ -78,5 +78,8 @@ def test_the_quick_checks_take_the_common_messages() -> None:
     assert P.Outcome.quick(outcome.to_wire()) == outcome
     envelope = P.Envelope("t1", "app.add", [1], {"b": 2})
     assert P.Envelope.quick(envelope.to_wire()) == envelope
+    traced = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "a=1"}
+    assert P.Envelope.quick(P.Envelope("t1", "app.add", [], {}, trace=traced).to_wire()) is not None
+    assert P.RunTask.quick(P.RunTask("t1", "app.add", [], {}, 1, 60.0, 1, trace=traced).to_wire()) is not None
     result = P.Result(7, "t1", "succeeded", "app.add", 1, 3, None, 1.0, 2.0, 3.0)
     assert P.Result.quick(P.decode(result.encode())) == result
