@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import defaults
+from .. import anatomy, defaults
 from .. import protocol as P
 from ..replication import Replication
 from ..state import TaskState, views
@@ -100,6 +100,9 @@ class ClientDesk:
         return on_effects
 
     def _submit(self, identity: bytes, msg: P.Submit, size: int) -> None:
+        if anatomy.ON:
+            for envelope in msg.tasks:
+                anatomy.mark("received", envelope.id)
         charge = self._hold(identity, msg.rid, size)
         if charge is None:
             return
@@ -119,6 +122,8 @@ class ClientDesk:
             self._reply(identity, P.Result(msg.rid, msg.id, "not_found"))
         elif summary is not None:
             self._reply(identity, P.Result.of(msg.rid, summary))
+            if anatomy.ON:
+                anatomy.mark("result_sent", msg.id)
         else:
             charge = self._hold(identity, msg.rid, size)
             if charge is not None:
@@ -197,6 +202,8 @@ class ClientDesk:
                     self.budget.give(waiter.identity, waiter.charge)
                     self._reply(waiter.identity, _any_answer(waiter.rid, [effect.summary]) if waiter.ids
                                 else P.Result.of(waiter.rid, effect.summary))
+                    if anatomy.ON:
+                        anatomy.mark("result_sent", effect.id)
 
     def expire_waits(self) -> None:
         for task_id, waiter in self.waiters.expired(time.monotonic()):

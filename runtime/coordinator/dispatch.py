@@ -15,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 
-from .. import tracing
+from .. import anatomy, tracing
 from ..protocol import Run, RunTask
 from ..replication import Replication
 from ..state import commands as C
@@ -102,6 +102,9 @@ class Dispatcher:
     def _send_runs(self, conn: WorkerConn, tasks: list[RunTask]) -> None:
         tracing.queue_spans(tasks, conn.id)
         frame = Run(tasks).encode()
+        if anatomy.ON:
+            for task in tasks:
+                anatomy.mark("run_sent", task.id)
         if len(frame) <= self.router.max_frame or len(tasks) == 1:
             batches = [(frame, tasks)]
         else:  # large arguments: one task per frame keeps each within what a worker accepts

@@ -19,7 +19,7 @@ import logging
 from bisect import bisect_left
 from collections.abc import Callable
 
-from .. import defaults
+from .. import anatomy, defaults
 from ..clock import Clock, SystemClock
 from ..replication import Replication
 from ..state import commands as C
@@ -72,6 +72,7 @@ class Proposer:
         self._in_flight: dict[int, list[int]] = {}  # batch -> refs of its commands
         self._proposed_at: dict[int, float] = {}  # batch -> monotonic time it was proposed
         self.batch_sizes = BatchSizes()
+        self._anatomy: list[tuple[str, str]] = []  # (hop, task id) to mark at the next flush (anatomy.py)
 
     def add(self, command: C.Command, on_effects: OnEffects | None) -> None:
         """Propose `command` with this pass's others; `on_effects` gets its effects (None: nobody waits).
@@ -88,6 +89,8 @@ class Proposer:
             return
         ref = next(self._refs)
         self._gathered.append((ref, packed))
+        if anatomy.ON:
+            self._anatomy.extend(anatomy.proposed(command))
         if on_effects is not None:
             self._callbacks[ref] = on_effects
         if not self._scheduled:  # whatever else this pass of the loop adds joins the same entry
@@ -136,6 +139,10 @@ class Proposer:
     def flush(self) -> None:
         """Propose what was gathered, stamped with the leader's term and a non-decreasing time."""
         self._scheduled = False
+        if anatomy.ON and self._gathered:
+            for hop, task_id in self._anatomy:
+                anatomy.mark(hop, task_id)
+            self._anatomy.clear()
         while self._gathered:
             n = defaults.MAX_COMMANDS_PER_ENTRY
             chunk, self._gathered = self._gathered[:n], self._gathered[n:]
@@ -158,6 +165,8 @@ class Proposer:
     def _on_commit(self, batch: int) -> Callable[[Applied | None, str | None], None]:
         """A callback for pysyncobj's thread that hands the outcome to the event loop."""
         def on_commit(applied: Applied | None, error: str | None) -> None:
+            if anatomy.ON and applied is not None:
+                anatomy.effects(applied.all_effects(), on_loop=False)
             self._loop.call_soon_threadsafe(self._resolve, batch, applied, error)
         return on_commit
 
@@ -183,6 +192,8 @@ class Proposer:
         if refs is None:
             return  # already failed by fail_all
         if applied is not None:
+            if anatomy.ON:
+                anatomy.effects(applied.all_effects(), on_loop=True)
             try:
                 self._on_batch(applied.all_effects())
             except Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .. import defaults
+from .. import anatomy, defaults
 from .. import protocol as P
 from ..replication import Replication
 from ..state import commands as C
@@ -182,6 +182,9 @@ class WorkerDesk:
             self.dispatcher.poke()
 
     def _done(self, conn: WorkerConn, msg: P.Done) -> None:
+        if anatomy.ON:
+            for outcome in msg.outcomes:
+                anatomy.mark("done_received", outcome.id)
         conn.reporting.update(o.id for o in msg.outcomes)
         # Held: its committed leases, less those whose outcomes are reported (here or in a `done`
         # not committed yet): the slots they free are in this `credit` or were in an earlier one;

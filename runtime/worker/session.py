@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .. import defaults, tracing
+from .. import anatomy, defaults, tracing
 from ..actor import Actor
 from ..curve import PeerKeys, fingerprint
 from ..errors import ProtocolError
@@ -390,8 +390,12 @@ class Worker:
 
         started = time.monotonic()
         span = tracing.run_started(task, self.id) if task.trace else None
+        if anatomy.ON:
+            anatomy.mark("started", task.id)
         try:
             outcome = await run_handler(actor, task, self._executor, on_overrun, self._children, hold_slot)
+            if anatomy.ON:
+                anatomy.mark("ended", task.id)
         except asyncio.CancelledError:
             tracing.run_ended(span, None)
             if thread is not None and task.id in self.running:
@@ -462,6 +466,9 @@ class Worker:
             report.sent_at = now
 
     def _send_done(self, batch: list[Outcome], credit: int) -> None:
+        if anatomy.ON:
+            for outcome in batch:
+                anatomy.mark("done_sent", outcome.id)
         frame = Done(batch, credit).encode()
         if len(frame) <= defaults.MAX_FRAME_BYTES or len(batch) <= 1:
             assert self._link is not None
