@@ -108,7 +108,7 @@ def zmq_floor(rounds: int) -> dict[str, float]:
     echo = subprocess.Popen([sys.executable, "-c", ECHO, url], stdout=subprocess.PIPE, text=True)
     try:
         assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
-        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         sock.connect(url)
         frame = msgpack.packb({"v": 1, "t": "submit", "rid": 1, "tasks": [{"id": "x" * 32, "actor": "a"}]})
         times = []
