@@ -31,9 +31,11 @@ import secrets
 import stat
 import struct
 import time
+import zlib
 from collections import deque
 from typing import Any
 
+from pysyncobj import tcp_connection
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.transport import TCPTransport
 
@@ -109,6 +111,37 @@ class _Refusals:
             log.warning("refused %d Raft connection(s) (latest: %s); is a node using another secret?",
                         self._count, reason)
             self._count, self._last = 0, now
+
+
+class FrameCompression:
+    """What pysyncobj's connections call `zlib`: a small frame goes as it is, a large one cheaply
+    deflated.
+
+    pysyncobj deflates every frame at level 3 before encrypting it. A small frame (a heartbeat, a
+    1-task batch) gains nothing from it; a large batch of msgpack does (its field names and hex ids
+    repeat: it shrinks 2-3x, and pysyncobj's read buffer copies less), and level 1 does nearly as
+    well for less. Measured on 3 nodes (bench.throughput, medians of 3 interleaved): 2 workers x 1
+    slot 923 -> 978 tasks/s, 2 x 8 slots 3,917 -> 4,307; not deflating large frames either was
+    slower, 3,917 -> 3,580. A frame that starts with 0 is read as it is; any other is inflated (a
+    zlib stream never starts with 0: its first byte names deflate, 8, in its low bits), so a node
+    reads frames of either kind.
+    """
+
+    RAW = b"\x00"
+    SMALL = 2048  # bytes: up to this, a frame goes as it is
+
+    @staticmethod
+    def compress(data: bytes, level: int = -1) -> bytes:
+        if len(data) > FrameCompression.SMALL:
+            return zlib.compress(data, 1)
+        return FrameCompression.RAW + data
+
+    @staticmethod
+    def decompress(data: bytes) -> bytes:
+        return data[1:] if data[:1] == FrameCompression.RAW else zlib.decompress(data)
+
+
+tcp_connection.zlib = FrameCompression  # this process's pysyncobj connections
 
 
 class GuardedConnection(TcpConnection):  # type: ignore[misc]

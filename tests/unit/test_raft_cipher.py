@@ -53,3 +53,20 @@ def test_forged_senders_are_not_remembered() -> None:
     with pytest.raises(InvalidTag):
         receiver.decrypt(forged)
     assert receiver._receiving == {}  # a flood of forged salts cannot evict the real senders' keys
+
+
+def test_raft_frames_go_raw_when_small_and_deflated_when_large_and_either_reads() -> None:
+    import zlib
+
+    from pysyncobj import tcp_connection
+
+    from qrt.raft_guard import FrameCompression
+
+    assert tcp_connection.zlib is FrameCompression  # pysyncobj's connections use it
+    small, large = b"heartbeat", bytes(range(256)) * 40
+    assert FrameCompression.compress(small, 3) == b"\x00" + small
+    assert len(FrameCompression.compress(large, 3)) < len(large)
+    for data in (small, large, b""):
+        assert FrameCompression.decompress(FrameCompression.compress(data, 3)) == data
+        assert FrameCompression.decompress(zlib.compress(data, 3)) == data  # as pysyncobj's own deflate wrote it
+    assert all(zlib.compress(b"x", level)[:1] != b"\x00" for level in range(10))
