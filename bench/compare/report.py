@@ -26,7 +26,14 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("W5 main process killed: tasks completed twice (worst run)", "w5-main", "completed_twice", "worst"),
     (f"W6 busiest 1 s window, starts (limit {RATE_LIMIT}; worst run)", "w6", "busiest_1s_window", "worst"),
     ("W6 sustained rate, starts/s", "w6", "sustained_rate", "median"),
+    ("W1, 2 workers x 1 slot: end to end, tasks/s", "w1-1slot", "end_to_end_rate", "median"),
+    ("W3, 2 workers x 1 slot: round trip p50, ms", "w3-1slot", "roundtrip_p50_ms", "median"),
+    ("W3, 2 workers x 1 slot: round trip p99, ms", "w3-1slot", "roundtrip_p99_ms", "median"),
 ]
+
+# The per-slot targets (issue 14), by cluster size: (W1 1-slot throughput, at least this many times
+# the best peer's; W3 1-slot p50, at most this fraction of the best peer's; W1 8-slot throughput).
+SLOT_TARGETS = {"qrt-1": (3.0, 0.5, None), "qrt-3": (2.0, 0.75, 3.0)}
 
 
 def figure(results: dict[str, Any], system: str, workload: str, key: str, aggregate: str = "median") -> float | None:
@@ -75,6 +82,21 @@ def targets(results: dict[str, Any], system: str) -> list[dict[str, Any]]:
               "0", lambda v: v == 0)
     check("W6 busiest 1 s window", figure(results, system, "w6", "busiest_1s_window", "worst"),
           f"<= {RATE_LIMIT}", lambda v: v <= RATE_LIMIT)
+    if system in SLOT_TARGETS:
+        throughput, p50, eight = SLOT_TARGETS[system]
+        for workload, key, wanted, pick in (("w1-1slot", "end_to_end_rate", throughput, max),
+                                            ("w3-1slot", "roundtrip_p50_ms", p50, min),
+                                            ("w1", "end_to_end_rate", eight, max)):
+            mine, best = figure(results, system, workload, key), best_peer(results, workload, key, pick)
+            if wanted is None or mine is None or not best:
+                continue
+            ratio = mine / best[1]
+            higher, bound = pick is max, float(wanted)
+
+            def met(r: float, higher: bool = higher, bound: float = bound) -> bool:
+                return r >= bound if higher else r <= bound
+            check(f"{workload} {key} vs best peer (issue 14)", ratio, f"{'>=' if higher else '<='} {bound}x", met,
+                  f"{mine:,.2f} vs {best[0]} {best[1]:,.2f}")
     return out
 
 
@@ -124,7 +146,9 @@ def chart(results: dict[str, Any], path: str) -> bool:
     ratios: dict[str, list[float]] = {}
     specs = [("W1 throughput\n(x best peer)", "w1", "end_to_end_rate", max, False),
              ("W2 p50 latency\n(best peer / qrt)", "w2", "start_latency_p50_ms", min, True),
-             ("W3 round trip p50\n(best peer / qrt)", "w3", "roundtrip_p50_ms", min, True)]
+             ("W3 round trip p50\n(best peer / qrt)", "w3", "roundtrip_p50_ms", min, True),
+             ("W1, 1 slot\n(x best peer)", "w1-1slot", "end_to_end_rate", max, False),
+             ("W3 p50, 1 slot\n(best peer / qrt)", "w3-1slot", "roundtrip_p50_ms", min, True)]
     labels, targets = [], []
     for label, workload, key, pick, inverse in specs:
         best = best_peer(results, workload, key, pick)

@@ -70,9 +70,14 @@ SIZES: dict[str, dict[str, Any]] = {
     "w5-child": {"tasks": 200, "work_s": 0.05, "kill_after": 1.0, "grace": 15.0, "concurrency": 2},
     "w5-main": {"tasks": 200, "work_s": 0.05, "kill_after": 1.0, "grace": 15.0, "concurrency": 2},
     "w6": {"tasks": 300, "concurrency": 8},
+    # W1 and W3 again with one slot per worker: the shape where a task's dispatch cost cannot hide
+    # behind batching (CPU-bound tasks, or a rate-limited API called one at a time).
+    "w1-1slot": {"tasks": 20_000, "concurrency": 1, "timeout": 300.0},
+    "w3-1slot": {"tasks": 500, "concurrency": 1},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "w1": {"tasks": 2_000}, "w2": {"seconds": 3.0}, "w3": {"tasks": 100},
+    "w1-1slot": {"tasks": 1_000}, "w3-1slot": {"tasks": 100},
     "w5-child": {"grace": 8.0}, "w5-main": {"grace": 8.0}, "w6": {"tasks": 100},
 }
 
@@ -288,4 +293,5 @@ WORKLOADS: dict[str, Callable[..., dict[str, Any]]] = {
     "w5-child": lambda run, **kw: w5_worker_death(run, victim="child", **kw),
     "w5-main": lambda run, **kw: w5_worker_death(run, victim="main", **kw),
     "w6": w6_rate_limit,
+    "w1-1slot": w1_throughput, "w3-1slot": w3_roundtrip,
 }
