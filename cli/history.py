@@ -13,10 +13,10 @@ import click
 from qrt import durations
 from qrt.client import Client
 from qrt.errors import InvalidArgument, RemoteError, TaskNotFound
+from qrt.protocol.history import STATES
 
 from .cluster import ClusterGroup, pass_client
 
-STATES = ("queued", "delayed", "running", "succeeded", "failed", "dead", "cancelled", "expired")
 BULK_PAGE = 1000
 
 

@@ -67,22 +67,30 @@ KEY_COUNTERS = (("submitted", "qrt_key_tasks_submitted", "Tasks accepted, per ke
                 ("dead_lettered", "qrt_key_tasks_dead_lettered", "Tasks dead-lettered, per key value."))
 
 
-def top_keys(by_key: dict[str, KeyTally], n: int) -> dict[str, KeyTally]:
-    """The `n` key values with the most tasks submitted (ties: by name), and the rest summed under
-    OTHER (with those the state counts there already): bounded cardinality however many values."""
-    ranked = sorted(by_key.items(), key=lambda item: (item[0] == OTHER, -item[1].submitted, item[0]))
-    shown = {label: KeyTally(*(getattr(tally, what) for what in KeyTally.COUNTS))
-             for label, tally in ranked[:n] if label != OTHER}
-    rest = [tally for label, tally in ranked if label not in shown]
+def top_keys(by_key: dict[str, KeyTally], n: int, kept: list[str]) -> dict[str, KeyTally]:
+    """Series for `n` key values, the rest summed under OTHER (with what the state counts there
+    already): bounded cardinality however many values. `kept` (updated here) are the values
+    shown so far: a value keeps its series once it has one, and free places go to the values with
+    the most tasks submitted (ties: by name). So no series ever counts down: were the top n taken
+    afresh, a value entering them would take its count out of OTHER, which Prometheus reads as a
+    counter reset."""
+    if len(kept) < n:
+        ranked = sorted((label for label in by_key if label != OTHER and label not in kept),
+                        key=lambda label: (-by_key[label].submitted, label))
+        kept.extend(ranked[:n - len(kept)])
+    shown = {label: KeyTally(*(getattr(by_key[label], what) for what in KeyTally.COUNTS))
+             for label in kept if label in by_key}
+    rest = [tally for label, tally in by_key.items() if label not in shown]
     if rest:
         shown[OTHER] = KeyTally(*(sum(getattr(t, what) for t in rest) for what in KeyTally.COUNTS))
     return shown
 
 
 class CoordinatorCollector:
-    def __init__(self, coordinator: Coordinator, top_keys: int = METRICS_TOP_KEYS) -> None:
+    def __init__(self, coordinator: Coordinator, key_series: int = METRICS_TOP_KEYS) -> None:
         self.coordinator = coordinator
-        self.top_keys = top_keys  # per-key series: this many key values, the rest under key="other"
+        self.key_series = key_series  # per-key series: this many key values, the rest under key="other"
+        self._kept_keys: list[str] = []  # the key values with a series (top_keys)
 
     def collect(self) -> Iterator[Metric]:
         family: Metric
@@ -90,7 +98,7 @@ class CoordinatorCollector:
         now = c.proposer.clock()
         with c.replication.reading() as m:
             tallies = {actor: _copy(t) for actor, t in m.tallies.by_actor.items()}
-            keys = top_keys(m.tallies.by_key, self.top_keys)
+            keys = top_keys(m.tallies.by_key, self.key_series, self._kept_keys)
             depth = views.depth(m, registered=True)
             oldest = views.oldest_queued(m)
             dead = _dead_letters(m)

@@ -21,6 +21,7 @@ __all__ = ["Settings", "create_app", "run_dashboard", "split_listen"]
 log = logging.getLogger("qrt.dashboard")
 
 DEFAULT_LISTEN = "127.0.0.1:7780"
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1", "[::1]"]
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -42,7 +43,12 @@ def run_dashboard(listen: str, coordinators: list[str], settings: Settings, curv
                   curve_server_key: str | None = None) -> None:
     """Serve the dashboard until SIGTERM or SIGINT."""
     host, port = split_listen(listen)
-    check_auth(host, settings.auth or Auth())
+    auth = settings.auth or Auth()
+    check_auth(host, auth)
+    if settings.allowed_hosts or not auth.required:
+        # Without sign-in anyone on this machine may act: a page of another site whose name points
+        # at 127.0.0.1 (DNS rebinding) must not. So only these Host names are served.
+        settings.allowed_hosts = [*LOOPBACK_NAMES, host, *settings.allowed_hosts]
     uvloop.run(_serve(host, port, coordinators, settings, curve_secret_key, curve_server_key))
 
 

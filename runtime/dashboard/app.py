@@ -14,13 +14,15 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -29,10 +31,11 @@ from starlette.templating import Jinja2Templates
 
 from .. import durations
 from ..client import AsyncClient
-from ..errors import InvalidArgument, QrtError, TaskNotFound
-from ..history.queries import STATES
+from ..errors import InvalidArgument, QrtError, RemoteError, TaskNotFound
+from ..protocol import ErrorCode
+from ..protocol.history import STATES
 from . import shape
-from .auth import SESSION_COOKIE, SESSION_DAYS, Auth, csrf_ok, csrf_token
+from .auth import SESSION_COOKIE, SESSION_DAYS, Auth, SignInThrottle, csrf_ok, csrf_token
 from .jobs import Jobs
 
 log = logging.getLogger("qrt.dashboard")
@@ -49,6 +52,10 @@ Handler = Callable[[Request], Awaitable[Response]]
 class Settings:
     read_only: bool = False
     auth: Auth | None = None
+    # The Host header a request may carry (a page on another site that points its own name at
+    # 127.0.0.1, DNS rebinding, would be served otherwise): loopback names and `--listen`'s host,
+    # and a proxy's name (`--allowed-host`). Empty: any.
+    allowed_hosts: list[str] = field(default_factory=list)
 
 
 def _fmt_seconds(value: float | None) -> str:
@@ -71,12 +78,14 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
     settings = settings or Settings()
     auth = settings.auth or Auth()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.filters.update(local=durations.local, secs=_fmt_seconds, pretty=_fmt_json)
+    throttle = SignInThrottle()
+    templates.env.filters.update(local=durations.local, secs=_fmt_seconds, pretty=_fmt_json,
+                                 path=lambda value: quote(str(value), safe=""))
     jobs = Jobs(client)
 
     def render(request: Request, name: str, code: int = 200, **context: Any) -> Response:
         context.update(read_only=settings.read_only, who=request.state.who, signin=auth.required,
-                       csrf=csrf_token(request) if not settings.read_only else "")
+                       csrf=csrf_token(request))
         return templates.TemplateResponse(request, name, context, status_code=code)
 
     def page(handler: Handler) -> Handler:
@@ -86,14 +95,14 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
             if request.state.who is None:
                 if request.url.path.startswith("/events/") or request.headers.get("hx-request"):
                     return PlainTextResponse("sign in first", status_code=401)
-                return RedirectResponse(f"/signin?next={request.url.path}", status_code=303)
+                here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"/signin?next={quote(here, safe='')}", status_code=303)
             try:
                 return await handler(request)
             except TaskNotFound as exc:
                 return render(request, "error.html", 404, error=str(exc))
             except (QrtError, ValueError) as exc:  # a filter that does not read; the cluster not answering
-                return render(request, "error.html", 400 if isinstance(exc, ValueError | InvalidArgument) else 503,
-                              error=f"{type(exc).__name__}: {exc}")
+                return render(request, "error.html", _status_of(exc), error=f"{type(exc).__name__}: {exc}")
         return guarded
 
     def action(handler: Handler) -> Handler:
@@ -122,7 +131,19 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
         return render(request, "overview.html", range=span, ranges=list(shape.RANGES), actor=actor,
                       chart_every=shape.RANGES[span][1], **parts)
 
+    cached: dict[str, tuple[float, dict[str, Any]]] = {}  # range -> (when read, its parts)
+
     async def overview_parts(span: str) -> dict[str, Any]:
+        """What the overview shows over `span`: read at most once per REFRESH, however many pages
+        (tabs, people) have it open."""
+        hit = cached.get(span)
+        if hit is not None and time.monotonic() - hit[0] < REFRESH:
+            return hit[1]
+        parts = await _read_overview(span)
+        cached[span] = (time.monotonic(), parts)
+        return parts
+
+    async def _read_overview(span: str) -> dict[str, Any]:
         since = time.time() - shape.RANGES[span][0]
         status, by_actor, by_worker, rules = await asyncio.gather(
             client.status(), client.stats(since, by="actor"), client.stats(since, by="worker"), client.alerts())
@@ -204,18 +225,18 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
         if state == "dead":
             await client.dlq_replay([task_id])
             acted(request, f"replayed dead letter {task_id}")
-            return RedirectResponse(f"/tasks/{task_id}", status_code=303)
+            return RedirectResponse(f"/tasks/{quote(task_id, safe='')}", status_code=303)
         if state in ("queued", "delayed", "running"):
             raise ValueError(f"task {task_id} is {state}: it has not ended, nothing to replay")
         handle = await client.submit_again(task_id)
         acted(request, f"submitted {task_id} again as {handle.id}")
-        return RedirectResponse(f"/tasks/{handle.id}", status_code=303)
+        return RedirectResponse(f"/tasks/{quote(handle.id, safe='')}", status_code=303)
 
     async def task_cancel(request: Request) -> Response:
         task_id = request.path_params["id"]
         cancelled = await client.cancel(task_id)
         acted(request, f"cancel {task_id}: {'cancelled' if cancelled else 'nothing to cancel'}")
-        return RedirectResponse(f"/tasks/{task_id}", status_code=303)
+        return RedirectResponse(f"/tasks/{quote(task_id, safe='')}", status_code=303)
 
     # -- dead letters -------------------------------------------------------------------------
 
@@ -242,6 +263,11 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
         what, chosen = await _dead_selection(client, {k: str(v) for k, v in form.items()})
         if not chosen:
             raise ValueError(f"no dead letter left in {what}")
+        if str(len(chosen)) != str(form.get("count")):
+            raise ValueError(f"{what} now holds {len(chosen)} dead letters, not the {form.get('count')} you "
+                             "confirmed: confirm again")
+        if jobs.running(action_name, what) is not None:
+            raise ValueError(f"a {action_name} of {what} is already under way")
         actors = sorted({t["actor"] for t in chosen})
         job = jobs.start(action_name, what, request.state.who, [t["id"] for t in chosen], actors)
         acted(request, f"{action_name} of {len(chosen)} dead letters ({what}) as job {job.id} (confirmed "
@@ -293,12 +319,17 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
         target = _local_path(str(form.get("next", "")))
         if not auth.required:
             return RedirectResponse(target, status_code=303)
+        client_host = request.client.host if request.client else "?"
+        if throttle.blocked(client_host):
+            return PlainTextResponse("too many failed sign-ins from this address: try again in a minute",
+                                     status_code=429)
         if not name or not auth.accepts(secret):
-            log.warning("sign-in refused for %r from %s", name, request.client.host if request.client else "?")
+            throttle.failed(client_host)
+            log.warning("sign-in refused for %r from %s", name, client_host)
             return render(request, "signin.html", 401, next=target, failed=True)
         request.session.clear()
         request.session["who"] = name
-        log.info("%s signed in from %s", name, request.client.host if request.client else "?")
+        log.info("%r signed in from %s", name, client_host)
         return RedirectResponse(target, status_code=303)
 
     async def signout(request: Request) -> Response:
@@ -318,26 +349,39 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
         Route("/events/overview", page(overview_events)),
         Route("/tasks", page(tasks)),
         Route("/events/tail", page(tail_events)),
-        Route("/tasks/{id}", page(task)),
-        Route("/tasks/{id}/replay", action(task_replay), methods=["POST"]),
-        Route("/tasks/{id}/cancel", action(task_cancel), methods=["POST"]),
+        # (ids and actor names may hold "/": their links encode it, and these routes take it)
+        Route("/tasks/{id:path}/replay", action(task_replay), methods=["POST"]),
+        Route("/tasks/{id:path}/cancel", action(task_cancel), methods=["POST"]),
+        Route("/tasks/{id:path}", page(task)),
         Route("/dead", page(dead)),
         Route("/dead/jobs", page(dead_jobs)),
         Route("/dead/confirm", page(dead_confirm)),
         Route("/dead/act", action(dead_act), methods=["POST"]),
         Route("/actors", page(actors)),
-        Route("/actors/{name}/{verb}", action(actor_act), methods=["POST"]),
+        Route("/actors/{name:path}/{verb}", action(actor_act), methods=["POST"]),
         Route("/signin", signin_form),
         Route("/signin", signin, methods=["POST"]),
         Route("/signout", signout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     middleware = [Middleware(ServerTiming),
+                  *([Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)]
+                    if settings.allowed_hosts else []),
                   Middleware(SessionMiddleware, secret_key=auth.session_key(), session_cookie=SESSION_COOKIE,
                              max_age=SESSION_DAYS * 86400, same_site="strict", https_only=False)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.jobs = jobs
     return app
+
+
+def _status_of(exc: Exception) -> int:
+    """A page's status for an error: what was asked does not read (400), or the cluster cannot
+    answer (503)."""
+    if isinstance(exc, ValueError | InvalidArgument):
+        return 400
+    if isinstance(exc, RemoteError) and exc.code in (ErrorCode.BAD_FIELD, ErrorCode.BAD_FRAME):
+        return 400
+    return 503
 
 
 class ServerTiming:
@@ -367,7 +411,7 @@ async def _task_record(client: AsyncClient, task_id: str) -> tuple[dict[str, Any
     """The history's record of a task and its present state (either may be missing, not both)."""
     try:
         record: dict[str, Any] | None = await client.task_history(task_id)
-    except (TaskNotFound, QrtError):
+    except QrtError:  # not in this node's history (or it keeps none): the state machine may know it
         record = None
     try:
         present: dict[str, Any] | None = await client.describe(task_id)

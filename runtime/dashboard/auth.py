@@ -15,12 +15,17 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import time
+from collections import deque
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
 SESSION_COOKIE = "qrt_dashboard"
 SESSION_DAYS = 7
+KDF_ITERATIONS = 200_000  # ~0.1 s, once at start
+FAILURES_ALLOWED = 5  # failed sign-ins from one address per FAILURE_WINDOW before it must wait
+FAILURE_WINDOW = 60.0
 
 
 def is_loopback(host: str) -> bool:
@@ -54,11 +59,12 @@ class Auth:
 
     def session_key(self) -> str:
         """Signs session cookies: derived from the secrets (a restart keeps sessions; a new
-        password ends them), or random without any (nothing to sign in with then)."""
+        password ends them) by a slow KDF, so that a captured cookie is no quick way to guess the
+        password offline; random without any (nothing to sign in with then)."""
         if not self.required:
             return secrets.token_hex(32)
         material = f"{self.password or ''}\0{self.token or ''}".encode()
-        return hmac.new(b"qrt-dashboard-session", material, hashlib.sha256).hexdigest()
+        return hashlib.pbkdf2_hmac("sha256", material, b"qrt-dashboard-session", KDF_ITERATIONS).hex()
 
     def accepts(self, secret: str) -> bool:
         """Whether `secret` is the password or the token (compared in constant time)."""
@@ -80,6 +86,27 @@ class Auth:
         if name:
             return str(name)
         return None if self.required else "local"
+
+
+class SignInThrottle:
+    """At most FAILURES_ALLOWED failed sign-ins per address in FAILURE_WINDOW seconds; then 429."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, address: str) -> deque[float]:
+        recent = self._failures.setdefault(address, deque())
+        while recent and recent[0] < time.monotonic() - FAILURE_WINDOW:
+            recent.popleft()
+        if not recent:
+            del self._failures[address]  # (memory follows addresses failing now, not every one ever)
+        return recent
+
+    def blocked(self, address: str) -> bool:
+        return len(self._recent(address)) >= FAILURES_ALLOWED
+
+    def failed(self, address: str) -> None:
+        self._failures.setdefault(address, deque()).append(time.monotonic())
 
 
 def csrf_token(request: Request) -> str:

@@ -22,6 +22,9 @@ log = logging.getLogger("qrt.dashboard")
 
 CHUNK = 200
 POLL = 0.2  # seconds between looks at the queue while a chunk drains
+# The longest wait for the queue to shrink below a chunk (a paused actor, one no worker serves, one
+# that is always busy): then the next chunk goes anyway. Pacing spreads a replay; it never stalls it.
+DRAIN_WAIT = 30.0
 KEEP_DONE = 20  # finished jobs still shown
 
 
@@ -45,6 +48,11 @@ class Jobs:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def running(self, action: str, what: str) -> Job | None:
+        """The job doing `action` to `what` now, if one is."""
+        return next((j for j in self.jobs.values() if (j.action, j.what) == (action, what) and j.finished is None),
+                    None)
+
     def start(self, action: str, what: str, who: str, ids: list[str], actors: list[str]) -> Job:
         job = Job(next(self._ids), action, what, who, len(ids))
         self.jobs[job.id] = job
@@ -65,7 +73,8 @@ class Jobs:
                 chunk = ids[i:i + CHUNK]
                 if job.action == "replay":
                     job.done += await self.client.dlq_replay(chunk)
-                    await self._drained(actors)
+                    if i + CHUNK < len(ids):
+                        await self._drained(actors)
                 else:
                     job.done += await self.client.dlq_purge(chunk)
         except Exception as exc:  # shown on the page; the letters not reached stay dead letters
@@ -77,8 +86,9 @@ class Jobs:
             log.info("%s of %s by %s: %d of %d done", job.action, job.what, job.who, job.done, job.total)
 
     async def _drained(self, actors: list[str]) -> None:
-        """Until the actors' queues hold less than a chunk (the workers keep up)."""
-        while True:
+        """Until the actors' queues hold less than a chunk (the workers keep up), DRAIN_WAIT at most."""
+        give_up = time.monotonic() + DRAIN_WAIT
+        while time.monotonic() < give_up:
             queues: dict[str, Any] = (await self.client.status()).get("queues", {})
             if sum(queues.get(a, {}).get("queued", 0) for a in actors) < CHUNK:
                 return

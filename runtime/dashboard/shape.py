@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..durations import parse_duration, parse_time
-from ..history.queries import STATES
+from ..protocol.history import STATES
 
 # The overview's ranges: seconds back from now, and how often its charts are read again.
 RANGES = {"1h": (3600.0, 10.0), "24h": (86400.0, 60.0), "7d": (604800.0, 300.0)}

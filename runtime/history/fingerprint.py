@@ -16,8 +16,9 @@ _FRAME = re.compile(r'^\s*File "([^"]*)", line \d+, in (.+)$', re.MULTILINE)
 
 
 def normalised(message: str) -> str:
-    """`message` with what varies between occurrences replaced by `…` (first 500 characters)."""
-    return _VARYING.sub("…", message[:500])
+    """`message` with what varies between occurrences replaced by `…` (then its first 500
+    characters: cut first, two messages whose varying parts differ in length would differ)."""
+    return _VARYING.sub("…", message[:20_000])[:500]
 
 
 def top_frame(traceback: str | None) -> str:

@@ -18,7 +18,6 @@ from .fingerprint import normalised, top_frame
 from .recorder import id_hash
 from .schema import DIMENSIONS, loaded, trace_id
 
-STATES = ("queued", "delayed", "running", "succeeded", "failed", "dead", "cancelled", "expired")
 MAX_PAGE = 1000
 MAX_JOURNAL_PAGE = 5000  # events per `history_journal` page (node to node)
 LIST_COLUMNS = ("seq", "id", "actor", "state", "attempt", "worker", "submitted_at", "started_at", "finished_at",
@@ -124,14 +123,14 @@ def dead_groups(conn: sqlite3.Connection, limit: int = 200) -> dict[str, Any]:
     each with its count, first and last seen, its actors, and the newest letter's error."""
     rows = conn.execute(
         "SELECT fingerprint, count(*) AS n, min(finished_at) AS first, max(finished_at) AS last, max(seq) AS newest, "
-        "group_concat(DISTINCT actor) AS actors FROM tasks WHERE fingerprint IS NOT NULL AND state = 'dead' "
+        "json_group_array(DISTINCT actor) AS actors FROM tasks WHERE fingerprint IS NOT NULL AND state = 'dead' "
         "GROUP BY fingerprint ORDER BY n DESC, last DESC LIMIT ?", (limit,)).fetchall()
     groups = []
     for row in rows:
         sample = conn.execute("SELECT id, error_type, error_message, traceback FROM tasks WHERE seq = ?",
                               (row["newest"],)).fetchone()
         groups.append({"fingerprint": row["fingerprint"], "count": row["n"], "first_seen": row["first"],
-                       "last_seen": row["last"], "actors": sorted(row["actors"].split(",")),
+                       "last_seen": row["last"], "actors": sorted(loaded(row["actors"])),
                        "error_type": sample["error_type"], "message": normalised(sample["error_message"] or ""),
                        "top_frame": top_frame(sample["traceback"]), "sample_id": sample["id"]})
     total = conn.execute("SELECT count(*) FROM tasks WHERE state = 'dead'").fetchone()[0]
@@ -158,20 +157,39 @@ def newest_event(conn: sqlite3.Connection) -> int:
 
 def events_after(conn: sqlite3.Connection, after: int, filters: Filters, limit: int = 500) -> dict[str, Any]:
     """Events newer than cursor `after` of the tasks the filters select, oldest first (a live tail:
-    ask again with `next`). `after` 0: from the newest event on (nothing older)."""
-    if after <= 0:
-        return {"events": [], "next": newest_event(conn)}
+    ask again with `next`). `after` 0: from the newest event on (nothing older).
+
+    At most `limit` events are read past the cursor, whatever the filters keep of them, so a page
+    costs the same however rare its matches; `next` is then where the reading stopped, never past
+    an event it did not look at."""
+    if after <= 0:  # (an empty history's "now" is 1: event numbers start at 1 << 32)
+        return {"events": [], "next": max(1, newest_event(conn))}
     limit = max(1, min(limit, MAX_PAGE))
+    # The window read: the first `limit` events past the cursor. Each side of the union (schema.py:
+    # `submitted` events are task rows) is complete up to its `limit`-th row, if it has that many.
+    ends = [row[1] for row in (
+        conn.execute("SELECT count(*), max(n) FROM (SELECT n FROM events WHERE n > ? ORDER BY n LIMIT ?)",
+                     (after, limit)).fetchone(),
+        conn.execute("SELECT count(*), max(seq) FROM (SELECT seq FROM tasks WHERE seq > ? ORDER BY seq LIMIT ?)",
+                     (after, limit)).fetchone()) if row[0] == limit]
+    window_end = min(ends) if ends else NEVER - 1
     clauses, params = filters.where("t")
     task_where = "".join(f" AND {c}" for c in clauses)
+    before = window_end + 1
     rows = conn.execute(
         "SELECT e.n, e.at, e.event, e.attempt, e.worker, t.id, t.actor, t.state, t.error_type, t.error_message "
-        f"FROM ({_events_in(after, NEVER, limit)}) e JOIN tasks t ON t.seq = e.seq WHERE 1{task_where} "
-        "ORDER BY e.n LIMIT ?", (after, NEVER, limit, after, NEVER, limit, *params, limit)).fetchall()
+        f"FROM ({_events_in(after, before, limit)}) e JOIN tasks t ON t.seq = e.seq WHERE 1{task_where} "
+        "ORDER BY e.n LIMIT ?", (after, before, limit, after, before, limit, *params, limit)).fetchall()
     events = [{"at": r["at"], "event": r["event"], "attempt": r["attempt"], "worker": r["worker"], "id": r["id"],
                "actor": r["actor"], "state": r["state"], "error_type": r["error_type"],
                "error_message": r["error_message"]} for r in rows]
-    return {"events": events, "next": rows[-1]["n"] if rows else max(after, newest_event(conn))}
+    if len(rows) == limit:
+        cursor = rows[-1]["n"]  # a full page: more of the window may match
+    elif ends:
+        cursor = window_end  # the whole window read
+    else:
+        cursor = max(after, rows[-1]["n"] if rows else 0, newest_event(conn))  # read up to the newest
+    return {"events": events, "next": cursor}
 
 
 def stats(conn: sqlite3.Connection, since: float, until: float, by: str = "actor",

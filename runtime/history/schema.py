@@ -106,11 +106,21 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
         for column in ("traceparent", "fingerprint"):  # a file written before traces, or before groups
             if column not in columns:
                 conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
+        if "fingerprint" not in columns:  # the dead letters it holds join their groups
+            _fingerprint_dead_letters(conn)
         conn.execute("CREATE INDEX IF NOT EXISTS tasks_by_fingerprint ON tasks (fingerprint, seq) "
                      "WHERE fingerprint IS NOT NULL AND state = 'dead'")
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _fingerprint_dead_letters(conn: sqlite3.Connection) -> None:
+    from .fingerprint import fingerprint
+
+    rows = conn.execute("SELECT seq, error_type, error_message, traceback FROM tasks WHERE state = 'dead'").fetchall()
+    conn.executemany("UPDATE tasks SET fingerprint = ? WHERE seq = ?",
+                     [(fingerprint(t, m, tb), seq) for seq, t, m, tb in rows])
 
 
 def trace_id(traceparent: str | None) -> str | None:

@@ -45,6 +45,14 @@ def _limit(msg: dict[str, Any], name: str) -> int:
     return value  # type: ignore[no-any-return]
 
 
+def _cursor(msg: dict[str, Any], name: str) -> int | None:
+    """A page's cursor: an event number, which SQLite holds in a signed 64-bit int."""
+    value = v.get(msg, name, int, None)
+    if value is not None and not 0 <= value < 2**63:
+        raise v.bad(name, "must be a cursor this node gave (0 to 2^63 - 1)")
+    return value  # type: ignore[no-any-return]
+
+
 FILTER_READERS: dict[str, v.Reader] = {
     "actor": _text, "state": _state, "worker": _text, "key": _key, "since": v.optional_number,
     "until": v.optional_number, "error": _text, "args": _text, "fingerprint": _text,
@@ -71,7 +79,7 @@ class TasksList(_Filtered):
     TYPE = "tasks_list"
     limit: int = 50
     cursor: int | None = None  # the `next` of the previous page
-    READERS = {**FILTER_READERS, "limit": _limit, "cursor": v.of_type(int, None)}
+    READERS = {**FILTER_READERS, "limit": _limit, "cursor": _cursor}
 
 
 @dataclass(slots=True)
@@ -81,7 +89,7 @@ class TaskEvents(_Filtered):
     TYPE = "task_events"
     after: int = 0
     limit: int = 500
-    READERS = {**FILTER_READERS, "after": v.count(0), "limit": _limit}
+    READERS = {**FILTER_READERS, "after": lambda m, n: _cursor(m, n) or 0, "limit": _limit}
 
 
 @dataclass(slots=True)

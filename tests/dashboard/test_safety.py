@@ -102,7 +102,7 @@ def test_beyond_loopback_a_page_needs_the_password(tmp_path: Path) -> None:
                         ["POST", "/actors/a/pause", {"csrf": "x"}, None],
                         ["GET", "/", None, {"Authorization": "Bearer wrong-token"}])
         assert [r[0] for r in refused] == [303, 303, 401, 303, 303, 303]
-        assert refused[0][1] == "/signin?next=/"
+        assert refused[0][1] == "/signin?next=%2F" and refused[1][1] == "/signin?next=%2Ftasks%3Fstate%3Ddead"
         wrong = probe(["POST", "/signin", {"name": "ana", "secret": "guess", "next": "/"}, None])
         assert wrong[0][0] == 401 and "do not sign in" in wrong[0][2]
         signed = probe(["POST", "/signin", {"name": "ana", "secret": "correct horse battery", "next": "/tasks"}, None],
@@ -111,6 +111,9 @@ def test_beyond_loopback_a_page_needs_the_password(tmp_path: Path) -> None:
         assert signed[1][0] == 200 and "task-list" in signed[1][2] and "ana" in signed[1][2]
         bearer = probe(["GET", "/tasks", None, {"Authorization": "Bearer t0ken-for-scripts"}])
         assert bearer[0][0] == 200 and "task-list" in bearer[0][2]
+        guesses = probe(*[["POST", "/signin", {"name": "eve", "secret": f"guess{i}", "next": "/"}, None]
+                          for i in range(5)])
+        assert [g[0] for g in guesses] == [401, 401, 401, 401, 429]  # 5 failures a minute from one address
     finally:
         if dash is not None:
             dash.stop()
@@ -118,3 +121,30 @@ def test_beyond_loopback_a_page_needs_the_password(tmp_path: Path) -> None:
         cluster.stop()
         lab.close()
         print(cluster.dump_logs())
+
+
+def test_a_page_asked_for_under_another_host_name_is_refused(dashboard: Dashboard) -> None:
+    """DNS rebinding: a site whose name points at 127.0.0.1 gets nothing from a loopback dashboard."""
+    assert dashboard.request("/tasks", headers={"Host": "evil.example"})[0] == 400
+    assert dashboard.request("/tasks", headers={"Host": "localhost"})[0] == 200
+
+
+def test_a_bulk_action_acts_only_on_the_count_confirmed(cluster: LocalCluster, dashboard: Dashboard) -> None:
+    with cluster.client() as client:
+        dead = [client.submit(actors.always_fails, "for the count") for _ in range(2)]
+        wait_until(lambda: all(client.describe(h.id)["state"] == "dead" for h in dead), 30, 0.1, "2 dead letters")
+        wait_until(lambda: len(client.list_tasks(state="dead", error="for the count")["tasks"]) == 2, 10, 0.1,
+                   "the dead letters in the history")
+        group = client.task_history(dead[0].id)
+        fingerprint = next(g["fingerprint"] for g in client.dead_groups()["groups"]
+                           if g["sample_id"] in {h.id for h in dead})
+        token = csrf_of(dashboard)
+        status, body, _ = dashboard.request("/dead/act", data={"csrf": token, "action": "purge",
+                                                                "fingerprint": fingerprint, "count": "1"})
+        assert status == 400 and "not the 1 you confirmed" in body
+        assert all(client.describe(h.id)["state"] == "dead" for h in dead) and group["state"] == "dead"
+        status, _, _ = dashboard.request("/dead/act", data={"csrf": token, "action": "purge",
+                                                             "fingerprint": fingerprint, "count": "2"})
+        assert status == 303
+        wait_until(lambda: client.list_tasks(state="failed", error="for the count")["tasks"] != [], 10, 0.1,
+                   "the purged letters")

@@ -196,3 +196,17 @@ def test_a_live_tail_gets_the_events_after_its_cursor(driver: Recorded) -> None:
     assert [(e["id"], e["event"]) for e in page["events"]] == [("t2", "submitted"), ("t1", "leased"),
                                                                 ("t1", "succeeded")]
     assert queries.events_after(driver.read(), page["next"], Filters())["events"] == []
+
+
+def test_a_filtered_tail_misses_no_event_behind_a_page_of_others(driver: Recorded) -> None:
+    start = queries.events_after(driver.read(), 0, Filters())["next"]
+    driver.apply(C.Submit([Envelope(f"b{i}", "b", [], {}) for i in range(30)]))
+    driver.apply(C.Submit([Envelope("a1", "a", [], {})]))
+    driver.apply(C.Submit([Envelope(f"c{i}", "b", [], {}) for i in range(30)]))
+    conn, cursor, seen = driver.read(), start, []
+    for _ in range(10):  # a page of 10 events at a time, filtered to actor a
+        page = queries.events_after(conn, cursor, Filters(actor="a"), limit=10)
+        seen += [e["id"] for e in page["events"]]
+        assert page["next"] >= cursor
+        cursor = page["next"]
+    assert seen == ["a1"]

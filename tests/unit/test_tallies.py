@@ -30,9 +30,14 @@ def test_a_snapshot_without_per_key_counts_loads() -> None:
 def test_the_top_n_by_volume_and_the_rest_summed_under_other() -> None:
     by_key = {"k=a": KeyTally(5, 5, 4, 1, 0), "k=b": KeyTally(3, 3, 3, 0, 0), "k=c": KeyTally(3, 2, 2, 0, 0),
               "k=d": KeyTally(1, 1, 0, 1, 1), OTHER: KeyTally(10, 9, 9, 0, 0)}
-    shown = top_keys(by_key, 2)
+    kept: list[str] = []
+    shown = top_keys(by_key, 2, kept)
     assert shown == {"k=a": KeyTally(5, 5, 4, 1, 0), "k=b": KeyTally(3, 3, 3, 0, 0),  # a tie goes by name
                      OTHER: KeyTally(14, 12, 11, 1, 1)}
-    assert top_keys(by_key, 0) == {OTHER: KeyTally(22, 20, 18, 2, 1)}
-    assert top_keys({}, 20) == {}
-    assert top_keys({"k=a": KeyTally(1)}, 20) == {"k=a": KeyTally(1)}
+    assert top_keys(by_key, 0, []) == {OTHER: KeyTally(22, 20, 18, 2, 1)}
+    assert top_keys({}, 20, []) == {}
+    assert top_keys({"k=a": KeyTally(1)}, 20, []) == {"k=a": KeyTally(1)}
+    # k=d overtakes both: the series shown stay, so none counts down (other only grows)
+    by_key["k=d"] = KeyTally(50, 50, 50, 0, 0)
+    again = top_keys(by_key, 2, kept)
+    assert set(again) == {"k=a", "k=b", OTHER} and again[OTHER].submitted == 63 > shown[OTHER].submitted
