@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T")
 
 # Histogram buckets (seconds), Prometheus-style upper bounds; the last bucket is +Inf.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
@@ -77,22 +80,20 @@ class Tallies:
         """Add one to count `what` of each of a task's key values (callers test `keys` first: most
         tasks have none)."""
         for name, value in keys.items():
-            label = key_label(name, value)
-            tally = self.by_key.get(label)
-            if tally is None:
-                if len(self.by_key) >= MAX_KEY_VALUES:
-                    label = OTHER
-                    tally = self.by_key.get(label)
-                if tally is None:
-                    tally = self.by_key[label] = KeyTally()
+            tally = _capped(self.by_key, key_label(name, value), MAX_KEY_VALUES, KeyTally)
             setattr(tally, what, getattr(tally, what) + 1)
 
     def of(self, actor: str) -> Tally:
-        tally = self.by_actor.get(actor)
+        return _capped(self.by_actor, actor, MAX_ACTORS, Tally)
+
+
+def _capped(tallies: dict[str, T], label: str, cap: int, new: Callable[[], T]) -> T:
+    """`tallies[label]`, made if missing while fewer than `cap` exist; past them, OTHER's."""
+    tally = tallies.get(label)
+    if tally is None:
+        if len(tallies) >= cap:
+            label = OTHER
+            tally = tallies.get(label)
         if tally is None:
-            if len(self.by_actor) >= MAX_ACTORS:
-                actor = OTHER
-                tally = self.by_actor.get(actor)
-            if tally is None:
-                tally = self.by_actor[actor] = Tally()
-        return tally
+            tally = tallies[label] = new()
+    return tally

@@ -20,10 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
 
 from qrt import Client
 from qrt.errors import TaskFailed, TaskNotFound
@@ -93,24 +90,9 @@ def collector() -> Iterator[Collector]:
         server.server_close()
 
 
-@pytest.fixture
-def in_memory() -> Iterator[InMemorySpanExporter]:
-    """This process's global tracer provider, recording to memory; unset after (as the
-    OpenTelemetry project's own tests reset it)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    try:
-        yield exporter
-    finally:
-        provider.shutdown()
-        trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
-        trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
-
 
 def test_one_trace_crosses_client_leader_and_worker(tmp_path: Path, collector: Collector,
-                                                     in_memory: InMemorySpanExporter) -> None:
+                                                     spans: InMemorySpanExporter) -> None:
     env = {"OTEL_TRACES_EXPORTER": "otlp_proto_http", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.endpoint,
            "OTEL_BSP_SCHEDULE_DELAY": "100"}
     c = LocalCluster(nodes=1, base_dir=str(tmp_path), env=env)
@@ -133,7 +115,7 @@ def test_one_trace_crosses_client_leader_and_worker(tmp_path: Path, collector: C
 
         trace_id = format(request.get_span_context().trace_id, "032x")
         assert described is not None and described["trace_id"] == trace_id == recorded["trace_id"]
-        submits = {s.attributes["qrt.task_id"]: s for s in in_memory.get_finished_spans()
+        submits = {s.attributes["qrt.task_id"]: s for s in spans.get_finished_spans()
                    if s.name.startswith("submit ")}
         assert set(submits) == {ok.id, failing.id, parent.id}
         for span in submits.values():  # children of the caller's span: one trace

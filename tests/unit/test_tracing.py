@@ -3,17 +3,12 @@ process with the SDK's in-memory exporter."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
 
 from qrt import tracing
 from qrt.protocol import Outcome, RunTask
@@ -22,19 +17,6 @@ TRACE = "0af7651916cd43dd8448eb211c80319c"
 SAMPLED = {"traceparent": f"00-{TRACE}-b7ad6b7169203331-01"}
 UNSAMPLED = {"traceparent": f"00-{TRACE}-b7ad6b7169203331-00"}
 
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    try:
-        yield exporter
-    finally:
-        provider.shutdown()
-        trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
-        trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
 
 
 def run(carrier: dict[str, str] | None) -> RunTask:
