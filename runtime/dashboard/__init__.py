@@ -1,8 +1,9 @@
 """`qrt dashboard`: a web dashboard over the cluster's history and operator commands.
 
-Its own process, a client of the cluster like the CLI (app.py); server-rendered pages, live by
-server-sent events; sign-in and CSRF when it listens beyond loopback (auth.py); paced bulk
-actions on dead letters (jobs.py). README, "Dashboard".
+Its own process, a client of the cluster like the CLI: the routes and pages (app.py), what they
+read from the cluster (reads.py) and how they shape it (shape.py); sign-in, CSRF and the Host
+check (auth.py, and __init__'s `run_dashboard`); paced bulk actions on dead letters (jobs.py);
+server timing and server-sent events (web.py). README, "Dashboard".
 """
 
 from __future__ import annotations

@@ -24,17 +24,16 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .. import durations
 from ..client import AsyncClient
-from ..errors import InvalidArgument, QrtError, RemoteError, TaskNotFound
-from ..protocol import ErrorCode
+from ..errors import QrtError, TaskNotFound
 from ..protocol.history import STATES
-from . import shape
+from . import reads, shape, web
 from .auth import SESSION_COOKIE, SESSION_DAYS, Auth, SignInThrottle, csrf_ok, csrf_token
 from .jobs import Jobs
 
@@ -43,7 +42,6 @@ log = logging.getLogger("qrt.dashboard")
 HERE = Path(__file__).resolve().parent  # (an editable install links the files: serve the real ones)
 REFRESH = 2.0  # seconds between the overview's live updates
 TAIL_EVERY = 0.5  # seconds between a live tail's looks for events
-BULK_PAGE = 1000
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -102,7 +100,7 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
             except TaskNotFound as exc:
                 return render(request, "error.html", 404, error=str(exc))
             except (QrtError, ValueError) as exc:  # a filter that does not read; the cluster not answering
-                return render(request, "error.html", _status_of(exc), error=f"{type(exc).__name__}: {exc}")
+                return render(request, "error.html", web.status_of(exc), error=f"{type(exc).__name__}: {exc}")
         return guarded
 
     def action(handler: Handler) -> Handler:
@@ -161,14 +159,14 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
                 try:
                     parts = await overview_parts(span)
                 except QrtError as exc:
-                    yield _event("problem", f"the cluster does not answer: {exc}")
+                    yield web.event("problem", f"the cluster does not answer: {exc}")
                 else:
-                    yield _event("problem", "")
+                    yield web.event("problem", "")
                     for name in ("cluster", "queues", "workers", "actors", "alerts"):
                         html = templates.get_template(f"_{name}.html").render(**parts)
-                        yield _event(name, html)
+                        yield web.event(name, html)
                 await asyncio.sleep(REFRESH)
-        return _sse(stream())
+        return web.sse(stream())
 
     async def chart_data(request: Request) -> Response:
         span = request.query_params.get("range", "1h")
@@ -200,27 +198,27 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
                 try:
                     page = await client.task_events(cursor, **filters)
                 except QrtError as exc:
-                    yield _event("problem", f"the cluster does not answer: {exc}")
+                    yield web.event("problem", f"the cluster does not answer: {exc}")
                     await asyncio.sleep(REFRESH)
                     continue
                 if not cursor:
-                    yield _event("ready", "")
+                    yield web.event("ready", "")
                 cursor = page["next"]
                 for event in page["events"]:
-                    yield _event("row", row.render(e=event))
+                    yield web.event("row", row.render(e=event))
                 if not page["events"]:
                     await asyncio.sleep(TAIL_EVERY)
-        return _sse(stream())
+        return web.sse(stream())
 
     async def task(request: Request) -> Response:
         task_id = request.path_params["id"]
-        record, present = await _task_record(client, task_id)
+        record, present = await reads.task_record(client, task_id)
         return render(request, "task.html", task=record, present=present,
                       attempts=shape.attempts(record.get("events") or []))
 
     async def task_replay(request: Request) -> Response:
         task_id = request.path_params["id"]
-        record, present = await _task_record(client, task_id)
+        record, present = await reads.task_record(client, task_id)
         state = (present or record)["state"]
         if state == "dead":
             await client.dlq_replay([task_id])
@@ -248,7 +246,7 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
         return render(request, "_jobs.html", jobs=jobs.shown())
 
     async def dead_confirm(request: Request) -> Response:
-        what, chosen = await _dead_selection(client, dict(request.query_params))
+        what, chosen = await reads.dead_selection(client, dict(request.query_params))
         action_name = request.query_params.get("action", "")
         if action_name not in ("replay", "purge"):
             raise ValueError("action must be replay or purge")
@@ -260,7 +258,7 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
         action_name = str(form.get("action", ""))
         if action_name not in ("replay", "purge"):
             raise ValueError("action must be replay or purge")
-        what, chosen = await _dead_selection(client, {k: str(v) for k, v in form.items()})
+        what, chosen = await reads.dead_selection(client, {k: str(v) for k, v in form.items()})
         if not chosen:
             raise ValueError(f"no dead letter left in {what}")
         if str(len(chosen)) != str(form.get("count")):
@@ -309,14 +307,14 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
     async def signin_form(request: Request) -> Response:
         request.state.who = auth.who(request)
         if not auth.required:
-            return RedirectResponse(_local_path(request.query_params.get("next")), status_code=303)
-        return render(request, "signin.html", next=_local_path(request.query_params.get("next")), failed=False)
+            return RedirectResponse(web.local_path(request.query_params.get("next")), status_code=303)
+        return render(request, "signin.html", next=web.local_path(request.query_params.get("next")), failed=False)
 
     async def signin(request: Request) -> Response:
         request.state.who = None
         form = await request.form()
         name, secret = str(form.get("name", "")).strip()[:64], str(form.get("secret", ""))
-        target = _local_path(str(form.get("next", "")))
+        target = web.local_path(str(form.get("next", "")))
         if not auth.required:
             return RedirectResponse(target, status_code=303)
         client_host = request.client.host if request.client else "?"
@@ -364,7 +362,7 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
         Route("/signout", signout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    middleware = [Middleware(ServerTiming),
+    middleware = [Middleware(web.ServerTiming),
                   *([Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)]
                     if settings.allowed_hosts else []),
                   Middleware(SessionMiddleware, secret_key=auth.session_key(), session_cookie=SESSION_COOKIE,
@@ -372,95 +370,3 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.jobs = jobs
     return app
-
-
-def _status_of(exc: Exception) -> int:
-    """A page's status for an error: what was asked does not read (400), or the cluster cannot
-    answer (503)."""
-    if isinstance(exc, ValueError | InvalidArgument):
-        return 400
-    if isinstance(exc, RemoteError) and exc.code in (ErrorCode.BAD_FIELD, ErrorCode.BAD_FRAME):
-        return 400
-    return 503
-
-
-class ServerTiming:
-    """Every response says how long the dashboard took to make it (`Server-Timing: app;dur=MS`,
-    which browsers' developer tools show and bench/dashboard.py reads), the cluster's answers
-    included; a stream, until its headers."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-
-        async def timed(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                took = (time.perf_counter() - started) * 1000
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  (b"server-timing", f"app;dur={took:.1f}".encode())]}
-            await send(message)
-        await self.app(scope, receive, timed)
-
-
-async def _task_record(client: AsyncClient, task_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The history's record of a task and its present state (either may be missing, not both)."""
-    try:
-        record: dict[str, Any] | None = await client.task_history(task_id)
-    except QrtError:  # not in this node's history (or it keeps none): the state machine may know it
-        record = None
-    try:
-        present: dict[str, Any] | None = await client.describe(task_id)
-    except TaskNotFound:
-        present = None
-    if record is None and present is None:
-        raise TaskNotFound(task_id)
-    if record is None:
-        assert present is not None
-        record = {**present, "args": None, "kwargs": None, "result": None, "traceback": None, "events": []}
-    elif present is not None:
-        record.update(state=present["state"], attempt=present["attempt"], worker=present["worker"] or record["worker"])
-    return record, present
-
-
-async def _dead_selection(client: AsyncClient, params: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
-    """The dead letters a confirmation or action names: one (`id`) or a group (`fingerprint`)."""
-    if params.get("id"):
-        task_id = params["id"]
-        present = await client.describe(task_id)
-        if present["state"] != "dead":
-            return f"letter {task_id}", []
-        return f"letter {task_id}", [{"id": task_id, "actor": present["actor"]}]
-    fingerprint = params.get("fingerprint", "")
-    if not fingerprint:
-        raise ValueError("name a group (fingerprint) or a letter (id)")
-    found: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = await client.list_tasks(state="dead", fingerprint=fingerprint, limit=BULK_PAGE, cursor=cursor)
-        found.extend(page["tasks"])
-        cursor = page["next"]
-        if cursor is None:
-            return f"group {fingerprint}", found
-
-
-def _local_path(target: str | None) -> str:
-    """A redirect target on this site only (never another host)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/"
-
-
-def _event(name: str, data: str) -> str:
-    lines = "\n".join(f"data: {line}" for line in (data.splitlines() or [""]))
-    return f"event: {name}\n{lines}\n\n"
-
-
-def _sse(stream: AsyncIterator[str]) -> Response:
-    return StreamingResponse(stream, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
