@@ -8,8 +8,9 @@
    times; the figure is the server's own time (its `Server-Timing` header: the cluster's answers
    included, the network to the browser not), median and worst. Target: <= 300 ms.
 2. The same node with `--workers` simulated workers connected (bench/sim_workers.py), `bench.throughput`'s
-   push of `--tasks` no-op tasks, with the overview open and refreshing (its live stream, and its charts
-   read every second) and without, interleaved `--repeats` times; the cost is 1 - with / without.
+   push of `--tasks` no-op tasks, with the overview open and refreshing (its live stream: the tables
+   every 2 s, the charts every 10 s) and without, interleaved `--repeats` times; the cost is
+   1 - with / without.
    Target: no measurable cost (within the runs' own spread).
 """
 
@@ -93,17 +94,13 @@ def page_times(c: LocalCluster, n: int, report: dict[str, Any]) -> None:
 
 
 class OpenOverview:
-    """What a browser with the overview open asks: its live stream, and its charts every second."""
+    """What a browser with the overview open asks: its live stream."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.stop = threading.Event()
         self.events = 0
-        self.chart_reads = 0
-        self.threads = [threading.Thread(target=self._stream, daemon=True),
-                        threading.Thread(target=self._charts, daemon=True)]
-        for t in self.threads:
-            t.start()
+        threading.Thread(target=self._stream, daemon=True).start()
 
     def _stream(self) -> None:
         with urllib.request.urlopen(self.url + "/events/overview?range=1h", timeout=60) as reply:
@@ -112,11 +109,6 @@ class OpenOverview:
                     self.events += 1
                 if self.stop.is_set():
                     return
-
-    def _charts(self) -> None:
-        while not self.stop.wait(1.0):
-            server_ms(self.url + "/charts?range=1h")
-            self.chart_reads += 1
 
     def close(self) -> None:
         self.stop.set()

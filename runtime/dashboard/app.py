@@ -126,8 +126,7 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
             raise ValueError(f"range must be one of {', '.join(shape.RANGES)}")
         actor = request.query_params.get("actor") or None
         parts = await overview_parts(span)
-        return render(request, "overview.html", range=span, ranges=list(shape.RANGES), actor=actor,
-                      chart_every=shape.RANGES[span][1], **parts)
+        return render(request, "overview.html", range=span, ranges=list(shape.RANGES), actor=actor, **parts)
 
     cached: dict[str, tuple[float, dict[str, Any]]] = {}  # range -> (when read, its parts)
 
@@ -150,14 +149,21 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
                 "alerts": shape.firing(rules)}
 
     async def overview_events(request: Request) -> Response:
+        """The overview's live parts: its tables every REFRESH, its charts every range's own
+        period (a day's or a week's minutes change slowly)."""
         span = request.query_params.get("range", "1h")
         if span not in shape.RANGES:
             span = "1h"
+        actor = request.query_params.get("actor") or None
 
         async def stream() -> AsyncIterator[str]:
+            charted = float("-inf")  # drawn first thing, then every range's period
             while not await request.is_disconnected():
                 try:
                     parts = await overview_parts(span)
+                    if time.monotonic() - charted >= shape.RANGES[span][1]:
+                        charted = time.monotonic()
+                        yield web.event("charts", json.dumps(await series(span, actor)))
                 except QrtError as exc:
                     yield web.event("problem", f"the cluster does not answer: {exc}")
                 else:
@@ -168,15 +174,18 @@ def create_app(client: AsyncClient, settings: Settings | None = None) -> Starlet
                 await asyncio.sleep(REFRESH)
         return web.sse(stream())
 
-    async def chart_data(request: Request) -> Response:
-        span = request.query_params.get("range", "1h")
-        if span not in shape.RANGES:
-            raise ValueError(f"range must be one of {', '.join(shape.RANGES)}")
-        actor = request.query_params.get("actor") or None
+    async def series(span: str, actor: str | None) -> dict[str, list[Any]]:
         until = time.time()
         since = until - shape.RANGES[span][0]
         rows = (await client.stats(since, until, by="minute", actor=actor))["rows"]
-        return JSONResponse(shape.chart_series(rows, since, until))
+        return shape.chart_series(rows, since, until)
+
+    async def chart_data(request: Request) -> Response:
+        """The overview's chart series as JSON (its page draws them from its live stream)."""
+        span = request.query_params.get("range", "1h")
+        if span not in shape.RANGES:
+            raise ValueError(f"range must be one of {', '.join(shape.RANGES)}")
+        return JSONResponse(await series(span, request.query_params.get("actor") or None))
 
     # -- tasks --------------------------------------------------------------------------------
 
