@@ -5,7 +5,7 @@
 1. A one-node coordinator whose history holds `--history-tasks` finished tasks (bench/observability.py's
    fill: 10 actors, 5 % dead, keyed by tenant), a `qrt dashboard` in front of it; then the task list's
    first page (unfiltered, and by state and actor), a task's page and the overview, each requested 10
-   times; the figure is the server's own time (its `Server-Timing` header: the cluster's answers
+   times (the overview once per refresh, past its cache); the figure is the server's own time (its `Server-Timing` header: the cluster's answers
    included, the network to the browser not), median and worst. Target: <= 300 ms.
 2. The same node with `--workers` simulated workers connected (bench/sim_workers.py), `bench.throughput`'s
    push of `--tasks` no-op tasks, with the overview open and refreshing (its live stream: the tables
@@ -26,6 +26,7 @@ from typing import Any
 
 import uvloop
 
+from qrt.dashboard.app import REFRESH
 from qrt.local import LocalCluster, free_port, wait_until
 
 from . import harness
@@ -82,7 +83,11 @@ def page_times(c: LocalCluster, n: int, report: dict[str, Any]) -> None:
                  "dead_letter_groups": "/dead"}
         figures: dict[str, Any] = {}
         for name, path in pages.items():
-            times = [server_ms(url + path) for _ in range(10)]
+            times = []
+            for _ in range(10):
+                times.append(server_ms(url + path))
+                if name == "overview":  # its parts are read once per refresh for every page open: a miss
+                    time.sleep(REFRESH + 0.1)
             median = statistics.median(times)
             figures[name] = {"median_ms": round(median, 1), "max_ms": round(max(times), 1)}
             if name.startswith("task") and median > TARGET_PAGE_MS:
