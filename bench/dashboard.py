@@ -5,8 +5,9 @@
 1. A one-node coordinator whose history holds `--history-tasks` finished tasks (bench/observability.py's
    fill: 10 actors, 5 % dead, keyed by tenant), a `qrt dashboard` in front of it; then the task list's
    first page (unfiltered, and by state and actor), a task's page and the overview, each requested 10
-   times (the overview once per refresh, past its cache); the figure is the server's own time (its `Server-Timing` header: the cluster's answers
-   included, the network to the browser not), median and worst. Target: <= 300 ms.
+   times (the overview once per refresh, past its cache); the figure is the server's own time (its
+   `Server-Timing` header: the cluster's answers included, the network to the browser not), median
+   and worst. Target: <= 300 ms.
 2. The same node with `--workers` simulated workers connected (bench/sim_workers.py), `bench.throughput`'s
    push of `--tasks` no-op tasks, with the overview open and refreshing (its live stream: the tables
    every 2 s, the charts every 10 s) and without, interleaved `--repeats` times; the cost is
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from typing import Any
 
