@@ -1,6 +1,6 @@
 """The cost of observability: throughput with the history, metrics and traces on and off, and the history's queries.
 
-    python -m bench.observability [--repeats 3] [--tasks 20000] [--nodes 1|3] [--trace-ratio 0.01]
+    python -m bench.observability [--repeats 3] [--tasks 20000] [--nodes 1|3] [--trace-ratio 0.01] [--split]
                                   [--history-tasks 1000000]
 
 1. `bench.throughput`'s workload (no-op tasks, 2 workers x 8 slots) on 1 and 3 nodes, interleaved
@@ -11,7 +11,8 @@
      Prometheus would), and the client, the nodes and the workers trace with OpenTelemetry's SDK,
      sampling `--trace-ratio` of the traces (`parentbased_traceidratio`, as production tracing
      does) and exporting OTLP over HTTP to a receiver in this process;
-   - and, for the record, `on` with every trace sampled (`--trace-ratio 1` costs what it costs).
+   - and, for the record, `on` with every trace sampled (`--trace-ratio 1` costs what it costs);
+   - with `--split`, each part alone against none, interleaved: where the cost comes from.
 2. A history of `--history-tasks` finished tasks (10 actors, 5 % dead, keyed by tenant), written
    through the same projection the nodes run (runtime/history/recorder.py), then: a filtered
    `tasks list` page (state and actor; state alone; a key value), `task show` of one, and `stats
@@ -103,26 +104,52 @@ def scrape_every_second(c: Any, stop: threading.Event) -> None:
                 r.read()
 
 
-def observed_run(nodes: int, on: bool, ratio: float, tasks: int, sink: SpanSink, deadline: harness.Deadline,
+PARTS = ("history", "metrics", "tracing")
+
+
+def observed_run(nodes: int, on: bool | str, ratio: float, tasks: int, sink: SpanSink, deadline: harness.Deadline,
                  report: dict[str, Any]) -> float:
-    """One throughput run, everything observable on or off; its end-to-end rate."""
+    """One throughput run with everything observable on (True), off (False), or one part alone (its
+    name, of PARTS); its end-to-end rate."""
+    parts = set(PARTS) if on is True else set() if on is False else {on}
+    tracing = "tracing" in parts
     env = {"OTEL_TRACES_EXPORTER": "otlp_proto_http", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": sink.endpoint,
-           "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(ratio)} if on else {}
+           "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(ratio)} if tracing else {}
     run: dict[str, Any] = {}
-    with harness.cluster(nodes, history=on, metrics=on, env=env) as c:
+    with harness.cluster(nodes, history="history" in parts, metrics="metrics" in parts, env=env) as c:
         harness.start_workers(c, 2, 8, deadline)
         stop = threading.Event()
         scraper = threading.Thread(target=scrape_every_second, args=(c, stop), daemon=True)
-        if on:
+        if "metrics" in parts:
             scraper.start()
         try:
-            with client_tracing(ratio, sink.endpoint) if on else contextlib.nullcontext():
+            with client_tracing(ratio, sink.endpoint) if tracing else contextlib.nullcontext():
                 uvloop.run(throughput.push(c.urls, noop, tasks, 1000, 4, deadline, run))
         finally:
             stop.set()
     if run.get("outcomes", {}).get("succeeded") != tasks:
-        harness.fail_check(report, f"{nodes} node(s), observability {'on' if on else 'off'}: {run.get('outcomes')}")
+        harness.fail_check(report, f"{nodes} node(s), observability {on}: {run.get('outcomes')}")
     return float(run["end_to_end_rate"])
+
+
+def split_cost(nodes: int, repeats: int, tasks: int, ratio: float, deadline: harness.Deadline,
+               report: dict[str, Any]) -> None:
+    """Each part alone against none, interleaved: where the cost of `on` comes from."""
+    sink = SpanSink()
+    try:
+        rates: dict[str, list[float]] = {"off": [], **{part: [] for part in PARTS}}
+        for i in range(repeats):
+            order = ["off", *PARTS] if i % 2 == 0 else [*reversed(PARTS), "off"]
+            for name in order:
+                rates[name].append(observed_run(nodes, False if name == "off" else name, ratio, tasks, sink,
+                                                deadline, report))
+        off = statistics.median(rates["off"])
+        report.setdefault("split", []).append({
+            "nodes": nodes, "trace_ratio": ratio, "runs": rates,
+            "cost_alone": {part: round(1 - statistics.median(rates[part]) / off, 3) for part in PARTS}})
+    finally:
+        sink.shutdown()
+        sink.server_close()
 
 
 def throughput_cost(nodes: int, repeats: int, tasks: int, ratio: float, deadline: harness.Deadline,
@@ -226,12 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, choices=(1, 3), help="cluster size (default: 1, then 3)")
     parser.add_argument("--history-tasks", type=int, default=1_000_000, help="tasks in the queried history")
     parser.add_argument("--trace-ratio", type=float, default=0.01, help="share of traces sampled when on")
+    parser.add_argument("--split", action="store_true", help="also each part alone against none (where the cost is)")
     args = parser.parse_args(argv)
 
     def body(deadline: harness.Deadline, report: dict[str, Any]) -> None:
         report["throughput"] = []
         for nodes in [args.nodes] if args.nodes else [1, 3]:
             throughput_cost(nodes, args.repeats, args.tasks, args.trace_ratio, deadline, report)
+            if args.split:
+                split_cost(nodes, args.repeats, args.tasks, args.trace_ratio, deadline, report)
         if args.history_tasks:
             query_speed(args.history_tasks, report)
 
