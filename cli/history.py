@@ -13,6 +13,7 @@ import click
 from qrt import durations
 from qrt.client import Client
 from qrt.errors import InvalidArgument, RemoteError, TaskNotFound
+from qrt.history import queries
 from qrt.protocol.history import STATES
 
 from .cluster import ClusterGroup, pass_client
@@ -133,14 +134,10 @@ def task_view(client: Client, task_id: str) -> dict[str, Any]:
         present = client.describe(task_id)
     except TaskNotFound:
         present = None
-    if shown is None and present is None:
+    view = queries.with_present(shown, present)
+    if view is None:
         raise click.ClickException(f"no task {task_id!r}: not in the cluster's state nor in its history")
-    if shown is None:
-        assert present is not None
-        return {**present, "args": None, "kwargs": None, "result": None, "traceback": None, "events": []}
-    if present is not None:
-        shown.update(state=present["state"], attempt=present["attempt"], worker=present["worker"] or shown["worker"])
-    return shown
+    return view
 
 
 @tasks.command("tail")

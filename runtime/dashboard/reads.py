@@ -7,6 +7,7 @@ from typing import Any
 
 from ..client import AsyncClient
 from ..errors import QrtError, TaskNotFound
+from ..history import queries
 
 BULK_PAGE = 1000  # tasks per `list_tasks` request when a whole group is read
 
@@ -21,14 +22,10 @@ async def task_record(client: AsyncClient, task_id: str) -> tuple[dict[str, Any]
         present: dict[str, Any] | None = await client.describe(task_id)
     except TaskNotFound:
         present = None
-    if record is None and present is None:
+    view = queries.with_present(record, present)
+    if view is None:
         raise TaskNotFound(task_id)
-    if record is None:
-        assert present is not None
-        record = {**present, "args": None, "kwargs": None, "result": None, "traceback": None, "events": []}
-    elif present is not None:
-        record.update(state=present["state"], attempt=present["attempt"], worker=present["worker"] or record["worker"])
-    return record, present
+    return view, present
 
 
 async def dead_selection(client: AsyncClient, params: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:

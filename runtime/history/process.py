@@ -31,7 +31,7 @@ import msgpack
 
 from .. import logs
 from ..state.model import HistoryEvent, TaskError
-from .writer import History, Retention, Source
+from .writer import Batches, History, Retention, Source
 
 log = logging.getLogger("qrt.history")
 
@@ -53,19 +53,17 @@ def _wire(value: Any) -> Any:
     raise TypeError(f"cannot pack {type(value).__name__}")
 
 
-class HistoryProcess:
-    """The coordinator's side: `record` (pysyncobj's thread) queues, a thread writes to the child."""
+class HistoryProcess(Batches):
+    """The coordinator's side: `record` (pysyncobj's thread) queues, a thread writes to the child,
+    and the child's `written N` lines move `last_batch`."""
 
     def __init__(self, data_dir: str, retention: Retention, node_url: str, curve_key: str | None = None) -> None:
+        super().__init__()
         self.path = os.path.join(data_dir, "history.sqlite3")
         self._args = [sys.executable, "-m", "qrt.history.process", "--data-dir", data_dir,
                       "--max-age", str(retention.max_age), "--max-bytes", str(retention.max_bytes),
                       "--value-bytes", str(retention.value_bytes), "--node", node_url,
                       "--parent", str(os.getpid()), *(["--curve-key", curve_key] if curve_key else [])]
-        self._queue: queue.SimpleQueue[tuple[int, list[HistoryEvent]] | None] = queue.SimpleQueue()
-        self._written = threading.Condition()
-        self.last_batch = 0  # the newest batch the child has written
-        self.recorded = 0  # the newest batch given to `record`
         self._warned_at = 0.0
         self._closing = False
         self._child = self._start()
@@ -77,25 +75,6 @@ class HistoryProcess:
         assert child.stdout is not None
         threading.Thread(target=self._hear, args=(child.stdout,), name="qrt-history-hear", daemon=True).start()
         return child
-
-    def record(self, batch: int, events: list[HistoryEvent]) -> None:
-        self.recorded = batch
-        self._queue.put((batch, events))
-
-    @property
-    def lag(self) -> int:
-        """Batches applied that the history has not written yet."""
-        return max(0, self.recorded - self.last_batch)
-
-    def wait_for(self, batch: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._written:
-            while self.last_batch < batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._written.wait(left)
-        return True
 
     def close(self) -> None:
         self._closing = True
@@ -150,9 +129,7 @@ class HistoryProcess:
         for line in out:
             words = line.split()
             if len(words) == 2 and words[0] == b"written":
-                with self._written:
-                    self.last_batch = max(self.last_batch, int(words[1]))
-                    self._written.notify_all()
+                self._set_written(int(words[1]))
 
 
 # -- the child -------------------------------------------------------------------------------

@@ -137,6 +137,19 @@ def dead_groups(conn: sqlite3.Connection, limit: int = 200) -> dict[str, Any]:
     return {"groups": groups, "total": total}
 
 
+def with_present(record: dict[str, Any] | None, present: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A task as the CLI and the dashboard show it: the history's record (`show_task`), its state,
+    attempt and worker taken from the state machine's present view (`describe`) when there is one
+    (the history lags it by a few ms, or does not hold it: its node keeps none). None: neither."""
+    if record is None:
+        if present is None:
+            return None
+        return {**present, "args": None, "kwargs": None, "result": None, "traceback": None, "events": []}
+    if present is not None:
+        record.update(state=present["state"], attempt=present["attempt"], worker=present["worker"] or record["worker"])
+    return record
+
+
 def _events_in(after: int, before: int, limit: int) -> str:
     """SQL of the first `limit` events with `after` < n < `before` (parameters: after, before, limit,
     twice), `submitted` ones put back from their task's row (schema.py): each side is read in n

@@ -67,20 +67,59 @@ class Retention:
 Source = Callable[[float | None], "tuple[int, list[HistoryEvent]] | None"]
 
 
-class History:
+class Batches:
+    """What both histories share (this module's History, and process.HistoryProcess): batches queued
+    by `record` without waiting, the newest written (`last_batch`, waited for by `wait_for`), and
+    how far the writing lags the log (`lag`)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[int, list[HistoryEvent]] | None] = queue.SimpleQueue()
+        self._written = threading.Condition()
+        self.last_batch = 0  # the newest batch written
+        self.recorded = 0  # the newest batch given to `record`
+
+    def record(self, batch: int, events: list[HistoryEvent]) -> None:
+        """A batch was applied (on pysyncobj's thread): queue its events, never wait."""
+        self.recorded = batch
+        self._queue.put((batch, events))
+
+    @property
+    def lag(self) -> int:
+        """Batches applied that the history has not written yet."""
+        return max(0, self.recorded - self.last_batch)
+
+    def _set_written(self, batch: int) -> None:
+        with self._written:
+            self.last_batch = max(self.last_batch, batch)
+            self._written.notify_all()
+
+    def _writing(self) -> bool:
+        """Whether a batch not yet written may still be (else `wait_for` stops waiting)."""
+        return True
+
+    def wait_for(self, batch: int, timeout: float) -> bool:
+        """Wait until the history has written batch `batch` (tests, and reads that must see a write)."""
+        deadline = time.monotonic() + timeout
+        with self._written:
+            while self.last_batch < batch:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._writing():
+                    return False
+                self._written.wait(left)
+        return True
+
+
+class History(Batches):
     """The writer. With `thread` (tests, and `qrt.testing`-like uses), a thread of its own fed by
     `record`; without, the caller runs `serve(source)` (process.py does, in the history's process)."""
 
     def __init__(self, data_dir: str, retention: Retention | None = None,
                  on_written: Callable[[int], None] | None = None, thread: bool = True) -> None:
+        super().__init__()
         self.path = os.path.join(data_dir, "history.sqlite3")
         self.retention = retention or Retention()
         self._on_written = on_written  # told the batch written after each flush (process.py)
-        self._queue: queue.SimpleQueue[tuple[int, list[HistoryEvent]] | None] = queue.SimpleQueue()
         self._ready = threading.Event()
-        self._written = threading.Condition()
-        self.last_batch = 0  # the newest batch written (readers may wait for it: `wait_for`)
-        self.recorded = 0  # the newest batch given to `record`
         # Where batches this node missed are read from: (after, before) -> a page of queries.journal
         # from a peer whose history holds them all (the coordinator sets it; None: no peer).
         self.fetch: Callable[[int, int], dict[str, Any]] | None = None
@@ -94,32 +133,13 @@ class History:
     def _from_queue(self, timeout: float | None) -> tuple[int, list[HistoryEvent]] | None:
         return self._queue.get(timeout=timeout)
 
-    # -- called by the replication layer ----------------------------------------------------
-
-    def record(self, batch: int, events: list[HistoryEvent]) -> None:
-        """A batch was applied (on pysyncobj's thread): queue its events, never wait."""
-        self.recorded = batch
-        self._queue.put((batch, events))
-
-    @property
-    def lag(self) -> int:
-        return max(0, self.recorded - self.last_batch)
+    def _writing(self) -> bool:
+        return self._thread is None or self._thread.is_alive()
 
     def close(self) -> None:
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout=10.0)
-
-    def wait_for(self, batch: int, timeout: float) -> bool:
-        """Wait until the history has written batch `batch` (tests, and reads that must see a write)."""
-        deadline = time.monotonic() + timeout
-        with self._written:
-            while self.last_batch < batch:
-                left = deadline - time.monotonic()
-                if left <= 0 or (self._thread is not None and not self._thread.is_alive()):
-                    return False
-                self._written.wait(left)
-        return True
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -150,9 +170,7 @@ class History:
             except Exception:  # a full disk, a locked file: the node goes on; these events are lost here
                 log.exception("writing the task history failed; the batches up to %d are missing from it",
                               recorder.last_batch)
-            with self._written:
-                self.last_batch = recorder.last_batch
-                self._written.notify_all()
+            self._set_written(recorder.last_batch)
             if self._on_written is not None:
                 self._on_written(recorder.last_batch)
             if time.monotonic() - trimmed_at >= TRIM_EVERY:
