@@ -20,11 +20,37 @@ from typing import IO, Any
 
 from .client import Client
 
+LOWEST_PORT = 10_000
+_handed_out: set[int] = set()  # by this process: never twice
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free on 127.0.0.1 now, for a server started soon after. Picked below the kernel's
+    ephemeral range: a port from bind(0) lies in it, and an outgoing connection (a ZeroMQ or Raft
+    reconnect of another process) could be given it before the server binds (seen in CI: a
+    coordinator's "Address already in use")."""
+    below = _ephemeral_low()
+    for _ in range(1000):
+        port = secrets.randbelow(below - LOWEST_PORT) + LOWEST_PORT
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # a server of another process listens there
+        _handed_out.add(port)
+        return port
+    raise OSError(f"no free port on 127.0.0.1 between {LOWEST_PORT} and {below}")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
