@@ -2,10 +2,12 @@
 
 `Dispatcher.poke()` is the one way to ask for a dispatch: whoever learns that work or a slot may
 have come free pokes, and `offer()` (at the end of every pass over the socket, and after timers)
-proposes one DISPATCH command for every free slot. The state machine chooses the tasks (priority,
-limits, fairness), so every replica agrees on who runs what; this module only decides which
-workers to offer, least loaded first (`WorkerTable.offerable`, which `qrt.testing.VirtualCluster`
-shares).
+fills every free slot. For actors without limits it grants the next committed tasks itself and
+sends their `run` at once, proposing the leases as a GRANT (state/grants.py: the choice a dispatch
+would make, checked again by the state machine); the other free slots go in one DISPATCH command,
+in which the state machine chooses the tasks (priority, limits, fairness) at commit, so every
+replica agrees on who runs what. This module decides which workers to offer, least loaded first
+(`WorkerTable.offerable`, which `qrt.testing.VirtualCluster` shares).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import time
 from collections import defaultdict
 
 from .. import anatomy, tracing
-from ..protocol import Run, RunTask
+from ..protocol import CancelRun, Run, RunTask
 from ..replication import Replication
 from ..state import commands as C
-from ..state import views
-from ..state.model import Effect, Leased
+from ..state import grants, views
+from ..state.lanes import lane_of
+from ..state.machine import StateMachine
+from ..state.model import Effect, Leased, Refused
 from .proposer import OnEffects, Proposer
 from .roster import WorkerConn, WorkerTable
 from .router import Router
@@ -37,7 +41,8 @@ class Dispatcher:
         self.proposer = proposer
         self.router = router
         self.workers = workers
-        self.leading = False
+        self._leading = False
+        self.pending = grants.Pending()  # grants proposed, not yet applied
         self._loop = asyncio.get_running_loop()
         self._poked = False
         self._pass_scheduled = False
@@ -47,6 +52,16 @@ class Dispatcher:
         # call_at returns one without `when()` for a delay under half a millisecond.)
         self._timer: asyncio.Handle | None = None
         self._timer_at = 0.0
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    @leading.setter
+    def leading(self, leading: bool) -> None:
+        """Took or left office: the grants of an earlier office are answered to their own `Pending`."""
+        self._leading = leading
+        self.pending = grants.Pending()
 
     def poke(self) -> None:
         """Work or a free slot may be waiting: offer every free slot in this pass, or the next."""
@@ -66,6 +81,8 @@ class Dispatcher:
             return
         self._poked = False
         offered = self.workers.offerable()
+        if offered:
+            offered = self._grant_ahead(offered)
         if not offered:
             return
         command = self.workers.reserve(offered)
@@ -80,6 +97,86 @@ class Dispatcher:
             for conn, offer in zip(offered, command.offers, strict=True):
                 self._deliver(conn, offer.slots, runs.get(conn.id, []))
         self.proposer.add(command, leased)
+
+    def _grant_ahead(self, offered: list[WorkerConn]) -> list[WorkerConn]:
+        """Grant free slots the next tasks of unlimited actors and send their `run` now, one task
+        per worker per turn (least loaded first), as a dispatch spreads them; the workers with slots
+        left, to offer in a dispatch."""
+        term = self.proposer.office_term
+        if term is None:
+            return offered
+        picked: dict[str, list[RunTask]] = {}
+        with self.replication.reading() as machine:
+            now = self.proposer.clock()
+            turn = [conn for conn in offered if self._may_grant(machine, conn)]
+            while turn:
+                still = []
+                for conn in turn:
+                    task = grants.pick(machine, conn.actors, self.pending, now, self.proposer.unsettled_tasks)
+                    if task is None:
+                        continue
+                    self.pending.add(task)
+                    conn.credit -= 1
+                    picked.setdefault(conn.id, []).append(machine.run_task(task, granting=term))
+                    if conn.credit:
+                        still.append(conn)
+                turn = still
+            lanes = {run.id: lane_of(machine.tasks[run.id].keys) for runs in picked.values() for run in runs}
+        for conn in offered:
+            runs = picked.get(conn.id)
+            if runs:
+                self._propose_grant(conn, runs, lanes)
+        return [conn for conn in offered if conn.credit > 0]
+
+    def _may_grant(self, machine: StateMachine, conn: WorkerConn) -> bool:
+        """Whether every actor of `conn` with queued work may be granted ahead: unlimited, and no
+        command in flight that could limit, pause or empty it, or lease its tasks by a dispatch.
+        (Else the slot goes in a dispatch, which orders that actor's tasks with the others.)"""
+        unsettled = self.proposer.unsettled_actors
+        return all(machine.unlimited(actor) and actor not in unsettled
+                   for actor in conn.actors if machine.queued_count.get(actor))
+
+    def _propose_grant(self, conn: WorkerConn, runs: list[RunTask], lanes: dict[str, str]) -> None:
+        """Send `runs` and propose their leases; a run that could not be sent is not granted."""
+        pending = self.pending
+        unsent = set(self._send_runs(conn, runs, requeue=False))
+        for run in runs:
+            if run.id in unsent:
+                conn.runs_sent.pop(run.id, None)
+                pending.settle(run.id, run.actor, lanes[run.id])
+        granted = [run for run in runs if run.id not in unsent]
+        if not granted:
+            return
+        for run in granted:
+            conn.granting[run.id] = run.attempt
+
+        def applied(effects: list[Effect] | None, error: str | None) -> None:
+            for run in granted:
+                pending.settle(run.id, run.actor, lanes[run.id])
+                conn.granting.pop(run.id, None)
+            if effects is None:  # deposed, or the entry failed: the next leader may still commit it
+                refused = [run.id for run in granted] if self.leading else []
+            else:
+                refused = [e.id for e in effects if isinstance(e, Refused)]
+            self._void_granted(conn, granted, refused)
+            if self.leading:
+                self.poke()
+        self.proposer.add(C.Grant(conn.id, [(run.id, run.attempt) for run in granted]), applied)
+        conn.last_run = time.monotonic()
+
+    def _void_granted(self, conn: WorkerConn, granted: list[RunTask], refused: list[str]) -> None:
+        """Stop the runs of grants that did not stand (their worker reports them cancelled, which
+        frees their slots), and give up those committed to a worker that said hello again since
+        without listing them, as `_deliver` does."""
+        for task_id in refused:
+            conn.runs_sent.pop(task_id, None)
+            self.router.send(conn.identity, CancelRun(task_id).encode())
+        current = self.workers.by_id.get(conn.id)
+        if current is not conn or not conn.connected:
+            listed = current.listed if current is not None and current is not conn else set()
+            voided = [(run.id, run.attempt) for run in granted if run.id not in refused and run.id not in listed]
+            if voided:
+                self.requeue(conn.id, voided)
 
     def _deliver(self, conn: WorkerConn, slots: int, granted: list[RunTask]) -> None:
         """Send what a committed dispatch granted `conn`, and give back the slots it did not fill."""
@@ -99,7 +196,9 @@ class Dispatcher:
         if granted:
             self._send_runs(conn, granted)
 
-    def _send_runs(self, conn: WorkerConn, tasks: list[RunTask]) -> None:
+    def _send_runs(self, conn: WorkerConn, tasks: list[RunTask], requeue: bool = True) -> list[str]:
+        """Send `tasks`' runs to `conn`; the ids of those that could not be sent (requeued unless
+        not `requeue`: a grant not yet proposed is simply not proposed)."""
         tracing.queue_spans(tasks, conn.id)
         frame = Run(tasks).encode()
         if anatomy.ON:
@@ -113,7 +212,7 @@ class Dispatcher:
         now = time.monotonic()
         for task in tasks:
             conn.runs_sent[task.id] = now
-        if unsent:  # the worker's heartbeats would keep these leases alive although it never got them
+        if unsent and requeue:  # the worker's heartbeats would keep these leases alive although it never got them
             self.requeue(conn.id, [(t.id, t.attempt) for t in unsent])
             # Its connection is gone (killed, or reconnecting): offer it nothing more. Else the next
             # tasks go to it first (it looks idle), bounce and are requeued, one commit each, until
@@ -123,6 +222,7 @@ class Dispatcher:
             conn.connected = False
             conn.credit = 0
             log.info("worker %s is unreachable: no more tasks until it says hello again", conn.id)
+        return [task.id for task in unsent]
 
     def resend(self, conn: WorkerConn, tasks: list[RunTask]) -> None:
         """Send again the `run` of leases a worker says it lacks (the first was lost on its way)."""

@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import logging
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable
 
 from .. import anatomy, defaults
@@ -73,6 +74,11 @@ class Proposer:
         self._proposed_at: dict[int, float] = {}  # batch -> monotonic time it was proposed
         self.batch_sizes = BatchSizes()
         self._anatomy: list[tuple[str, str]] = []  # (hop, task id) to mark at the next flush (anatomy.py)
+        # What commands gathered or in flight may change (C.unsettles): no grant ahead of commit
+        # for those actors and tasks until they are answered (dispatch.py).
+        self._unsettling: dict[int, tuple[list[str], list[str]]] = {}  # ref -> (actors, task ids)
+        self.unsettled_actors: Counter[str] = Counter()
+        self.unsettled_tasks: Counter[str] = Counter()
 
     def add(self, command: C.Command, on_effects: OnEffects | None) -> None:
         """Propose `command` with this pass's others; `on_effects` gets its effects (None: nobody waits).
@@ -89,6 +95,11 @@ class Proposer:
             return
         ref = next(self._refs)
         self._gathered.append((ref, packed))
+        actors, task_ids = C.unsettles(command)
+        if actors or task_ids:
+            self._unsettling[ref] = (actors, task_ids)
+            self.unsettled_actors.update(actors)
+            self.unsettled_tasks.update(task_ids)
         if anatomy.ON:
             self._anatomy.extend(anatomy.proposed(command))
         if on_effects is not None:
@@ -180,6 +191,9 @@ class Proposer:
         """Leadership was lost: nothing gathered or in flight will be answered by this node."""
         callbacks = list(self._callbacks.values())
         self._callbacks.clear()
+        self._unsettling.clear()
+        self.unsettled_actors.clear()
+        self.unsettled_tasks.clear()
         self._in_flight.clear()
         self._proposed_at.clear()
         self._gathered.clear()
@@ -199,6 +213,10 @@ class Proposer:
             except Exception:
                 log.exception("handling the effects of a committed batch failed")
         for ref in refs:
+            unsettling = self._unsettling.pop(ref, None)
+            if unsettling is not None:
+                _release(self.unsettled_actors, unsettling[0])
+                _release(self.unsettled_tasks, unsettling[1])
             cb = self._callbacks.pop(ref, None)
             if cb is None:
                 continue
@@ -207,3 +225,12 @@ class Proposer:
                 cb(effects, (error or "not_applied") if effects is None else None)
             except Exception:
                 log.exception("handling the effects of a committed command failed")
+
+
+def _release(counter: Counter[str], names: list[str]) -> None:
+    for name in names:
+        left = counter[name] - 1
+        if left > 0:
+            counter[name] = left
+        else:
+            del counter[name]

@@ -40,6 +40,8 @@ class WorkerConn:
     # list. They hold no slot of the worker's (it does not run them).
     expiring: set[str] = field(default_factory=set)
     reporting: set[str] = field(default_factory=set)  # tasks whose outcome it sent, not yet committed
+    # Leases granted to it ahead of their commit (their `run` sent), not yet applied: id -> attempt.
+    granting: dict[str, int] = field(default_factory=dict)
 
     def give_credit(self, n: int, held: int | None = None) -> None:
         """`n` slots came free. With `held`, the leases committed to it that stay held (those a

@@ -146,10 +146,12 @@ class WorkerDesk:
         with self.replication.reading() as machine:
             held = dict(views.leases_of(machine, conn.id))
             has = dict(listed)
+            granting = conn.granting  # sent ahead of their commit: held, and never sent again
+            held.update(granting)
             # Only runs sent on this connection: a lease granted before (by an earlier leader, or
             # before a hello that did not list it) is being voided, and resending it would run the
             # task twice.
-            lacking = [tid for tid, attempt in held.items() if has.get(tid, -1) < attempt
+            lacking = [tid for tid, attempt in held.items() if has.get(tid, -1) < attempt and tid not in granting
                        and tid in conn.runs_sent and now - conn.runs_sent[tid] > RESEND_RUN_AFTER]
             runs = views.runs_of(machine, conn.id, lacking)
             # A cancel asked while it ran: its `cancel` may have been lost (a reconnect, a new leader).
@@ -168,7 +170,7 @@ class WorkerDesk:
         outcome uncommitted. A miscount otherwise lasts for good: a `done` or `credit` lost with a
         dropped connection, or (before `_done` left them out) leases a hello gave up taken for busy
         slots, left two idle workers with no free slot and 336 tasks queued (CI)."""
-        if conn.draining or conn.reserved or conn.reporting or conn.expiring:
+        if conn.draining or conn.reserved or conn.reporting or conn.expiring or conn.granting:
             return
         with self.replication.reading() as machine:
             leases = views.leases_of(machine, conn.id)
@@ -191,7 +193,8 @@ class WorkerDesk:
         # and less those being given up (it never ran them).
         held = [tid for tid in list(self.replication.machine.leases.get(conn.id, ()))
                 if tid not in conn.reporting and tid not in conn.expiring]
-        conn.give_credit(msg.credit, len(held))
+        ahead = [tid for tid in conn.granting if tid not in conn.reporting and tid not in held]  # not yet committed
+        conn.give_credit(msg.credit, len(held) + len(ahead))
         for outcome in msg.outcomes:
             conn.runs_sent.pop(outcome.id, None)
         ack = P.Ack([o.id for o in msg.outcomes]).encode()

@@ -69,6 +69,21 @@ class Dispatch(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class Grant(_Record):
+    """Leases the leader chose itself and sent before this entry committed: for actors without
+    limits, a `run` need not wait for a commit (coordinator/granting.py). Each stands if its task
+    is still queued at the attempt before, its actor still unlimited; else it is refused."""
+
+    KIND: ClassVar[str] = "grant"
+    worker: str
+    leases: list[tuple[str, int]]  # (task id, the attempt this lease makes)
+
+    @classmethod
+    def from_wire(cls, raw: list[Any]) -> Grant:
+        return cls(raw[1], [(tid, attempt) for tid, attempt in raw[2]])
+
+
+@dataclass(frozen=True, slots=True)
 class Finish(_Record):
     KIND: ClassVar[str] = "finish"
     worker: str
@@ -242,12 +257,12 @@ class Alert(_Record):
     text: str
 
 
-Command = (Submit | Dispatch | Finish | Lost | Cancel | RegisterActors | RegisterNode | DlqReplay | DlqPurge
-           | Tick | Checkpoint | SetLimits | ResetLimits | Pause | CronAdd | CronRemove | PurgeQueue | Alert)
+Command = (Submit | Dispatch | Grant | Finish | Lost | Cancel | RegisterActors | RegisterNode | DlqReplay
+           | DlqPurge | Tick | Checkpoint | SetLimits | ResetLimits | Pause | CronAdd | CronRemove | PurgeQueue | Alert)
 
 _KINDS: dict[str, type[Command]] = {cls.KIND: cls for cls in (
-    Submit, Dispatch, Finish, Lost, Cancel, RegisterActors, RegisterNode, DlqReplay, DlqPurge, Tick, Checkpoint,
-    SetLimits, ResetLimits, Pause, CronAdd, CronRemove, PurgeQueue, Alert)}
+    Submit, Dispatch, Grant, Finish, Lost, Cancel, RegisterActors, RegisterNode, DlqReplay, DlqPurge, Tick,
+    Checkpoint, SetLimits, ResetLimits, Pause, CronAdd, CronRemove, PurgeQueue, Alert)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +285,22 @@ def operator_limits(actor: str, rate: tuple[int, float] | None, key: Any, concur
     return SetLimits(actor, rate=rate if key is None else None, cap=concurrency,
                      key_rate=None if key is None or rate is None else (key, *rate),
                      weight=None if weight is None else (key, weight))
+
+
+def unsettles(command: Command) -> tuple[list[str], list[str]]:
+    """The actors and task ids whose grants ahead of commit `command` may void while it is in
+    flight (state/grants.py): it may limit, pause or empty an actor, or end a queued task, or a
+    dispatch may lease that actor's tasks by the state machine's own choice."""
+    match command:
+        case SetLimits(actor=actor) | ResetLimits(actor=actor) | Pause(actor=actor) | PurgeQueue(actor=actor):
+            return [actor], []
+        case RegisterActors(actors=actors):
+            return list(actors), []
+        case Dispatch(offers=offers):
+            return sorted({actor for offer in offers for actor in offer.actors}), []
+        case Cancel(task_id=task_id):
+            return [], [task_id]
+    return [], []
 
 
 # -- the batch ---------------------------------------------------------------------------------

@@ -75,6 +75,20 @@ class ActorQueue:
             self.lanes[lane] = heap
         return entry
 
+    def claim(self, lane: str, entry: Entry, valid: Callable[[Entry], bool]) -> None:
+        """A lease the leader chose itself took `entry` (state machine, `grant`): drop it if it heads
+        its lane (after the stale entries before it), else it stays behind as a stale entry; either
+        way the lane's turn ends, as `take` ends it."""
+        heap = self.lanes.get(lane)
+        while heap and heap[0] != entry and not valid(heap[0]):
+            self._pop(lane)
+            heap = self.lanes.get(lane)
+        if heap and heap[0] == entry:
+            self.take(lane)
+        elif heap:
+            self.turns.pop(lane, None)
+            self.lanes[lane] = self.lanes.pop(lane)
+
     def _pop(self, lane: str) -> Entry:
         heap = self.lanes[lane]
         entry = heapq.heappop(heap)
@@ -85,3 +99,19 @@ class ActorQueue:
             del self.lanes[lane]
             self.turns.pop(lane, None)  # a lane that comes back starts a new turn (as after `take`)
         return entry
+
+
+def first(heap: list[Entry], ok: Callable[[Entry], bool]) -> Entry | None:
+    """The least entry of `heap` that `ok` accepts, without changing the heap: a best-first walk
+    from the root, so it looks at the entries it skips and their children only."""
+    if not heap or ok(heap[0]):
+        return heap[0] if heap else None
+    frontier = [(heap[0], 0)]
+    while frontier:
+        entry, i = heapq.heappop(frontier)
+        if ok(entry):
+            return entry
+        for child in (2 * i + 1, 2 * i + 2):
+            if child < len(heap):
+                heapq.heappush(frontier, (heap[child], child))
+    return None

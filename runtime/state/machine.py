@@ -25,6 +25,7 @@ from ..protocol import Envelope
 from . import commands as C
 from .backoff import backoff_delay
 from .cron import ON_TIME_GRACE
+from .lanes import lane_of
 from .model import (
     NO_ARGS,
     NO_KWARGS,
@@ -34,6 +35,7 @@ from .model import (
     Count,
     Effect,
     Internal,
+    Refused,
     Requeued,
     Retrying,
     Task,
@@ -203,6 +205,18 @@ class StateMachine(TaskStore):
                 if slots > 1:
                     still.append((offer, slots - 1))
             turn = still
+
+    def _grant(self, cmd: C.Grant, effects: list[Effect]) -> None:
+        """Leases the leader decided and sent ahead of this commit: each stands if nothing the leader
+        could not foresee (a deposed leader's leftovers) took its task or limited its actor first."""
+        for task_id, attempt in cmd.leases:
+            task = self.tasks.get(task_id)
+            if self.stale or task is None or task.state != TaskState.QUEUED or task.attempt + 1 != attempt \
+                    or not self.unlimited(task.actor):
+                effects.append(Refused(cmd.worker, task_id))
+                continue
+            self.queues[task.actor].claim(lane_of(task.keys), (-task.priority, task.order, task.id), self._is_queued)
+            self._lease(task, cmd.worker, effects)
 
     def _finish(self, cmd: C.Finish, effects: list[Effect]) -> None:
         for o in cmd.outcomes:
@@ -414,7 +428,7 @@ class StateMachine(TaskStore):
         effects.append(Count(int(self.cron.remove(cmd.name))))
 
     _handlers: dict[type, Handler] = {
-        C.Submit: _submit, C.Dispatch: _dispatch, C.Finish: _finish, C.Lost: _lost, C.Cancel: _cancel,
+        C.Submit: _submit, C.Dispatch: _dispatch, C.Grant: _grant, C.Finish: _finish, C.Lost: _lost, C.Cancel: _cancel,
         C.RegisterActors: _register_actors, C.RegisterNode: _register_node, C.Tick: _tick, C.Checkpoint: _checkpoint,
         C.Unreadable: _unreadable,
         C.DlqReplay: _dlq_replay, C.DlqPurge: _dlq_purge, C.SetLimits: _set_limits, C.ResetLimits: _reset_limits,

@@ -114,6 +114,15 @@ class Leased:
 
 
 @dataclass(slots=True)
+class Refused:
+    """A lease the leader granted ahead of its commit (`grant`) that did not stand: its task had
+    left the queue, or its actor gained a limit or was paused, before the entry was applied."""
+
+    worker: str
+    id: str
+
+
+@dataclass(slots=True)
 class Finished:
     """A task reached a terminal state; waiting clients are answered with `summary`."""
 
@@ -163,7 +172,7 @@ class Internal:
     message: str  # names the command and the error, for the requester's `internal` error reply
 
 
-Effect = Accepted | Leased | Finished | Retrying | Requeued | CancelRunning | Count | Internal
+Effect = Accepted | Leased | Refused | Finished | Retrying | Requeued | CancelRunning | Count | Internal
 
 
 @dataclass(slots=True)

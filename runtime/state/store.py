@@ -210,10 +210,14 @@ class TaskStore:
         effects.append(Leased(worker, self.run_task(task)))
         self._note(task, "leased", worker)
 
-    def run_task(self, task: Task) -> RunTask:
-        """What a worker is sent to run a leased task (again, when the leader reconciles)."""
+    def run_task(self, task: Task, granting: int | None = None) -> RunTask:
+        """What a worker is sent to run a leased task (again, when the leader reconciles); with
+        `granting`, the `run` of the lease a leader in that term grants it next (a `grant`)."""
         term = task.lease.term if task.lease is not None else self.term
-        run = RunTask(task.id, task.actor, task.args, task.kwargs, task.attempt, self.option(task, "timeout"), term)
+        attempt = task.attempt
+        if granting is not None:
+            term, attempt = granting, attempt + 1
+        run = RunTask(task.id, task.actor, task.args, task.kwargs, attempt, self.option(task, "timeout"), term)
         if task.trace:
             run.trace, run.queued_at = task.trace, max(task.submitted_at, task.eta)
         return run
@@ -284,6 +288,17 @@ class TaskStore:
                 if own is not None:
                     rates[i] = Rate(int(own[0]), float(own[1]), rate.key)
         return rates, caps
+
+    def unlimited(self, actor: str) -> bool:
+        """Whether `actor`'s tasks may start on a lease the leader grants before it commits (`grant`):
+        no rate or concurrency limit, no weighted lane, not paused; a start promises nothing more."""
+        if actor in self.paused:
+            return False
+        registered, override = self.actors.get(actor) or {}, self.overrides.get(actor) or {}
+        if registered.get("weights") or override.get("weights"):
+            return False
+        rates, caps = self.limits(actor)
+        return not rates and not caps
 
     # -- choosing the next task -------------------------------------------------------------
 

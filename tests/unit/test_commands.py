@@ -56,6 +56,7 @@ CASES: list[tuple[C.Command, list[Any]]] = [
     (C.CronAdd("beat", "a", "*/5 * * * *", "Europe/Paris", [1], {"k": 2}),
      ["cron_add", "beat", "a", "*/5 * * * *", "Europe/Paris", [1], {"k": 2}]),
     (C.CronRemove("beat"), ["cron_remove", "beat"]),
+    (C.Grant("w1", [("t1", 1), ("t2", 3)]), ["grant", "w1", [["t1", 1], ["t2", 3]]]),
 ]
 
 

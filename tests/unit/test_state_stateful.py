@@ -12,16 +12,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from qrt.protocol import Outcome, RunTask
-from qrt.state import StateMachine, TaskState, views
+from qrt.state import StateMachine, TaskState, grants, views
 from qrt.state import commands as C
 from qrt.state.digest import state_digest
-from qrt.state.model import Leased
+from qrt.state.model import Leased, Refused
 from tests.unit.replica_process import RemoteReplica
 
 WORKERS = ["w1", "w2", "w3"]
 ACTORS = ["a", "b", "c"]  # "c" has a global rate limit and concurrency limits, one per tenant
 RATE_N, RATE_PERIOD = 4, 10.0
 TENANTS = ["t1", "t2", "t3"]
+SLOTS = 3  # free slots of each worker when it holds nothing
 
 
 class _Replica:
@@ -56,7 +57,7 @@ class QueueRules(RuleBasedStateMachine):
         self.accepted: set[str] = set()
         self.purged: set[str] = set()
         self.expired: set[str] = set()  # finished tasks whose result TTL ran out
-        self.slots = {w: 2 for w in WORKERS}  # free slots each worker offered
+        self.slots = {w: SLOTS for w in WORKERS}  # free slots each worker offered
         self.running: dict[str, tuple[str, RunTask]] = {}  # task id -> (worker, run entry): what workers hold
         self.next_id = 0
         self.caps = (3, 2)  # (cluster-wide, per tenant) concurrency of "c" in force
@@ -89,7 +90,7 @@ class QueueRules(RuleBasedStateMachine):
         envs = []
         for _ in range(n):
             self.next_id += 1
-            keys = {"tenant": tenant} if actor == "c" else {}
+            keys = {"tenant": tenant} if actor in ("a", "c") else {}
             envs.append(Envelope(f"t{self.next_id}", actor, [], {}, keys=keys, delay=delay, priority=priority))
         self.apply(C.Submit(envs))
         self.accepted.update(e.id for e in envs)
@@ -144,6 +145,50 @@ class QueueRules(RuleBasedStateMachine):
                 assert sum(t.keys["tenant"] == tenant for t in running_c) <= self.caps[1], "per-tenant cap exceeded"
         self.slots[worker] -= len(leased)
 
+    @rule(worker=st.sampled_from(WORKERS), actors=st.sampled_from([["a"], ["b"], ["a", "b"]]))
+    def grant_ahead(self, worker: str, actors: list[str]) -> None:
+        """A leader's grants ahead of commit (state/grants.py) are the tasks a dispatch of the same
+        slots would lease, in the same order, and they stand."""
+        n = self.slots[worker]
+        pending = grants.Pending()
+        picked = []
+        for _ in range(n):
+            task = grants.pick(self.machine, actors, pending, self.now)
+            if task is None:
+                break
+            pending.add(task)
+            picked.append(task.id)
+        probe = copy.deepcopy(self.machine)
+        payload = C.pack_batch(1, self.now, [C.Dispatch([C.Offer(worker, actors, len(picked))])])
+        dispatched = [e.task.id for e in probe.apply_batch(payload).effects()[0] if isinstance(e, Leased)]
+        assert picked == dispatched
+        if not picked:
+            return
+        attempts = [self.machine.tasks[tid].attempt + 1 for tid in picked]
+        [effects] = self.apply(C.Grant(worker, list(zip(picked, attempts, strict=True))))
+        assert not any(isinstance(e, Refused) for e in effects)
+        leased = [e for e in effects if isinstance(e, Leased)]
+        assert [e.task.id for e in leased] == picked and [e.task.attempt for e in leased] == attempts
+        for e in leased:
+            self.running[e.task.id] = (worker, e.task)
+        self.slots[worker] -= len(leased)
+        assert _queues(self.machine) == _queues(probe), "a grant left the queues other than a dispatch leaves them"
+
+    @rule(task_index=st.integers(0, 50), attempt=st.integers(0, 3), worker=st.sampled_from(WORKERS))
+    def grant_that_cannot_stand(self, task_index: int, attempt: int, worker: str) -> None:
+        """A grant of a task that is not queued at the attempt before, or of a limited actor, is
+        refused and changes nothing."""
+        task = self.machine.tasks.get(f"t{task_index}")
+        if task is not None and task.state == TaskState.QUEUED and task.attempt + 1 == attempt \
+                and self.machine.unlimited(task.actor):
+            return  # it would stand: grant_ahead's case
+        unchanged = copy.deepcopy(self.machine)
+        unchanged.apply_batch(C.pack_batch(1, self.now, [C.Tick()]))  # a batch that does nothing
+        [effects] = self.apply(C.Grant(worker, [(f"t{task_index}", attempt)]))
+        assert effects == [Refused(worker, f"t{task_index}")]
+        unchanged.digest = self.machine.digest  # (the log digests differ: another batch)
+        assert state_digest(self.machine) == state_digest(unchanged)
+
     @precondition(lambda self: self.running)
     @rule(data=st.data(), ok=st.booleans(), retryable=st.booleans())
     def finish(self, data: st.DataObject, ok: bool, retryable: bool) -> None:
@@ -158,7 +203,7 @@ class QueueRules(RuleBasedStateMachine):
         self.apply(C.Lost(worker))
         for task_id in [t for t, (w, _) in self.running.items() if w == worker]:
             del self.running[task_id]
-        self.slots[worker] = 2
+        self.slots[worker] = SLOTS
 
     @precondition(lambda self: self.running)
     @rule(data=st.data())
@@ -208,7 +253,7 @@ class QueueRules(RuleBasedStateMachine):
         running = {tid for tid, t in self.machine.tasks.items() if t.state == TaskState.RUNNING}
         assert leased == running
         for worker, held in self.machine.leases.items():
-            assert len(held) <= 2, f"{worker} holds more tasks than its slots"
+            assert len(held) <= SLOTS, f"{worker} holds more tasks than its slots"
 
     @invariant()
     def status_counts_are_exact(self) -> None:
@@ -279,6 +324,12 @@ class QueueRules(RuleBasedStateMachine):
     def replicas_agree(self) -> None:
         """The replica in another process, with another hash seed, holds the same state."""
         assert self.replica.digests() == (state_digest(self.machine), self.machine.digest)
+
+
+def _queues(m: StateMachine) -> dict[str, list[tuple[str, list[Any]]]]:
+    """Each actor's lanes in round-robin order, with their queued entries (stale ones left out)."""
+    return {actor: [(lane, sorted(e for e in heap if m._is_queued(e))) for lane, heap in queue.lanes.items()
+                    if any(m._is_queued(e) for e in heap)] for actor, queue in m.queues.items()}
 
 
 QueueRules.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
