@@ -111,7 +111,13 @@ class ClientDesk:
             for effect in effects:
                 if isinstance(effect, Accepted):
                     self._reply(identity, P.Accepted(msg.rid, effect.ids, self.proposer.clock()))
-        self.proposer.add(C.Submit(msg.tasks), self._committed(identity, msg.rid, charge, accepted))
+        answer = self._committed(identity, msg.rid, charge, accepted)
+
+        def answered(effects: list[Effect] | None, error: str | None) -> None:
+            self.dispatcher.answered(msg.tasks)
+            answer(effects, error)
+        if self.proposer.add(C.Submit(msg.tasks), answered):
+            self.dispatcher.arrived(msg.tasks)
         self.dispatcher.poke()
 
     def _wait(self, identity: bytes, msg: P.Wait, size: int) -> None:

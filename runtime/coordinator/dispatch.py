@@ -18,13 +18,13 @@ import time
 from collections import defaultdict
 
 from .. import anatomy, tracing
-from ..protocol import CancelRun, Run, RunTask
+from ..protocol import CancelRun, Envelope, Run, RunTask
 from ..replication import Replication
 from ..state import commands as C
 from ..state import grants, views
 from ..state.lanes import lane_of
 from ..state.machine import StateMachine
-from ..state.model import Effect, Leased, Refused
+from ..state.model import Effect, Leased, Refused, Task
 from .proposer import OnEffects, Proposer
 from .roster import WorkerConn, WorkerTable
 from .router import Router
@@ -43,6 +43,8 @@ class Dispatcher:
         self.workers = workers
         self._leading = False
         self.pending = grants.Pending()  # grants proposed, not yet applied
+        # Plain tasks whose submit is in flight, per actor, oldest first (arrived, answered)
+        self._fresh_by_actor: dict[str, dict[str, Envelope]] = {}
         self._loop = asyncio.get_running_loop()
         self._poked = False
         self._pass_scheduled = False
@@ -62,6 +64,7 @@ class Dispatcher:
         """Took or left office: the grants of an earlier office are answered to their own `Pending`."""
         self._leading = leading
         self.pending = grants.Pending()
+        self._fresh_by_actor.clear()
 
     def poke(self) -> None:
         """Work or a free slot may be waiting: offer every free slot in this pass, or the next."""
@@ -106,27 +109,62 @@ class Dispatcher:
         if term is None:
             return offered
         picked: dict[str, list[RunTask]] = {}
+        lanes: dict[str, str] = {}
         with self.replication.reading() as machine:
             now = self.proposer.clock()
             turn = [conn for conn in offered if self._may_grant(machine, conn)]
             while turn:
                 still = []
                 for conn in turn:
-                    task = grants.pick(machine, conn.actors, self.pending, now, self.proposer.unsettled_tasks)
+                    task = grants.pick(machine, conn.actors, self.pending, now, self.proposer.unsettled_tasks) \
+                        or self._fresh(machine, conn, now)
                     if task is None:
                         continue
                     self.pending.add(task)
+                    lanes[task.id] = lane_of(task.keys)
                     conn.credit -= 1
                     picked.setdefault(conn.id, []).append(machine.run_task(task, granting=term))
                     if conn.credit:
                         still.append(conn)
                 turn = still
-            lanes = {run.id: lane_of(machine.tasks[run.id].keys) for runs in picked.values() for run in runs}
         for conn in offered:
             runs = picked.get(conn.id)
             if runs:
                 self._propose_grant(conn, runs, lanes)
         return [conn for conn in offered if conn.credit > 0]
+
+    def arrived(self, envelopes: list[Envelope]) -> None:
+        """A submit of `envelopes` was proposed: its plain tasks may be granted before it commits."""
+        for env in envelopes:
+            if grants.plain(env):
+                self._fresh_by_actor.setdefault(env.actor, {}).setdefault(env.id, env)
+
+    def answered(self, envelopes: list[Envelope]) -> None:
+        """Their submit committed (or failed): the tasks are in the queues, or nowhere."""
+        for env in envelopes:
+            fresh = self._fresh_by_actor.get(env.actor)
+            if fresh is not None and fresh.get(env.id) is env:
+                del fresh[env.id]
+                if not fresh:
+                    del self._fresh_by_actor[env.actor]
+
+    def _fresh(self, machine: StateMachine, conn: WorkerConn, now: float) -> Task | None:
+        """The oldest plain task of `conn`'s actors whose submit is in flight (state/grants.py),
+        taken out of those waiting; None: none, or its actor may not be granted ahead."""
+        unsettled = self.proposer.unsettled_actors
+        for actor in conn.actors:
+            fresh = self._fresh_by_actor.get(actor)
+            if not fresh or actor in unsettled or not machine.unlimited(actor):
+                continue
+            while fresh:
+                env = fresh.pop(next(iter(fresh)))
+                task = grants.fresh(machine, env, now)
+                if task is not None and task.id not in self.pending.ids:
+                    if not fresh:
+                        del self._fresh_by_actor[actor]
+                    return task
+            del self._fresh_by_actor[actor]
+        return None
 
     def _may_grant(self, machine: StateMachine, conn: WorkerConn) -> bool:
         """Whether every actor of `conn` with queued work may be granted ahead: unlimited, and no

@@ -80,11 +80,12 @@ class Proposer:
         self.unsettled_actors: Counter[str] = Counter()
         self.unsettled_tasks: Counter[str] = Counter()
 
-    def add(self, command: C.Command, on_effects: OnEffects | None) -> None:
+    def add(self, command: C.Command, on_effects: OnEffects | None) -> bool:
         """Propose `command` with this pass's others; `on_effects` gets its effects (None: nobody waits).
 
         The command is packed now: one that cannot be (a value msgpack refuses) fails alone, its
-        callback told `unpackable: ...` on the next turn of the loop, and never takes its batch down.
+        callback told `unpackable: ...` on the next turn of the loop, and never takes its batch down;
+        False then.
         """
         try:
             packed = C.pack_command(command)
@@ -92,7 +93,7 @@ class Proposer:
             log.error("a %s command cannot be packed: %s", command.KIND, exc)
             if on_effects is not None:
                 self._loop.call_soon(on_effects, None, f"{UNPACKABLE}: {exc}")
-            return
+            return False
         ref = next(self._refs)
         self._gathered.append((ref, packed))
         actors, task_ids = C.unsettles(command)
@@ -107,6 +108,7 @@ class Proposer:
         if not self._scheduled:  # whatever else this pass of the loop adds joins the same entry
             self._scheduled = True
             self._loop.call_soon(self.flush)
+        return True
 
     def take_office(self) -> None:
         """This node now leads: its batches carry this term from now on (even after it is deposed,

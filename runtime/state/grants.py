@@ -16,8 +16,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from itertools import chain
 
+from ..protocol import Envelope
 from .lanes import Entry, first, lane_of
-from .model import Task
+from .model import NO_ARGS, NO_KWARGS, Task
 from .store import TaskStore
 
 # A task that may expire this soon is left to a dispatch, which expires or leases it at apply time.
@@ -66,6 +67,21 @@ def pick(m: TaskStore, actors: list[str], pending: Pending, now: float,
     task = m.tasks[best[0][2]]
     if task.start_by and task.start_by <= now + EXPIRY_MARGIN:
         return None
+    return task
+
+
+def plain(env: Envelope) -> bool:
+    """Whether a submit of `env` surely queues it, last in its actor's only lane (see `fresh`)."""
+    return not (env.delay or env.eta or env.expires_in or env.expires_at or env.idempotency_key or env.keys
+                or env.priority)
+
+
+def fresh(m: TaskStore, env: Envelope, now: float) -> Task | None:
+    """The task a plain envelope's submit in flight will create, unless its id is taken."""
+    if env.id in m.tasks:
+        return None  # a retried submit: the task stands as it is
+    task = Task(env.id, env.actor, env.args or NO_ARGS, env.kwargs or NO_KWARGS, NO_KWARGS, 0, 0, now)
+    task.trace = env.trace
     return task
 
 
