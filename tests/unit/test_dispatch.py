@@ -16,7 +16,7 @@ from qrt.coordinator.dispatch import Dispatcher
 from qrt.coordinator.proposer import Proposer
 from qrt.coordinator.roster import WorkerConn, WorkerTable
 from qrt.coordinator.router import Router
-from qrt.protocol import Envelope, Run, RunTask, decode, parse_for_worker
+from qrt.protocol import CancelRun, Envelope, Run, RunTask, decode, parse_for_worker
 from qrt.state import TaskState
 from qrt.state import commands as C
 from qrt.state.model import Effect
@@ -288,3 +288,79 @@ def test_the_timer_arms_again_under_uvloop_when_work_is_already_due() -> None:
         leader.dispatcher.committed()
 
     uvloop.run(scenario())
+
+
+# -- grants ahead of commit (state/grants.py) --------------------------------------------------
+
+
+def granting_leader() -> Leader:
+    leader = make_leader()
+    leader.dispatcher.proposer.take_office()
+    return leader
+
+
+def cancels(router: FakeRouter) -> list[tuple[bytes, str]]:
+    out = []
+    for identity, frame in router.sent:
+        message = parse_for_worker(decode(frame))
+        if isinstance(message, CancelRun):
+            out.append((identity, message.id))
+    return out
+
+
+async def test_an_unlimited_actors_task_is_sent_before_its_lease_commits_and_once() -> None:
+    leader = granting_leader()
+    leader.submit("m1", "m2")
+    w1 = hello(leader.workers, "w1", 1)
+    leader.dispatcher.poke()
+    await settle()
+    assert [(identity, [t.id for t in tasks]) for identity, tasks in leader.router.runs()] == [(b"w1", ["m1"])]
+    assert leader.pending_commands() == [C.Grant("w1", [("m1", 1)])]  # proposed, not committed
+    assert (w1.credit, w1.granting) == (0, {"m1": 1})
+    leader.repl.commit(leader.repl.pending[0])
+    await settle()
+    assert leader.leases_of("w1") == [("m1", 1)]
+    assert len(leader.router.sent) == 1 and w1.granting == {}
+    assert leader.pending_commands() == []  # its one slot is busy: nothing more offered
+
+
+async def test_a_grant_that_does_not_stand_cancels_its_run() -> None:
+    leader = granting_leader()
+    leader.submit("m1")
+    w1 = hello(leader.workers, "w1", 1)
+    leader.dispatcher.poke()
+    await settle()
+    leader.repl.seed(C.Cancel("m1"))  # a deposed leader's leftover, ahead of the grant in the log
+    leader.repl.commit(leader.repl.pending[0])
+    await settle()
+    assert cancels(leader.router) == [(b"w1", "m1")]
+    assert leader.leases_of("w1") == [] and w1.granting == {}
+    assert w1.credit == 0  # the worker's report of the cancelled run gives its slot back
+
+
+async def test_a_task_whose_submit_is_in_flight_is_granted_with_it() -> None:
+    leader = granting_leader()
+    hello(leader.workers, "w1", 1)
+    envelope = Envelope("m1", "mail", [], {})
+    leader.dispatcher.proposer.add(C.Submit([envelope]), None)
+    leader.dispatcher.arrived([envelope])
+    leader.dispatcher.poke()
+    await settle()
+    assert [t.id for _, tasks in leader.router.runs() for t in tasks] == ["m1"]  # before either commits
+    assert leader.pending_commands() == [C.Submit([envelope]), C.Grant("w1", [("m1", 1)])]
+    leader.repl.commit_pending()
+    await settle()
+    assert leader.leases_of("w1") == [("m1", 1)]
+
+
+async def test_limited_actors_and_actors_with_a_change_in_flight_wait_for_the_commit() -> None:
+    leader = granting_leader()
+    leader.repl.seed(C.RegisterActors({"image": {"concurrency": [[5, None]]}}))
+    leader.submit("i1", "m1")
+    hello(leader.workers, "w1", 1, ("image",))
+    leader.dispatcher.proposer.add(C.Pause("mail", False), None)
+    hello(leader.workers, "w2", 1, ("mail",))
+    leader.dispatcher.poke()
+    await settle()
+    assert leader.router.sent == []
+    assert C.Dispatch([C.Offer("w1", ["image"], 1), C.Offer("w2", ["mail"], 1)]) in leader.pending_commands()

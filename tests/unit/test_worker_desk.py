@@ -164,3 +164,31 @@ async def test_leases_a_hello_gives_up_do_not_count_against_the_slots_its_outcom
     leader.repl.commit_pending()  # the requeue, the finish (of nothing), a dispatch
     await settle()
     assert leader.leases_of(W) and leader.workers.by_id[W].credit + len(leader.leases_of(W)) == 4
+
+
+async def test_a_run_granted_ahead_and_listed_before_its_commit_is_neither_cancelled_nor_counted_twice() -> None:
+    # A grant's `run` leaves before its lease commits (state/grants.py): the worker may list it in a
+    # heartbeat, or report it done, before the leader has applied the lease.
+    leader = make_leader()
+    leader.dispatcher.proposer.take_office()
+    desk = desk_of(leader)
+    leader.submit("m1", "m2")
+    hello(desk, 0, [])
+    await settle()
+    leader.repl.commit_pending()  # its actors registered
+    leader.router.sent.clear()
+    desk.handle(W.encode(), P.Credit(1))
+    await settle()
+    assert [t.id for _, tasks in leader.router.runs() for t in tasks] == ["m1"]
+    assert leader.pending_commands() == [C.Grant(W, [("m1", 1)])]
+    leader.router.sent.clear()
+    desk.handle(W.encode(), P.Heartbeat([("m1", 1)], 1, free=0))
+    assert leader.router.sent == [(W.encode(), P.Hb(1).encode())]  # no cancel of m1
+    leader.router.sent.clear()
+    desk.handle(W.encode(), P.Done([ok("m1")], 1))  # done before the grant commits
+    assert leader.workers.by_id[W].credit == 1  # its slot is free again, once
+    await settle()
+    assert [t.id for _, tasks in leader.router.runs() for t in tasks] == ["m2"]  # the next, at once
+    leader.repl.commit_pending()
+    await settle()
+    assert leader.repl.machine.tasks["m1"].state == "succeeded" and leader.leases_of(W) == [("m2", 1)]
