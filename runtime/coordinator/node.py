@@ -43,9 +43,9 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    raft_changed = asyncio.Event()  # set from pysyncobj's thread, read on the loop
+    raft_changed = asyncio.Event()  # set by pysyncobj (ticked on this loop: raft_loop.py), read on the loop
 
-    def state_changed() -> None:  # on pysyncobj's thread
+    def state_changed() -> None:  # within pysyncobj's tick
         loop.call_soon_threadsafe(raft_changed.set)
 
     os.makedirs(data_dir, exist_ok=True)
@@ -53,7 +53,7 @@ async def _main(listen: str, data_dir: str, raft: str, peers: list[str], passwor
         HistoryProcess(data_dir, retention, listen, keys.secret_file if keys is not None else None)
     try:
         replication = Replication(raft, peers, data_dir, password, on_state_changed=state_changed, fsync=fsync,
-                                  history=history)
+                                  history=history, loop=loop)
     except BaseException:
         if history is not None:
             history.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
@@ -65,6 +66,7 @@ class Proposer:
         self._term: int | None = None  # the Raft term in which this node took office
         self.proposed_at = 0.0  # monotonic time of the last batch proposed
         self._loop = loop
+        self._loop_thread = threading.get_ident()  # made on the loop's thread
         self._on_batch = on_batch  # sees every effect of every batch this node committed, once
         self._scheduled = False
         self._refs = itertools.count(1)
@@ -176,11 +178,15 @@ class Proposer:
                 self._loop.call_soon(self._resolve, batch, None, f"not proposed: {exc}")
 
     def _on_commit(self, batch: int) -> Callable[[Applied | None, str | None], None]:
-        """A callback for pysyncobj's thread that hands the outcome to the event loop."""
+        """A callback for pysyncobj's tick that hands the outcome to the event loop's next turn
+        (thread-safely when pysyncobj ticks on a thread of its own)."""
         def on_commit(applied: Applied | None, error: str | None) -> None:
             if anatomy.ON and applied is not None:
                 anatomy.effects(applied.all_effects(), on_loop=False)
-            self._loop.call_soon_threadsafe(self._resolve, batch, applied, error)
+            if threading.get_ident() == self._loop_thread:
+                self._loop.call_soon(self._resolve, batch, applied, error)
+            else:
+                self._loop.call_soon_threadsafe(self._resolve, batch, applied, error)
         return on_commit
 
     def in_flight(self) -> tuple[int, float]:

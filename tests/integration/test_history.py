@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -27,6 +28,13 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c = LocalCluster(nodes=3, password="test-secret", base_dir=str(tmp_path_factory.mktemp("history3")))
     with serving(c, workers=1, concurrency=4):
         yield c
+
+
+def listed(c: LocalCluster, **filters: str) -> list[dict[str, Any]]:
+    """The tasks the history of the node `cli` asks lists: each node answers from its own copy,
+    written a moment after the leader's (its commit notice, its history's next write)."""
+    with qrt.Client([c.urls[0]]) as node:
+        return node.list_tasks(**filters)["tasks"]  # type: ignore[no-any-return]
 
 
 def cli(c: LocalCluster, *args: str, url: str | None = None) -> str:
@@ -99,8 +107,8 @@ def test_bulk_cancel_acts_on_exactly_what_the_filter_shows(three: LocalCluster) 
     with three.client() as client:
         doomed = client.submit_many("tests.no_worker_serves_this", [(i,) for i in range(5)])
         keep = client.submit_with("tests.no_worker_serves_this_either", [1])
-        wait_until(lambda: len(client.list_tasks(actor="tests.no_worker_serves_this", state="queued")["tasks"]) == 5,
-                   10, 0.1, "the queued tasks in the history")
+        wait_until(lambda: len(listed(three, actor="tests.no_worker_serves_this", state="queued")) == 5,
+                   10, 0.1, "the queued tasks in the history the CLI reads")
         out = cli(three, "tasks", "cancel", "--actor", "tests.no_worker_serves_this", "--yes")
         assert "cancelled 5" in out
         for h in doomed:
@@ -210,9 +218,9 @@ def test_bulk_replay_runs_dead_letters_and_finished_tasks_again(three: LocalClus
         dead = client.submit(actors.not_retryable)
         with pytest.raises(qrt.TaskFailed):
             dead.result(timeout=10)
-        wait_until(lambda: dead.id in {t["id"] for t in client.list_tasks(actor="tests.actors.not_retryable",
-                                                                         state="dead")["tasks"]},
-                   10, 0.1, "the dead letter in the history")  # (written every 0.5 s)
+        wait_until(lambda: dead.id in {t["id"] for t in listed(three, actor="tests.actors.not_retryable",
+                                                               state="dead")},
+                   10, 0.1, "the dead letter in the history the CLI reads")  # (written every 0.5 s)
         out = cli(three, "tasks", "replay", "--actor", "tests.actors.not_retryable", "--state", "dead", "--yes")
         assert re.search(r"replayed [1-9]\d* dead letters", out), out  # (an earlier test's may be there too)
         wait_until(lambda: client.task_history(dead.id)["events"][-1]["event"] == "dead" and

@@ -85,3 +85,42 @@ def test_a_forked_snapshot_child_dies_with_its_coordinator() -> None:
         os._exit(0)
     os.waitpid(pid, 0)
     assert int(os.read(read, 16)) == signal.SIGKILL
+
+
+def test_ticked_on_the_loop_three_nodes_commit_and_followers_learn_of_it_without_another_entry(
+        tmp_path: Path) -> None:
+    """The coordinator's shape (raft_loop.py): pysyncobj's sockets and ticks on one asyncio loop.
+    After a commit, the leader tells the followers within COMMIT_NOTICE_DELAY of its own clock
+    (pysyncobj's, CLOCK_MONOTONIC_RAW: a deadline from time.monotonic was off by the two clocks'
+    drift, and the followers heard of the commit only at the next 100 ms heartbeat)."""
+    import asyncio
+
+    from pysyncobj.monotonic import monotonic as raft_clock
+
+    from qrt import replication as R
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        nodes = [Replication(a, [p for p in addresses if p != a], str(tmp_path / a.replace(":", "_")), "pw",
+                             loop=loop) for a in addresses]
+        try:
+            async def until(condition: object, what: str) -> None:
+                deadline = time.monotonic() + 10
+                while not condition():  # type: ignore[operator]
+                    assert time.monotonic() < deadline, f"{what} not reached within 10 s"
+                    await asyncio.sleep(0.005)
+
+            await until(lambda: any(n.is_leader() for n in nodes), "leadership")
+            leader = next(n for n in nodes if n.is_leader())
+            done: asyncio.Future[Applied | None] = loop.create_future()
+            leader.propose(C.pack_batch(leader.term, time.time(), [C.Submit([Envelope("t1", "a", [], {})])]),
+                           lambda applied, error: done.set_result(applied))
+            assert await asyncio.wait_for(done, 10) is not None
+            assert getattr(leader.sync, R._NEXT_APPEND) - raft_clock() <= R.COMMIT_NOTICE_DELAY
+            await until(lambda: all("t1" in n.machine.tasks for n in nodes), "every replica applying it")
+        finally:
+            for node in nodes:
+                node.destroy()
+
+    asyncio.run(scenario())
