@@ -149,8 +149,8 @@ class Dispatcher:
                     del self._fresh_by_actor[env.actor]
 
     def _fresh(self, machine: StateMachine, conn: WorkerConn, now: float) -> Task | None:
-        """The oldest plain task of `conn`'s actors whose submit is in flight (state/grants.py),
-        taken out of those waiting; None: none, or its actor may not be granted ahead."""
+        """The oldest plain task whose submit is in flight (state/grants.py) of the first of `conn`'s
+        actors that has one and may be granted ahead, taken out of those waiting; None: none."""
         unsettled = self.proposer.unsettled_actors
         for actor in conn.actors:
             fresh = self._fresh_by_actor.get(actor)
@@ -250,8 +250,9 @@ class Dispatcher:
         now = time.monotonic()
         for task in tasks:
             conn.runs_sent[task.id] = now
-        if unsent and requeue:  # the worker's heartbeats would keep these leases alive although it never got them
-            self.requeue(conn.id, [(t.id, t.attempt) for t in unsent])
+        if unsent:
+            if requeue:  # the worker's heartbeats would keep these leases alive although it never got them
+                self.requeue(conn.id, [(t.id, t.attempt) for t in unsent])
             # Its connection is gone (killed, or reconnecting): offer it nothing more. Else the next
             # tasks go to it first (it looks idle), bounce and are requeued, one commit each, until
             # its free slots are used up (measured: 16 bounces for two killed workers). Its other

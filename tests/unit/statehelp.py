@@ -44,3 +44,9 @@ class Driver:
     def state(self, task_id: str) -> str | None:
         task = self.machine.tasks.get(task_id)
         return None if task is None else task.state
+
+
+def queues_of(m: StateMachine) -> dict[str, list[tuple[str, list[Any]]]]:
+    """Each actor's lanes in round-robin order, with their queued entries (stale ones left out)."""
+    return {actor: [(lane, sorted(e for e in heap if m._is_queued(e))) for lane, heap in queue.lanes.items()
+                    if any(m._is_queued(e) for e in heap)] for actor, queue in m.queues.items()}

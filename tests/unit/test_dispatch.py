@@ -364,3 +364,15 @@ async def test_limited_actors_and_actors_with_a_change_in_flight_wait_for_the_co
     await settle()
     assert leader.router.sent == []
     assert C.Dispatch([C.Offer("w1", ["image"], 1), C.Offer("w2", ["mail"], 1)]) in leader.pending_commands()
+
+
+async def test_a_worker_whose_granted_run_cannot_be_sent_is_cut_off_and_nothing_is_granted() -> None:
+    leader = granting_leader()
+    leader.submit("m1", "m2")
+    gone = hello(leader.workers, "gone", 1, identity=b"gone")
+    leader.router.unreachable.add(b"gone")
+    leader.dispatcher.poke()
+    await settle()
+    assert (gone.connected, gone.credit) == (False, 0)
+    assert leader.pending_commands() == []  # no grant proposed for a run that never left
+    assert leader.dispatcher.pending.ids == set()

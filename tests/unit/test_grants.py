@@ -4,7 +4,6 @@ earlier grants still in flight, and applying the grants leaves the queues as the
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +12,8 @@ from qrt.protocol import Envelope
 from qrt.state import StateMachine, grants
 from qrt.state import commands as C
 from qrt.state.model import Leased, Refused
+
+from .statehelp import queues_of
 
 NOW = 1000.0
 
@@ -23,12 +24,6 @@ def _machine(tasks: list[tuple[int, int]]) -> StateMachine:
             for i, (tenant, priority) in enumerate(tasks)]
     machine.apply_batch(C.pack_batch(1, NOW, [C.RegisterActors({"a": {}}), C.Submit(envs)]))
     return machine
-
-
-def _queues(m: StateMachine) -> dict[str, list[tuple[str, list[Any]]]]:
-    """Each actor's lanes in round-robin order, with their queued entries (stale ones left out)."""
-    return {actor: [(lane, sorted(e for e in heap if m._is_queued(e))) for lane, heap in queue.lanes.items()
-                    if any(m._is_queued(e) for e in heap)] for actor, queue in m.queues.items()}
 
 
 def _leased(m: StateMachine, command: C.Command) -> list[str]:
@@ -57,7 +52,7 @@ def test_grants_in_flight_pick_what_dispatches_lease(tasks: list[tuple[int, int]
     for n, picked in zip(rounds, picks, strict=True):
         assert _leased(dispatching, C.Dispatch([C.Offer("w", ["a"], n)])) == picked
         assert _leased(granting, C.Grant("w", [(tid, 1) for tid in picked])) == picked
-    assert _queues(granting) == _queues(dispatching)
+    assert queues_of(granting) == queues_of(dispatching)
 
 
 def test_a_grant_refused_when_its_task_left_the_queue_or_its_actor_is_limited() -> None:

@@ -17,6 +17,7 @@ from qrt.state import commands as C
 from qrt.state.digest import state_digest
 from qrt.state.model import Leased, Refused
 from tests.unit.replica_process import RemoteReplica
+from tests.unit.statehelp import queues_of
 
 WORKERS = ["w1", "w2", "w3"]
 ACTORS = ["a", "b", "c"]  # "c" has a global rate limit and concurrency limits, one per tenant
@@ -172,7 +173,7 @@ class QueueRules(RuleBasedStateMachine):
         for e in leased:
             self.running[e.task.id] = (worker, e.task)
         self.slots[worker] -= len(leased)
-        assert _queues(self.machine) == _queues(probe), "a grant left the queues other than a dispatch leaves them"
+        assert queues_of(self.machine) == queues_of(probe), "a grant left the queues other than a dispatch leaves them"
 
     @rule(task_index=st.integers(0, 50), attempt=st.integers(0, 3), worker=st.sampled_from(WORKERS))
     def grant_that_cannot_stand(self, task_index: int, attempt: int, worker: str) -> None:
@@ -324,12 +325,6 @@ class QueueRules(RuleBasedStateMachine):
     def replicas_agree(self) -> None:
         """The replica in another process, with another hash seed, holds the same state."""
         assert self.replica.digests() == (state_digest(self.machine), self.machine.digest)
-
-
-def _queues(m: StateMachine) -> dict[str, list[tuple[str, list[Any]]]]:
-    """Each actor's lanes in round-robin order, with their queued entries (stale ones left out)."""
-    return {actor: [(lane, sorted(e for e in heap if m._is_queued(e))) for lane, heap in queue.lanes.items()
-                    if any(m._is_queued(e) for e in heap)] for actor, queue in m.queues.items()}
 
 
 QueueRules.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
