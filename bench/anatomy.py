@@ -82,8 +82,8 @@ def round_trips(nodes: int, tasks: int, base: str) -> dict[str, Any]:
             continue
         complete += 1
         totals.append((hops["client_received"] - hops["client_send"]) / 1000)
-        for path, named in ((HOPS, ""), (SUBMIT_HOPS, "submit: ")):
-            for a, b in itertools.pairwise(path):
+        for route, named in ((HOPS, ""), (SUBMIT_HOPS, "submit: ")):
+            for a, b in itertools.pairwise(route):
                 spans[f"{named}{a} -> {b}"].append((hops[b] - hops[a]) / 1000)
     median_total = statistics.median(totals)
     table = [{"span": name, "median_us": round(statistics.median(v), 1), "p95_us": round(percentile(v, 0.95), 1),
