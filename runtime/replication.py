@@ -250,6 +250,12 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
             else:
                 self._qrt_term_behind_us = True
         super()._SyncObj__onMessageReceived(node, message)
+        if kind == "next_node_idx" and message.get("reset") and self._isLeader():
+            # A follower asks for entries again from an earlier index. pysyncobj sent them with its
+            # next AppendEntries, which used to follow every commit; now that only a new entry or
+            # the commit notice does, a follower behind could wait for the heartbeat (100 ms,
+            # measured: bench.snapshot_pause's stream stalled in half the runs). The next tick sends.
+            setattr(self, _NEXT_APPEND, raft_clock())
 
     def _qrt_would_vote(self, ask: dict[str, Any]) -> bool:
         if self._isLeader() or time.monotonic() - self._qrt_leader_heard < self.conf.raftMinTimeout:
@@ -266,11 +272,15 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         (profiled). The next entry carries the commit index anyway; when none follows within
         COMMIT_NOTICE_DELAY, the next tick sends it alone. Followers apply that much later, which no
         promise depends on: the leader answers clients, and a new leader applies what is committed."""
-        super()._SyncObj__applyLogEntries()
-        if self._isLeader():
-            soon = raft_clock() + COMMIT_NOTICE_DELAY
-            if getattr(self, _NEXT_APPEND) > soon:
-                setattr(self, _NEXT_APPEND, soon)
+        applied = bool(super()._SyncObj__applyLogEntries())
+        if not applied or not self._isLeader():
+            return False
+        last = self._SyncObj__getCurrentLogIndex()
+        if any(index <= last for index in self._SyncObj__raftNextIndex.values()):
+            return True  # a follower lacks entries (it asked for them again): send them now
+        soon = raft_clock() + COMMIT_NOTICE_DELAY
+        if getattr(self, _NEXT_APPEND) > soon:
+            setattr(self, _NEXT_APPEND, soon)
         return False
 
     def _qrt_restart_stuck_connects(self) -> None:
