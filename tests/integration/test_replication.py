@@ -92,7 +92,8 @@ def test_ticked_on_the_loop_three_nodes_commit_and_followers_learn_of_it_without
     """The coordinator's shape (raft_loop.py): pysyncobj's sockets and ticks on one asyncio loop.
     After a commit, the leader tells the followers within COMMIT_NOTICE_DELAY of its own clock
     (pysyncobj's, CLOCK_MONOTONIC_RAW: a deadline from time.monotonic was off by the two clocks'
-    drift, and the followers heard of the commit only at the next 100 ms heartbeat)."""
+    drift, and the followers heard of the commit only at the next 100 ms heartbeat); and a follower
+    that asks for entries again gets them at the next tick."""
     import asyncio
 
     from pysyncobj.monotonic import monotonic as raft_clock
@@ -119,6 +120,15 @@ def test_ticked_on_the_loop_three_nodes_commit_and_followers_learn_of_it_without
             assert await asyncio.wait_for(done, 10) is not None
             assert getattr(leader.sync, R._NEXT_APPEND) - raft_clock() <= R.COMMIT_NOTICE_DELAY
             await until(lambda: all("t1" in n.machine.tasks for n in nodes), "every replica applying it")
+
+            # A follower that asks for entries again from an earlier index gets them at the next
+            # tick, not at the next heartbeat (100 ms): nothing else would send them now.
+            follower = next(node for node in leader.sync._SyncObj__otherNodes)
+            setattr(leader.sync, R._NEXT_APPEND, raft_clock() + 60.0)
+            leader.sync._SyncObj__onMessageReceived(follower, {
+                "type": "next_node_idx", "reset": True, "success": False,
+                "next_node_idx": leader.sync._SyncObj__getCurrentLogIndex()})
+            assert getattr(leader.sync, R._NEXT_APPEND) <= raft_clock()
         finally:
             for node in nodes:
                 node.destroy()
