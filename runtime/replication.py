@@ -276,7 +276,8 @@ class _SyncObj(SyncObj):  # type: ignore[misc]
         if not applied or not self._isLeader():
             return False
         last = self._SyncObj__getCurrentLogIndex()
-        if any(index <= last for index in self._SyncObj__raftNextIndex.values()):
+        connected = self._SyncObj__connectedNodes  # (one that is down is sent nothing anyway)
+        if any(index <= last for node, index in self._SyncObj__raftNextIndex.items() if node in connected):
             return True  # a follower lacks entries (it asked for them again): send them now
         soon = raft_clock() + COMMIT_NOTICE_DELAY
         if getattr(self, _NEXT_APPEND) > soon:

@@ -129,6 +129,18 @@ def test_ticked_on_the_loop_three_nodes_commit_and_followers_learn_of_it_without
                 "type": "next_node_idx", "reset": True, "success": False,
                 "next_node_idx": leader.sync._SyncObj__getCurrentLogIndex()})
             assert getattr(leader.sync, R._NEXT_APPEND) <= raft_clock()
+
+            # With a follower down, a commit still sends no AppendEntries of its own: the one down
+            # lags for good, and counting it doubled the messages again.
+            gone = next(n for n in nodes if n is not leader)
+            gone.destroy()
+            nodes.remove(gone)
+            await until(lambda: len(leader.sync._SyncObj__connectedNodes) == 1, "the leader seeing it gone")
+            done2: asyncio.Future[Applied | None] = loop.create_future()
+            leader.propose(C.pack_batch(leader.term, time.time(), [C.Tick()]),
+                           lambda applied, error: done2.set_result(applied))
+            assert await asyncio.wait_for(done2, 10) is not None
+            assert getattr(leader.sync, R._NEXT_APPEND) - raft_clock() <= R.COMMIT_NOTICE_DELAY
         finally:
             for node in nodes:
                 node.destroy()
