@@ -116,7 +116,10 @@ class LoopTicker:
     def _tick(self) -> None:
         self._scheduled = False
         again, self._again = self._again, False
-        for _ in range(2 if again else 1):
+        self._run(2 if again else 1)
+
+    def _run(self, ticks: int) -> None:
+        for _ in range(ticks):
             try:
                 self._sync.doTick(0.0)
             except Exception:  # pysyncobj's own thread logs and carries on too
@@ -125,7 +128,7 @@ class LoopTicker:
     def _on_timer(self) -> None:
         if self._stopped:
             return
-        self._tick()
+        self._run(1)  # (a turn asked for by `soon` still comes)
         self._timer = self._loop.call_later(self._period, self._on_timer)
 
     def stop(self) -> None:

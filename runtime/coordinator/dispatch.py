@@ -22,7 +22,6 @@ from ..protocol import CancelRun, Envelope, Run, RunTask
 from ..replication import Replication
 from ..state import commands as C
 from ..state import grants, views
-from ..state.lanes import lane_of
 from ..state.machine import StateMachine
 from ..state.model import Effect, Leased, Refused, Task
 from .proposer import OnEffects, Proposer
@@ -109,7 +108,6 @@ class Dispatcher:
         if term is None:
             return offered
         picked: dict[str, list[RunTask]] = {}
-        lanes: dict[str, str] = {}
         with self.replication.reading() as machine:
             now = self.proposer.clock()
             turn = [conn for conn in offered if self._may_grant(machine, conn)]
@@ -121,7 +119,6 @@ class Dispatcher:
                     if task is None:
                         continue
                     self.pending.add(task)
-                    lanes[task.id] = lane_of(task.keys)
                     conn.credit -= 1
                     picked.setdefault(conn.id, []).append(machine.run_task(task, granting=term))
                     if conn.credit:
@@ -130,7 +127,7 @@ class Dispatcher:
         for conn in offered:
             runs = picked.get(conn.id)
             if runs:
-                self._propose_grant(conn, runs, lanes)
+                self._propose_grant(conn, runs)
         return [conn for conn in offered if conn.credit > 0]
 
     def arrived(self, envelopes: list[Envelope]) -> None:
@@ -159,7 +156,7 @@ class Dispatcher:
             while fresh:
                 env = fresh.pop(next(iter(fresh)))
                 task = grants.fresh(machine, env, now)
-                if task is not None and task.id not in self.pending.ids:
+                if task is not None and task.id not in self.pending.taken:
                     if not fresh:
                         del self._fresh_by_actor[actor]
                     return task
@@ -174,14 +171,14 @@ class Dispatcher:
         return all(machine.unlimited(actor) and actor not in unsettled
                    for actor in conn.actors if machine.queued_count.get(actor))
 
-    def _propose_grant(self, conn: WorkerConn, runs: list[RunTask], lanes: dict[str, str]) -> None:
+    def _propose_grant(self, conn: WorkerConn, runs: list[RunTask]) -> None:
         """Send `runs` and propose their leases; a run that could not be sent is not granted."""
         pending = self.pending
         unsent = set(self._send_runs(conn, runs, requeue=False))
         for run in runs:
             if run.id in unsent:
                 conn.runs_sent.pop(run.id, None)
-                pending.settle(run.id, run.actor, lanes[run.id])
+                pending.settle(run.id)
         granted = [run for run in runs if run.id not in unsent]
         if not granted:
             return
@@ -190,7 +187,7 @@ class Dispatcher:
 
         def applied(effects: list[Effect] | None, error: str | None) -> None:
             for run in granted:
-                pending.settle(run.id, run.actor, lanes[run.id])
+                pending.settle(run.id)
                 conn.granting.pop(run.id, None)
             if effects is None:  # deposed, or the entry failed: the next leader may still commit it
                 refused = [run.id for run in granted] if self.leading else []

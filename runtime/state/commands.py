@@ -71,7 +71,7 @@ class Dispatch(_Record):
 @dataclass(frozen=True, slots=True)
 class Grant(_Record):
     """Leases the leader chose itself and sent before this entry committed: for actors without
-    limits, a `run` need not wait for a commit (coordinator/granting.py). Each stands if its task
+    limits, a `run` need not wait for a commit (state/grants.py). Each stands if its task
     is still queued at the attempt before, its actor still unlimited; else it is refused."""
 
     KIND: ClassVar[str] = "grant"

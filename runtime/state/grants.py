@@ -6,7 +6,7 @@ from the committed queues and proposes the lease as it sends it. If the entry ne
 leader is deposed), the task is still queued on the next leader: a duplicate at worst.
 
 The pick is the one `_take_next` would make once the leader's grants in flight are applied: those
-tasks left out (`Pending.ids`), and their lanes at the back of the round in the order they were
+tasks left out (`Pending.taken`), and their lanes at the back of the round in the order they were
 picked, as applying those grants puts them. Read under the replication lock; changes nothing.
 """
 
@@ -29,22 +29,23 @@ EXPIRY_MARGIN = 1.0
 class Pending:
     """The leader's grants proposed and not yet applied (in memory, not replicated)."""
 
-    ids: set[str] = field(default_factory=set)
+    taken: dict[str, tuple[str, str]] = field(default_factory=dict)  # task id -> (actor, lane)
     # actor -> lane -> grants in flight from it; a lane's latest pick is last (the order of the round)
     lanes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add(self, task: Task) -> None:
-        self.ids.add(task.id)
-        lanes = self.lanes.setdefault(task.actor, {})
         lane = lane_of(task.keys)
+        self.taken[task.id] = (task.actor, lane)
+        lanes = self.lanes.setdefault(task.actor, {})
         lanes[lane] = lanes.pop(lane, 0) + 1
 
-    def settle(self, task_id: str, actor: str, lane: str) -> None:
+    def settle(self, task_id: str) -> None:
         """The grant of `task_id` was applied (or will never be)."""
-        self.ids.discard(task_id)
-        lanes = self.lanes.get(actor)
-        if lanes is None or lane not in lanes:
+        place = self.taken.pop(task_id, None)
+        if place is None:
             return
+        actor, lane = place
+        lanes = self.lanes[actor]
         lanes[lane] -= 1
         if not lanes[lane]:
             del lanes[lane]
@@ -91,7 +92,7 @@ def _candidate(m: TaskStore, actor: str, pending: Pending, unsettled: Collection
     queue = m.queues.get(actor)
     if queue is None or not m.queued_count.get(actor):
         return None
-    taken = pending.ids
+    taken = pending.taken
 
     def free(entry: Entry) -> bool:
         return entry[2] not in taken and m._is_queued(entry) and entry[2] not in unsettled

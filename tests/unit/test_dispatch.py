@@ -375,4 +375,4 @@ async def test_a_worker_whose_granted_run_cannot_be_sent_is_cut_off_and_nothing_
     await settle()
     assert (gone.connected, gone.credit) == (False, 0)
     assert leader.pending_commands() == []  # no grant proposed for a run that never left
-    assert leader.dispatcher.pending.ids == set()
+    assert leader.dispatcher.pending.taken == {}
