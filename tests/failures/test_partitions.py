@@ -340,7 +340,7 @@ def test_after_a_partition_heals_every_node_agrees(heal_run: HealRun) -> None:
 def test_a_returning_node_neither_forces_an_election_nor_lags(heal_run: HealRun) -> None:
     # pysyncobj has no pre-vote and no connect timeout: the returning node, whose term rose while it
     # campaigned alone, deposed the leader, and nodes agreed ~8 s after the heal (measured). Fixed in
-    # replication.py (_SyncObj: a pre-vote; a stuck connect started afresh).
+    # raft_node.py (RaftNode: a pre-vote; a stuck connect started afresh).
     assert heal_run.common, heal_run.figures
     forced = heal_run.common["term"] != heal_run.term_at_heal
     assert not forced, f"the returning node forced an election: {heal_run.figures}"

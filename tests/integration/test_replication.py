@@ -98,7 +98,7 @@ def test_ticked_on_the_loop_three_nodes_commit_and_followers_learn_of_it_without
 
     from pysyncobj.monotonic import monotonic as raft_clock
 
-    from qrt import replication as R
+    from qrt import raft_node as R
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
