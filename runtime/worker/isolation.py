@@ -92,7 +92,7 @@ class ChildPool:
     def __init__(self, limit: int, modules: list[str]) -> None:
         self.limit = limit
         self.modules = modules  # none: the worker has no process-isolated actor, and starts no child
-        self._idle: list[_Child] = []  # children waiting for a task
+        self._idle: list[_Child] = []  # children waiting for a task, the most recently used last
         self._children: set[_Child] = set()  # every child not being stopped: idle, busy or starting
         self._successors: set[asyncio.Future[None]] = set()  # children starting in place of stopped ones
         self._closed = False
@@ -188,7 +188,7 @@ class ChildPool:
             if self._closed:
                 await self._stop(child)
             else:
-                self._idle.append(child)
+                self._idle.insert(0, child)  # under the used ones: _checkout reuses the most recently used
         future = asyncio.ensure_future(successor())
         self._successors.add(future)
         future.add_done_callback(self._successors.discard)
