@@ -133,6 +133,17 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def advantage_target(system: str, workload: str) -> float | None:
+    """The advantage over the best peer an issue asks of `system` on the chart's scale (higher is
+    better): W1 and W3 from the comparison's issue, the 1-slot shapes from issue 14 (SLOT_TARGETS)."""
+    slot = SLOT_TARGETS.get(system)
+    if workload == "w1-1slot":
+        return slot[0] if slot else None
+    if workload == "w3-1slot":
+        return 1 / slot[1] if slot else None
+    return {"w1": 5.0, "w3": 2.0}.get(workload)
+
+
 def chart(results: dict[str, Any], path: str) -> bool:
     """Bar charts of qrt's headline ratios to the best peer and of W1's rates; False without matplotlib."""
     try:
@@ -149,27 +160,32 @@ def chart(results: dict[str, Any], path: str) -> bool:
              ("W3 round trip p50\n(best peer / qrt)", "w3", "roundtrip_p50_ms", min, True),
              ("W1, 1 slot\n(x best peer)", "w1-1slot", "end_to_end_rate", max, False),
              ("W3 p50, 1 slot\n(best peer / qrt)", "w3-1slot", "roundtrip_p50_ms", min, True)]
-    labels, targets = [], []
+    labels: list[str] = []
+    targets: list[list[float | None]] = []
     for label, workload, key, pick, inverse in specs:
         best = best_peer(results, workload, key, pick)
         values = [figure(results, s, workload, key) for s in mine]
         if not best or None in values:
             continue
         labels.append(label)
-        targets.append({"w1": 5.0, "w3": 2.0}.get(workload))
+        targets.append([advantage_target(s, workload) for s in mine])
         for s, v in zip(mine, values, strict=True):
             assert v is not None
             ratios.setdefault(s, []).append(best[1] / v if inverse else v / best[1])
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.5), width_ratios=[3, 2, 2])
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(18, 4.8), width_ratios=[4, 2, 2])
     width = 0.8 / max(1, len(mine))
     for i, s in enumerate(mine):
         xs = [j + i * width for j in range(len(labels))]
         bars = left.bar(xs, ratios.get(s, []), width, label=s)
         left.bar_label(bars, fmt="%.1fx", fontsize=8)
-    for j, target in enumerate(targets):  # the issue's targets, over their group of bars
-        if target is not None:
-            left.hlines(target, j - width / 2, j + width * (len(mine) - 0.5), colors="red", linestyles="dashed",
-                        label="target" if j == 0 else None)
+    labelled = False
+    for j, group in enumerate(targets):  # the issues' targets, each over its system's bar
+        for i, target in enumerate(group):
+            if target is not None:
+                x = j + i * width
+                left.hlines(target, x - width / 2, x + width / 2, colors="red", linestyles="dashed",
+                            label=None if labelled else "target")
+                labelled = True
     left.axhline(1, color="grey", linewidth=0.8)
     left.set_xticks([j + width * (len(mine) - 1) / 2 for j in range(len(labels))], labels)
     left.set_ylabel("qrt's advantage (higher is better)")
