@@ -1,4 +1,5 @@
-"""Group commit: every command gathered in one pass of the event loop becomes one Raft entry.
+"""Group commit: every command gathered in one pass of the event loop becomes one Raft entry, and
+while an entry is in flight what gathers waits to go in the next (defaults.ENTRIES_IN_FLIGHT).
 
 pysyncobj commits 3.6-5.9k entries/s but 150-200k records/s when each entry carries ~100 (measured,
 DESIGN.md), so the coordinator never proposes a lone client command when others are waiting.
@@ -59,8 +60,11 @@ class BatchSizes:
 
 class Proposer:
     def __init__(self, replication: Replication, loop: asyncio.AbstractEventLoop,
-                 on_batch: Callable[[list[Effect]], None], clock: Clock | None = None) -> None:
+                 on_batch: Callable[[list[Effect]], None], clock: Clock | None = None,
+                 entries_in_flight: int | None = defaults.ENTRIES_IN_FLIGHT) -> None:
+        """`entries_in_flight`: proposed and not yet committed, at most (None: no limit)."""
         self._replication = replication
+        self._entries_in_flight = entries_in_flight
         self._clock = clock or SystemClock()
         self._anchor: tuple[float, float] | None = None  # (leader time, monotonic time) at taking office
         self._term: int | None = None  # the Raft term in which this node took office
@@ -152,8 +156,11 @@ class Proposer:
         return self._clock.wall() - self.clock()
 
     def flush(self) -> None:
-        """Propose what was gathered, stamped with the leader's term and a non-decreasing time."""
+        """Propose what was gathered, stamped with the leader's term and a non-decreasing time; held
+        while ENTRIES_IN_FLIGHT are (proposed again when one commits: `_resolve`)."""
         self._scheduled = False
+        if self._holding():
+            return
         if anatomy.ON and self._gathered:
             for hop, task_id in self._anatomy:
                 anatomy.mark(hop, task_id)
@@ -176,6 +183,13 @@ class Proposer:
             except Exception as exc:  # never a batch dropped without a word to its commands
                 log.exception("proposing a batch failed")
                 self._loop.call_soon(self._resolve, batch, None, f"not proposed: {exc}")
+
+    def _holding(self) -> bool:
+        limit = self._entries_in_flight
+        if limit is None or len(self._proposed_at) < limit or not self._gathered:
+            return False
+        oldest = next(iter(self._proposed_at.values()))  # (in the order proposed)
+        return self._clock.monotonic() - oldest < defaults.ENTRY_HOLD_LIMIT
 
     def _on_commit(self, batch: int) -> Callable[[Applied | None, str | None], None]:
         """A callback for pysyncobj's tick that hands the outcome to the event loop's next turn
@@ -233,6 +247,9 @@ class Proposer:
                 cb(effects, (error or "not_applied") if effects is None else None)
             except Exception:
                 log.exception("handling the effects of a committed command failed")
+        if self._gathered and not self._scheduled:  # held while this batch was in flight
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
 
 
 def _release(counter: Counter[str], names: list[str]) -> None:

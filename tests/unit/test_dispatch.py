@@ -85,7 +85,9 @@ def make_leader(router: FakeRouter | None = None) -> Leader:
     router = router or FakeRouter()
     workers = WorkerTable()
     batches: list[list[Effect]] = []
-    proposer = Proposer(repl.as_replication(), asyncio.get_running_loop(), batches.append)
+    # Any number of entries in flight: the leader's bookkeeping must hold for every interleaving of
+    # proposals and commits, of which one entry at a time (the default) is a subset.
+    proposer = Proposer(repl.as_replication(), asyncio.get_running_loop(), batches.append, entries_in_flight=None)
     dispatcher = Dispatcher(repl.as_replication(), proposer, cast(Router, router), workers)
     dispatcher.leading = True
     return Leader(repl, dispatcher, router, workers, batches)

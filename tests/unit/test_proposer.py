@@ -14,6 +14,7 @@ from collections import defaultdict
 import pytest
 
 from qrt import defaults
+from qrt.clock import Clock
 from qrt.coordinator.proposer import OnEffects, Proposer
 from qrt.protocol import Envelope
 from qrt.state import commands as C
@@ -36,11 +37,15 @@ class Answers:
         return on_effects
 
 
-def make() -> tuple[FakeReplication, Proposer, list[list[Effect]]]:
-    """A Proposer on the running loop; the list holds what `on_batch` saw, one item per call."""
+def make(entries_in_flight: int | None = None, clock: Clock | None = None) \
+        -> tuple[FakeReplication, Proposer, list[list[Effect]]]:
+    """A Proposer on the running loop; the list holds what `on_batch` saw, one item per call. Any
+    number of entries in flight unless asked: most tests here are about what one entry does."""
     repl = FakeReplication()
     batches: list[list[Effect]] = []
-    return repl, Proposer(repl.as_replication(), asyncio.get_running_loop(), batches.append), batches
+    proposer = Proposer(repl.as_replication(), asyncio.get_running_loop(), batches.append, clock,
+                        entries_in_flight=entries_in_flight)
+    return repl, proposer, batches
 
 
 def submit(*ids: str) -> C.Submit:
@@ -64,6 +69,52 @@ async def test_commands_added_in_one_pass_of_the_loop_are_proposed_as_one_batch(
     proposer.add(submit("t3"), answers.to("t3"))  # a later pass makes an entry of its own
     await settle()
     assert [p.commands for p in repl.proposed[1:]] == [[submit("t3")]]
+
+
+async def test_while_an_entry_is_in_flight_what_gathers_goes_into_the_next_one() -> None:
+    repl, proposer, _ = make(entries_in_flight=defaults.ENTRIES_IN_FLIGHT)  # as the coordinator runs it
+    assert defaults.ENTRIES_IN_FLIGHT == 1
+    answers = Answers()
+    proposer.add(submit("t1"), answers.to("t1"))
+    await settle()
+    proposer.add(submit("t2"), answers.to("t2"))  # two later passes, while t1's entry is in flight
+    await settle()
+    proposer.add(C.Cancel("t2"), answers.to("cancel"))
+    await settle()
+    assert [readable(p.commands) for p in repl.proposed] == [[submit("t1")]]
+    repl.commit(repl.proposed[0])
+    await settle()  # its commit lets the next entry go: both passes' commands in one
+    assert [readable(p.commands) for p in repl.proposed[1:]] == [[submit("t2"), C.Cancel("t2")]]
+    assert answers.calls["t1"][0][1] is None and "t2" not in answers.calls
+    repl.commit(repl.proposed[1])
+    await settle()
+    assert [error for name in ("t2", "cancel") for _, error in answers.calls[name]] == [None, None]
+
+
+async def test_an_entry_that_fails_lets_the_held_commands_go_too() -> None:
+    repl, proposer, _ = make(entries_in_flight=1)
+    answers = Answers()
+    proposer.add(submit("t1"), answers.to("t1"))
+    await settle()
+    proposer.add(submit("t2"), answers.to("t2"))
+    await settle()
+    repl.fail(repl.proposed[0], "queue_full")
+    await settle()
+    assert answers.calls["t1"] == [(None, "queue_full")]
+    assert [readable(p.commands) for p in repl.proposed[1:]] == [[submit("t2")]]
+
+
+async def test_an_entry_in_flight_past_the_hold_limit_holds_nothing_back() -> None:
+    clock = SteppableClock()
+    repl, proposer, _ = make(entries_in_flight=1, clock=clock)
+    proposer.add(submit("t1"), None)
+    await settle()
+    proposer.add(submit("t2"), None)
+    await settle()
+    assert len(repl.proposed) == 1
+    clock.mono += defaults.ENTRY_HOLD_LIMIT  # pysyncobj slow to answer: a snapshot, a follower catching up
+    proposer.flush()  # the coordinator's next pass, or its housekeeping
+    assert [readable(p.commands) for p in repl.proposed] == [[submit("t1")], [submit("t2")]]
 
 
 async def test_more_commands_than_one_entry_holds_are_split_into_batches_in_order() -> None:
