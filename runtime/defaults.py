@@ -105,7 +105,8 @@ MAX_COMMANDS_PER_ENTRY = 2000
 # proposed when this one commits. Each entry costs the leader a round of messages (encrypt, send,
 # read two answers, apply) however little it holds; with one in flight, 2 workers x 1 slot on 3
 # nodes ran 1,440 -> 1,740 tasks/s, 8 slots 5,290 -> 5,760, and a round trip's p50 2.4 -> 2.1 ms
-# (bench.compare, interleaved). A run waits for none of it (grants go ahead of their commit).
+# (bench.compare, interleaved). No grant's run waits for it; a limited actor's dispatch may wait one
+# commit more (W6 and bench.flow_control unchanged).
 ENTRIES_IN_FLIGHT = 1
 # ... unless the oldest has waited this long: a commit that pysyncobj is slow to answer (a snapshot,
 # a follower catching up) must not hold everything gathered behind it.
