@@ -186,10 +186,10 @@ class Proposer:
 
     def _holding(self) -> bool:
         limit = self._entries_in_flight
-        if limit is None or len(self._proposed_at) < limit or not self._gathered:
+        if limit is None or not self._gathered:
             return False
-        oldest = next(iter(self._proposed_at.values()))  # (in the order proposed)
-        return self._clock.monotonic() - oldest < defaults.ENTRY_HOLD_LIMIT
+        entries, oldest_waited = self.in_flight()
+        return entries >= limit and oldest_waited < defaults.ENTRY_HOLD_LIMIT
 
     def _on_commit(self, batch: int) -> Callable[[Applied | None, str | None], None]:
         """A callback for pysyncobj's tick that hands the outcome to the event loop's next turn
