@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 import qrt
+from qrt import defaults
 from qrt.local import LocalCluster, wait_until
 from tests import actors
 from tests.conftest import serving
@@ -61,8 +62,17 @@ def test_a_killed_worker_is_offered_nothing_more(three_nodes: LocalCluster) -> N
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         # The next tasks find its connection gone: it stops being offered tasks at once, long
-        # before its lease timer (5 s) would expire it, and every task runs elsewhere.
-        assert [client.submit(actors.add, i, 0).result(timeout=5) for i in range(20)] == list(range(20))
+        # before its lease timer (defaults.LEASE_TIMEOUT, 6 s) would expire it, and they run
+        # elsewhere. Except one, at most: a `run` sent before the leader's ZeroMQ I/O thread has
+        # read the connection's end is taken, and lost with it; that task runs again once its lease
+        # expires (measured with the machine's cores kept busy, the process killed without waiting:
+        # 2 trials in 20; CI saw it once with the process waited for).
+        took = []
+        for i in range(20):
+            start = time.monotonic()
+            assert client.submit(actors.add, i, 0).result(timeout=defaults.LEASE_TIMEOUT + 10) == i
+            took.append(time.monotonic() - start)
+        assert sum(1 for t in took if t > defaults.LEASE_TIMEOUT / 2) <= 1, took
 
         def victim_unreachable() -> bool:
             workers = client.status()["workers"]
