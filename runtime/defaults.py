@@ -53,6 +53,10 @@ HELLO_RETRY = 0.5
 # A worker's outcomes not acknowledged this long are sent again (the leader may have died before
 # committing them): an ack normally comes within a commit, milliseconds (docs/protocol.md, §8).
 RESEND_AFTER = 1.0
+# A worker that reads acks in `run` (its hello's `acks_in_run`) has its outcomes' ack held up to this
+# long for the next `run` to it to carry, instead of a frame of its own: with one slot, that `run`
+# leaves when its next `done` arrives, about one commit later. Far below RESEND_AFTER.
+ACK_HOLD = 0.02
 # How long a client request may go without any leader answering before it fails with NoLeader
 # (`Client(timeout=...)`): several elections' worth, and every address tried several times.
 REQUEST_TIMEOUT = 15.0

@@ -17,8 +17,8 @@ import logging
 import time
 from collections import defaultdict
 
-from .. import anatomy, tracing
-from ..protocol import CancelRun, Envelope, Run, RunTask
+from .. import anatomy, defaults, tracing
+from ..protocol import Ack, CancelRun, Envelope, Run, RunTask
 from ..replication import Replication
 from ..state import commands as C
 from ..state import grants, views
@@ -235,14 +235,15 @@ class Dispatcher:
         """Send `tasks`' runs to `conn`; the ids of those that could not be sent (requeued unless
         not `requeue`: a grant not yet proposed is simply not proposed)."""
         tracing.queue_spans(tasks, conn.id)
-        frame = Run(tasks).encode()
+        acks = conn.take_acks()
+        frame = Run(tasks, acks).encode()
         if anatomy.ON:
             for task in tasks:
                 anatomy.mark("run_sent", task.id)
         if len(frame) <= self.router.max_frame or len(tasks) == 1:
             batches = [(frame, tasks)]
         else:  # large arguments: one task per frame keeps each within what a worker accepts
-            batches = [(Run([task]).encode(), [task]) for task in tasks]
+            batches = [(Run([task], acks if i == 0 else []).encode(), [task]) for i, task in enumerate(tasks)]
         unsent = [task for frame, batch in batches if not self.router.send(conn.identity, frame) for task in batch]
         now = time.monotonic()
         for task in tasks:
@@ -259,6 +260,24 @@ class Dispatcher:
             conn.credit = 0
             log.info("worker %s is unreachable: no more tasks until it says hello again", conn.id)
         return [task.id for task in unsent]
+
+    def acknowledge(self, conn: WorkerConn, ids: list[str]) -> None:
+        """Say `conn`'s outcomes `ids` are committed: in its next `run`, if one leaves within
+        ACK_HOLD and it reads acks there, else in an `ack` of their own. One frame less per task:
+        a send is the leader's dearest step (it wakes ZeroMQ's I/O thread, on a core the leader
+        needs), and with one slot the `run` of the next task follows within about a commit."""
+        if not conn.acks_in_run or not ids:  # an empty `done` is answered at once, as the protocol says
+            self.router.send(conn.identity, Ack(conn.take_acks() + ids).encode())
+            return
+        conn.acks_due += ids
+        if conn.ack_flush is None:
+            conn.ack_flush = self._loop.call_later(defaults.ACK_HOLD, self._flush_acks, conn)
+
+    def _flush_acks(self, conn: WorkerConn) -> None:
+        conn.ack_flush = None
+        acks = conn.take_acks()
+        if acks:
+            self.router.send(conn.identity, Ack(acks).encode())
 
     def resend(self, conn: WorkerConn, tasks: list[RunTask]) -> None:
         """Send again the `run` of leases a worker says it lacks (the first was lost on its way)."""

@@ -6,6 +6,7 @@ rebuilds it from the leases in the state machine and from workers saying hello a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,17 @@ class WorkerConn:
     reporting: set[str] = field(default_factory=set)  # tasks whose outcome it sent, not yet committed
     # Leases granted to it ahead of their commit (their `run` sent), not yet applied: id -> attempt.
     granting: dict[str, int] = field(default_factory=dict)
+    acks_in_run: bool = False  # it reads acks in `run` (its hello said so)
+    acks_due: list[str] = field(default_factory=list)  # outcomes committed, their ack held for its next `run`
+    ack_flush: asyncio.TimerHandle | None = None  # sends `acks_due` alone when no `run` has taken them
+
+    def take_acks(self) -> list[str]:
+        """The acks held for it, which the caller sends; none held after."""
+        if self.ack_flush is not None:
+            self.ack_flush.cancel()
+            self.ack_flush = None
+        acks, self.acks_due = self.acks_due, []
+        return acks
 
     def give_credit(self, n: int, held: int | None = None) -> None:
         """`n` slots came free. With `held`, the leases committed to it that stay held (those a
@@ -61,11 +73,12 @@ class WorkerTable:
         self.by_identity: dict[bytes, str] = {}
         self.departing: set[str] = set()  # said bye; their leases are being given back
 
-    def hello(self, worker_id: str, identity: bytes, actors: list[str], slots: int, concurrency: int) -> WorkerConn:
+    def hello(self, worker_id: str, identity: bytes, actors: list[str], slots: int, concurrency: int,
+              acks_in_run: bool = False) -> WorkerConn:
         previous = self.by_id.get(worker_id)
         if previous is not None and self.by_identity.get(previous.identity) == worker_id:
             del self.by_identity[previous.identity]  # its old connection speaks for it no more
-        conn = WorkerConn(worker_id, identity, sorted(actors), slots, concurrency)
+        conn = WorkerConn(worker_id, identity, sorted(actors), slots, concurrency, acks_in_run=acks_in_run)
         self.by_id[worker_id] = conn
         self.by_identity[identity] = worker_id
         return conn

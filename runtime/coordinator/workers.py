@@ -83,7 +83,8 @@ class WorkerDesk:
         # A lease granted since this worker's previous hello may be a `run` still on its way to it:
         # the worker cannot list it yet, so only older unlisted leases count as vanished.
         since = previous.hello_batch if previous is not None and previous.connected else None
-        conn = self.workers.hello(msg.worker_id, identity, [a.name for a in msg.actors], msg.slots, msg.concurrency)
+        conn = self.workers.hello(msg.worker_id, identity, [a.name for a in msg.actors], msg.slots, msg.concurrency,
+                                  msg.acks_in_run)
         conn.options = {a.name: a.options for a in msg.actors}
         conn.listed = {tid for tid, _ in msg.running}
         self._say_option_changes(msg)
@@ -197,15 +198,12 @@ class WorkerDesk:
         conn.give_credit(msg.credit, len(held) + len(ahead))
         for outcome in msg.outcomes:
             conn.runs_sent.pop(outcome.id, None)
-        ack = P.Ack([o.id for o in msg.outcomes]).encode()
-        identity = conn.identity
-
         reported = [o.id for o in msg.outcomes]
 
         def finished(effects: list[Effect] | None, error: str | None) -> None:
             conn.reporting.difference_update(reported)
             if effects is not None:  # else no ack: the worker sends the outcomes again
-                self.router.send(identity, ack)
+                self.dispatcher.acknowledge(conn, reported)
         self.proposer.add(C.Finish(conn.id, msg.outcomes), finished)
         self.dispatcher.poke()
 

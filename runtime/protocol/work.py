@@ -73,11 +73,15 @@ class Hello(Message):
     # When the worker process started (epoch s): the options of the worker started last are in
     # force for an actor, so an old worker reconnecting in a rolling deploy cannot undo new ones.
     started: float = 0.0
+    acks_in_run: bool = False  # it reads `Run.acks`: the leader may send acks there, not as `ack` frames
 
     def to_wire(self) -> dict[str, Any]:
-        return {"t": self.TYPE, "worker_id": self.worker_id, "slots": self.slots, "concurrency": self.concurrency,
+        wire = {"t": self.TYPE, "worker_id": self.worker_id, "slots": self.slots, "concurrency": self.concurrency,
                 "actors": [a.to_wire() for a in self.actors], "running": [list(r) for r in self.running],
                 "started": self.started}
+        if self.acks_in_run:
+            wire["acks_in_run"] = True
+        return wire
 
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> Self:
@@ -93,7 +97,8 @@ class Hello(Message):
         return cls(worker_id,
                    [ActorSpec.from_wire(a, f"actors[{i}]") for i, a in enumerate(actors)],
                    v.nonneg(v.get(m, "slots", int), "slots"), v.nonneg(v.get(m, "concurrency", int), "concurrency"),
-                   running, v.nonneg(v.get(m, "started", v.NUMBER, 0.0), "started"))
+                   running, v.nonneg(v.get(m, "started", v.NUMBER, 0.0), "started"),
+                   v.get(m, "acks_in_run", bool, False))
 
 
 @dataclass(slots=True)
@@ -314,15 +319,23 @@ class RunTask:
 
 @dataclass(slots=True)
 class Run(Message):
+    """Leases to run; `acks`: outcomes committed, as in `ack` (only to a worker that said
+    `acks_in_run` in its hello)."""
+
     TYPE = "run"
     tasks: list[RunTask]
+    acks: list[str] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"t": self.TYPE, "tasks": [t.to_wire() for t in self.tasks]}
+        wire: dict[str, Any] = {"t": self.TYPE, "tasks": [t.to_wire() for t in self.tasks]}
+        if self.acks:
+            wire["acks"] = self.acks
+        return wire
 
     @classmethod
     def from_wire(cls, m: dict[str, Any]) -> Self:
-        return cls([RunTask.from_wire(t, f"tasks[{i}]") for i, t in enumerate(v.get(m, "tasks", list))])
+        return cls([RunTask.from_wire(t, f"tasks[{i}]") for i, t in enumerate(v.get(m, "tasks", list))],
+                   v.str_list(m, "acks") if "acks" in m else [])
 
 
 @dataclass(slots=True)

@@ -267,7 +267,8 @@ class Worker:
         self._hello_slots = 0 if self.draining else self._free_slots()
         self._freed_unsaid = 0
         # Finished but unacknowledged tasks too: their leases must stay, for the report we resend.
-        self._send(Hello(self.id, self._specs, self._hello_slots, self.concurrency, self._held(), self.started))
+        self._send(Hello(self.id, self._specs, self._hello_slots, self.concurrency, self._held(), self.started,
+                         acks_in_run=True))
 
     def _held(self) -> list[tuple[str, int]]:
         """What the leader must keep leased to us: the tasks we run, and those whose report it has
@@ -291,9 +292,11 @@ class Worker:
         if self.standing is Standing.LEFT:
             return
         match message:
-            case Run() if self._bye is None:
-                for task in message.tasks:
-                    self._start(task)
+            case Run():
+                self._on_ack(Ack(message.acks))
+                if self._bye is None:  # else the leader gives its leases back with the bye
+                    for task in message.tasks:
+                        self._start(task)
             case Ack():
                 self._on_ack(message)
             case CancelRun():

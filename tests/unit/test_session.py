@@ -80,6 +80,19 @@ async def test_hello_welcome_run_done_ack() -> None:
         await node.expect_nothing(defaults.RESEND_AFTER + 0.3, skip=("heartbeat", "hello"))  # acknowledged: no resend
 
 
+async def test_the_acks_a_run_carries_clear_their_outcomes() -> None:
+    async with fake_nodes(1) as [node], serving([node.url]) as (worker, _, _):
+        identity, hello = await welcome(node)
+        assert hello["acks_in_run"] is True  # it says it reads them there
+        node.send(identity, run(("t1", "unit.session.add", [1, 2], 1)))
+        await node.expect("done", skip=("heartbeat",))
+        node.send(identity, protocol.Run([protocol.RunTask("t2", "unit.session.gated", ["g2"], {}, 1, 10.0, 1)],
+                                         acks=["t1"]))
+        await wait_for(lambda: "t2" in worker.running, what="t2 to start")
+        assert not worker.unacked  # t1's outcome acknowledged by the run
+        await node.expect_nothing(defaults.RESEND_AFTER + 0.3, skip=("heartbeat", "hello"))  # so not sent again
+
+
 async def test_a_run_for_a_task_already_running_takes_the_newest_attempt_and_gives_the_slot_back() -> None:
     async with fake_nodes(1) as [node], serving([node.url]) as (worker, _, _):
         identity, _ = await welcome(node)

@@ -3,8 +3,11 @@ never one counted twice (a real WorkerDesk, Dispatcher and Proposer; a fake repl
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import cast
 
+from qrt import defaults
 from qrt import protocol as P
 from qrt.coordinator.router import Router
 from qrt.coordinator.workers import WorkerDesk
@@ -192,3 +195,68 @@ async def test_a_run_granted_ahead_and_listed_before_its_commit_is_neither_cance
     leader.repl.commit_pending()
     await settle()
     assert leader.repl.machine.tasks["m1"].state == "succeeded" and leader.leases_of(W) == [("m2", 1)]
+
+
+# -- acks in `run` -------------------------------------------------------------------------------
+
+def sent_messages(leader: Leader) -> list[P.ToWorker]:
+    return [P.parse_for_worker(P.decode(frame)) for _, frame in leader.router.sent]
+
+
+async def one_slot_running(leader: Leader, desk: WorkerDesk, acks_in_run: bool) -> None:
+    """A worker of one slot running m1, granted ahead; m2 and m3 queued."""
+    leader.dispatcher.proposer.take_office()
+    leader.submit("m1", "m2", "m3")
+    desk.handle(W.encode(), P.Hello(W, [P.ActorSpec("mail", {})], 1, 1, [], acks_in_run=acks_in_run))
+    await settle()
+    leader.repl.commit_pending()  # its actors registered, m1 granted
+    await settle()
+    leader.repl.commit_pending()
+    await settle()
+    assert leader.leases_of(W) == [("m1", 1)]
+    leader.router.sent.clear()
+
+
+async def test_an_outcomes_ack_rides_in_the_next_run_to_a_worker_that_reads_it_there() -> None:
+    # With one slot, the next task's `run` leaves as the `done` arrives, and the outcome commits
+    # about one commit later: its ack waits for the `run` after that instead of a frame of its own.
+    leader = make_leader()
+    desk = desk_of(leader)
+    await one_slot_running(leader, desk, acks_in_run=True)
+    desk.handle(W.encode(), P.Done([ok("m1")], 1))
+    await settle()
+    leader.repl.commit_pending()  # m1's outcome, m2's lease
+    await settle()
+    assert sent_messages(leader) == [P.Run([leader.repl.machine.run_task(leader.repl.machine.tasks["m2"])])]
+    leader.router.sent.clear()
+    desk.handle(W.encode(), P.Done([ok("m2")], 1))
+    await settle()
+    [run] = sent_messages(leader)
+    assert isinstance(run, P.Run) and [t.id for t in run.tasks] == ["m3"] and run.acks == ["m1"]
+
+
+async def test_an_ack_no_run_takes_is_sent_alone_within_the_hold() -> None:
+    leader = make_leader()
+    desk = desk_of(leader)
+    await one_slot_running(leader, desk, acks_in_run=True)
+    desk.handle(W.encode(), P.Done([ok("m1")], 0))  # no slot offered again: no `run` follows
+    await settle()
+    leader.repl.commit_pending()
+    await settle()
+    assert sent_messages(leader) == []
+    deadline = time.monotonic() + 5
+    while not leader.router.sent and time.monotonic() < deadline:
+        await asyncio.sleep(defaults.ACK_HOLD / 4)
+    assert sent_messages(leader) == [P.Ack(["m1"])]
+
+
+async def test_a_worker_that_does_not_read_acks_in_run_gets_each_at_its_commit() -> None:
+    leader = make_leader()
+    desk = desk_of(leader)
+    await one_slot_running(leader, desk, acks_in_run=False)
+    desk.handle(W.encode(), P.Done([ok("m1")], 1))
+    await settle()
+    leader.repl.commit_pending()
+    await settle()
+    messages = sent_messages(leader)
+    assert P.Ack(["m1"]) in messages and all(m.acks == [] for m in messages if isinstance(m, P.Run))
