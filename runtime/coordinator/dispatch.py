@@ -273,8 +273,13 @@ class Dispatcher:
         if conn.ack_flush is None:
             conn.ack_flush = self._loop.call_later(defaults.ACK_HOLD, self._flush_acks, conn)
 
+    def stop_holding_acks(self, conn: WorkerConn) -> None:
+        """`conn` said bye: it reads nothing after the answer, so every ack must go before that,
+        those held now and those of outcomes still committing."""
+        conn.acks_in_run = False
+        self._flush_acks(conn)
+
     def _flush_acks(self, conn: WorkerConn) -> None:
-        conn.ack_flush = None
         acks = conn.take_acks()
         if acks:
             self.router.send(conn.identity, Ack(acks).encode())

@@ -208,6 +208,7 @@ class WorkerDesk:
         self.dispatcher.poke()
 
     def _bye(self, conn: WorkerConn, msg: P.Bye) -> None:
+        self.dispatcher.stop_holding_acks(conn)
         self.workers.remove(conn.id)
         self.workers.departing.add(conn.id)  # not an orphan while its leases are given back
         farewell = P.Ack([tid for tid, _ in msg.running], bye=True).encode()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
 import qrt
-from qrt.local import LocalCluster
+from qrt.local import LocalCluster, wait_until
+from qrt.worker.session import BYE_WAIT
 from tests import actors
 
 
@@ -205,3 +207,20 @@ def test_bad_submit_options_are_refused_naming_the_option(cluster: LocalCluster)
             client.submit_with(actors.add, (1, 1), eta=datetime.datetime.now())
         with pytest.raises(qrt.InvalidArgument, match="priority"):
             client.submit_with(actors.add, (1, 1), priority="high")  # type: ignore[arg-type]
+
+
+def test_a_worker_stopped_during_a_task_leaves_once_it_ends(fresh_cluster: LocalCluster) -> None:
+    # The task ends, the worker reports it and says bye at once: the ack of that outcome must come
+    # before the answer to its bye (a worker that has left reads nothing more). Held for a `run`
+    # that would never come, it kept the worker waiting BYE_WAIT (3 s), then its outcome unacked.
+    c = fresh_cluster.start()
+    worker = c.start_worker(["tests.actors"], concurrency=1)
+    c.wait_for_workers(1)
+    with qrt.Client(c.urls) as client:
+        task = client.submit(actors.sleep_then, 0.5)
+        wait_until(lambda: client.status()["workers"][0]["free"] == 0, 5.0, 0.02, "the task to start")
+        worker.send_signal(signal.SIGTERM)
+        assert task.result(timeout=5)["attempt"] == 1  # it ran to its end
+        ended = time.monotonic()
+        worker.wait(timeout=10)
+        assert time.monotonic() - ended < BYE_WAIT - 1.0

@@ -7,6 +7,8 @@ import asyncio
 import time
 from typing import cast
 
+import pytest
+
 from qrt import defaults
 from qrt import protocol as P
 from qrt.coordinator.router import Router
@@ -260,3 +262,23 @@ async def test_a_worker_that_does_not_read_acks_in_run_gets_each_at_its_commit()
     await settle()
     messages = sent_messages(leader)
     assert P.Ack(["m1"]) in messages and all(m.acks == [] for m in messages if isinstance(m, P.Run))
+
+
+@pytest.mark.parametrize("committed_before_the_bye", [True, False])
+async def test_acks_for_a_worker_that_says_bye_go_before_the_answer_to_its_bye(committed_before_the_bye: bool) -> None:
+    # A worker that has left reads nothing more: an ack held past the answer to its bye never
+    # clears its outcome, and it waits out BYE_WAIT (3 s) before it exits (seen: every worker
+    # stop in the integration tests took 3 s).
+    leader = make_leader()
+    desk = desk_of(leader)
+    await one_slot_running(leader, desk, acks_in_run=True)
+    desk.handle(W.encode(), P.Done([ok("m1")], 0))
+    await settle()
+    if committed_before_the_bye:
+        leader.repl.commit_pending()  # m1's outcome committed, its ack held
+        await settle()
+    desk.handle(W.encode(), P.Bye([]))
+    await settle()
+    leader.repl.commit_pending()
+    await settle()
+    assert sent_messages(leader) == [P.Ack(["m1"]), P.Ack([], bye=True)]
