@@ -161,8 +161,9 @@ class WorkerDesk:
         for tid in [t for t in conn.runs_sent if t not in held]:
             del conn.runs_sent[tid]
         self.dispatcher.resend(conn, runs)
+        acked_soon = set(conn.acks_due)  # their outcomes committed: the worker holds them until its ack
         for tid, attempt in listed:
-            if held.get(tid, -1) < attempt or tid in cancelling:
+            if (held.get(tid, -1) < attempt and tid not in acked_soon) or tid in cancelling:
                 self._send(conn.identity, P.CancelRun(tid))
 
     def _recount(self, conn: WorkerConn, listed: list[tuple[str, int]], free: int) -> None:

@@ -219,9 +219,11 @@ async def one_slot_running(leader: Leader, desk: WorkerDesk, acks_in_run: bool) 
     leader.router.sent.clear()
 
 
-async def test_an_outcomes_ack_rides_in_the_next_run_to_a_worker_that_reads_it_there() -> None:
+async def test_an_outcomes_ack_rides_in_the_next_run_to_a_worker_that_reads_it_there(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     # With one slot, the next task's `run` leaves as the `done` arrives, and the outcome commits
     # about one commit later: its ack waits for the `run` after that instead of a frame of its own.
+    monkeypatch.setattr(defaults, "ACK_HOLD", 60.0)  # however slow this machine, the hold outlasts the test
     leader = make_leader()
     desk = desk_of(leader)
     await one_slot_running(leader, desk, acks_in_run=True)
@@ -282,3 +284,19 @@ async def test_acks_for_a_worker_that_says_bye_go_before_the_answer_to_its_bye(c
     leader.repl.commit_pending()
     await settle()
     assert sent_messages(leader) == [P.Ack(["m1"]), P.Ack([], bye=True)]
+
+
+async def test_an_outcome_whose_ack_is_held_is_not_cancelled_when_a_heartbeat_lists_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker lists an outcome it holds until its ack: with the ack held for a `run`, most of a
+    # busy worker's heartbeats list one, and each drew a useless `cancel`.
+    monkeypatch.setattr(defaults, "ACK_HOLD", 60.0)  # however slow this machine, the hold outlasts the test
+    leader = make_leader()
+    desk = desk_of(leader)
+    await one_slot_running(leader, desk, acks_in_run=True)
+    desk.handle(W.encode(), P.Done([ok("m1")], 0))
+    await settle()
+    leader.repl.commit_pending()
+    await settle()
+    desk.handle(W.encode(), P.Heartbeat([("m1", 1)], 1, free=1))
+    assert sent_messages(leader) == [P.Hb(1)]
