@@ -219,6 +219,14 @@ async def one_slot_running(leader: Leader, desk: WorkerDesk, acks_in_run: bool) 
     leader.router.sent.clear()
 
 
+async def report_m1(leader: Leader, desk: WorkerDesk, credit: int) -> None:
+    """The worker reports m1 done, offering `credit` slots again; its outcome commits."""
+    desk.handle(W.encode(), P.Done([ok("m1")], credit))
+    await settle()
+    leader.repl.commit_pending()
+    await settle()
+
+
 async def test_an_outcomes_ack_rides_in_the_next_run_to_a_worker_that_reads_it_there(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # With one slot, the next task's `run` leaves as the `done` arrives, and the outcome commits
@@ -227,10 +235,7 @@ async def test_an_outcomes_ack_rides_in_the_next_run_to_a_worker_that_reads_it_t
     leader = make_leader()
     desk = desk_of(leader)
     await one_slot_running(leader, desk, acks_in_run=True)
-    desk.handle(W.encode(), P.Done([ok("m1")], 1))
-    await settle()
-    leader.repl.commit_pending()  # m1's outcome, m2's lease
-    await settle()
+    await report_m1(leader, desk, credit=1)  # m2's run leaves, m1's outcome and m2's lease commit
     assert sent_messages(leader) == [P.Run([leader.repl.machine.run_task(leader.repl.machine.tasks["m2"])])]
     leader.router.sent.clear()
     desk.handle(W.encode(), P.Done([ok("m2")], 1))
@@ -239,14 +244,12 @@ async def test_an_outcomes_ack_rides_in_the_next_run_to_a_worker_that_reads_it_t
     assert isinstance(run, P.Run) and [t.id for t in run.tasks] == ["m3"] and run.acks == ["m1"]
 
 
-async def test_an_ack_no_run_takes_is_sent_alone_within_the_hold() -> None:
+async def test_an_ack_no_run_takes_is_sent_alone_within_the_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(defaults, "ACK_HOLD", 0.5)  # long enough to see it held on a slow machine
     leader = make_leader()
     desk = desk_of(leader)
     await one_slot_running(leader, desk, acks_in_run=True)
-    desk.handle(W.encode(), P.Done([ok("m1")], 0))  # no slot offered again: no `run` follows
-    await settle()
-    leader.repl.commit_pending()
-    await settle()
+    await report_m1(leader, desk, credit=0)  # no slot offered again: no `run` follows
     assert sent_messages(leader) == []
     deadline = time.monotonic() + 5
     while not leader.router.sent and time.monotonic() < deadline:
@@ -258,10 +261,7 @@ async def test_a_worker_that_does_not_read_acks_in_run_gets_each_at_its_commit()
     leader = make_leader()
     desk = desk_of(leader)
     await one_slot_running(leader, desk, acks_in_run=False)
-    desk.handle(W.encode(), P.Done([ok("m1")], 1))
-    await settle()
-    leader.repl.commit_pending()
-    await settle()
+    await report_m1(leader, desk, credit=1)
     messages = sent_messages(leader)
     assert P.Ack(["m1"]) in messages and all(m.acks == [] for m in messages if isinstance(m, P.Run))
 
@@ -294,9 +294,6 @@ async def test_an_outcome_whose_ack_is_held_is_not_cancelled_when_a_heartbeat_li
     leader = make_leader()
     desk = desk_of(leader)
     await one_slot_running(leader, desk, acks_in_run=True)
-    desk.handle(W.encode(), P.Done([ok("m1")], 0))
-    await settle()
-    leader.repl.commit_pending()
-    await settle()
+    await report_m1(leader, desk, credit=0)
     desk.handle(W.encode(), P.Heartbeat([("m1", 1)], 1, free=1))
     assert sent_messages(leader) == [P.Hb(1)]
