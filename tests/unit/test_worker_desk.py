@@ -205,8 +205,10 @@ def sent_messages(leader: Leader) -> list[P.ToWorker]:
     return [P.parse_for_worker(P.decode(frame)) for _, frame in leader.router.sent]
 
 
-async def one_slot_running(leader: Leader, desk: WorkerDesk, acks_in_run: bool) -> None:
-    """A worker of one slot running m1, granted ahead; m2 and m3 queued."""
+async def one_slot_running(acks_in_run: bool) -> tuple[Leader, WorkerDesk]:
+    """A leader, and a worker of one slot running m1, granted ahead; m2 and m3 queued."""
+    leader = make_leader()
+    desk = desk_of(leader)
     leader.dispatcher.proposer.take_office()
     leader.submit("m1", "m2", "m3")
     desk.handle(W.encode(), P.Hello(W, [P.ActorSpec("mail", {})], 1, 1, [], acks_in_run=acks_in_run))
@@ -217,6 +219,7 @@ async def one_slot_running(leader: Leader, desk: WorkerDesk, acks_in_run: bool) 
     await settle()
     assert leader.leases_of(W) == [("m1", 1)]
     leader.router.sent.clear()
+    return leader, desk
 
 
 async def report_m1(leader: Leader, desk: WorkerDesk, credit: int) -> None:
@@ -232,9 +235,7 @@ async def test_an_outcomes_ack_rides_in_the_next_run_to_a_worker_that_reads_it_t
     # With one slot, the next task's `run` leaves as the `done` arrives, and the outcome commits
     # about one commit later: its ack waits for the `run` after that instead of a frame of its own.
     monkeypatch.setattr(defaults, "ACK_HOLD", 60.0)  # however slow this machine, the hold outlasts the test
-    leader = make_leader()
-    desk = desk_of(leader)
-    await one_slot_running(leader, desk, acks_in_run=True)
+    leader, desk = await one_slot_running(acks_in_run=True)
     await report_m1(leader, desk, credit=1)  # m2's run leaves, m1's outcome and m2's lease commit
     assert sent_messages(leader) == [P.Run([leader.repl.machine.run_task(leader.repl.machine.tasks["m2"])])]
     leader.router.sent.clear()
@@ -246,9 +247,7 @@ async def test_an_outcomes_ack_rides_in_the_next_run_to_a_worker_that_reads_it_t
 
 async def test_an_ack_no_run_takes_is_sent_alone_within_the_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(defaults, "ACK_HOLD", 0.5)  # long enough to see it held on a slow machine
-    leader = make_leader()
-    desk = desk_of(leader)
-    await one_slot_running(leader, desk, acks_in_run=True)
+    leader, desk = await one_slot_running(acks_in_run=True)
     await report_m1(leader, desk, credit=0)  # no slot offered again: no `run` follows
     assert sent_messages(leader) == []
     deadline = time.monotonic() + 5
@@ -258,9 +257,7 @@ async def test_an_ack_no_run_takes_is_sent_alone_within_the_hold(monkeypatch: py
 
 
 async def test_a_worker_that_does_not_read_acks_in_run_gets_each_at_its_commit() -> None:
-    leader = make_leader()
-    desk = desk_of(leader)
-    await one_slot_running(leader, desk, acks_in_run=False)
+    leader, desk = await one_slot_running(acks_in_run=False)
     await report_m1(leader, desk, credit=1)
     messages = sent_messages(leader)
     assert P.Ack(["m1"]) in messages and all(m.acks == [] for m in messages if isinstance(m, P.Run))
@@ -271,9 +268,7 @@ async def test_acks_for_a_worker_that_says_bye_go_before_the_answer_to_its_bye(c
     # A worker that has left reads nothing more: an ack held past the answer to its bye never
     # clears its outcome, and it waits out BYE_WAIT (3 s) before it exits (seen: every worker
     # stop in the integration tests took 3 s).
-    leader = make_leader()
-    desk = desk_of(leader)
-    await one_slot_running(leader, desk, acks_in_run=True)
+    leader, desk = await one_slot_running(acks_in_run=True)
     desk.handle(W.encode(), P.Done([ok("m1")], 0))
     await settle()
     if committed_before_the_bye:
@@ -291,9 +286,7 @@ async def test_an_outcome_whose_ack_is_held_is_not_cancelled_when_a_heartbeat_li
     # The worker lists an outcome it holds until its ack: with the ack held for a `run`, most of a
     # busy worker's heartbeats list one, and each drew a useless `cancel`.
     monkeypatch.setattr(defaults, "ACK_HOLD", 60.0)  # however slow this machine, the hold outlasts the test
-    leader = make_leader()
-    desk = desk_of(leader)
-    await one_slot_running(leader, desk, acks_in_run=True)
+    leader, desk = await one_slot_running(acks_in_run=True)
     await report_m1(leader, desk, credit=0)
     desk.handle(W.encode(), P.Heartbeat([("m1", 1)], 1, free=1))
     assert sent_messages(leader) == [P.Hb(1)]
