@@ -293,7 +293,8 @@ class Worker:
             return
         match message:
             case Run():
-                self._on_ack(Ack(message.acks))
+                if message.acks:
+                    self._on_ack(Ack(message.acks))
                 if self._bye is None:  # else the leader gives its leases back with the bye
                     for task in message.tasks:
                         self._start(task)
