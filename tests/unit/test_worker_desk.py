@@ -3,8 +3,6 @@ never one counted twice (a real WorkerDesk, Dispatcher and Proposer; a fake repl
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import cast
 
 import pytest
@@ -16,6 +14,7 @@ from qrt.coordinator.workers import WorkerDesk
 from qrt.protocol import Outcome
 from qrt.state import commands as C
 
+from .fake_coordinator import wait_for
 from .fake_replication import settle
 from .test_dispatch import Leader, make_leader
 
@@ -250,9 +249,7 @@ async def test_an_ack_no_run_takes_is_sent_alone_within_the_hold(monkeypatch: py
     leader, desk = await one_slot_running(acks_in_run=True)
     await report_m1(leader, desk, credit=0)  # no slot offered again: no `run` follows
     assert sent_messages(leader) == []
-    deadline = time.monotonic() + 5
-    while not leader.router.sent and time.monotonic() < deadline:
-        await asyncio.sleep(defaults.ACK_HOLD / 4)
+    await wait_for(lambda: bool(leader.router.sent), what="the held ack to be sent")
     assert sent_messages(leader) == [P.Ack(["m1"])]
 
 
